@@ -1,0 +1,284 @@
+"""The `fedgrpo` command line.
+
+Flags are generated from the config dataclasses (one ``--kebab-case`` flag per field), so the CLI, the
+config file and the docs cannot drift apart. Parsing imports neither torch nor trl: ``fedgrpo --help``
+is instant. A user mistake (:class:`FedGRPOError`) prints one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import typing
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fedgrpo.config import FedGRPOConfig, field_index, field_type, load_config
+from fedgrpo.errors import FedGRPOError
+
+EXIT_USER_ERROR = 2
+
+
+# --- argument parsing -----------------------------------------------------------------------------
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML or TOML config file (flags override it).")
+    sections: dict[str, argparse._ArgumentGroup] = {}
+    for name, (section, f) in field_index().items():
+        group = sections.setdefault(section, parser.add_argument_group(f"{section} settings"))
+        flag = "--" + name.replace("_", "-")
+        default = f.default
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        help_text = f"{f.metadata['help']} (default: {shown})"
+        hint = field_type(name)
+        if hint is bool:
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=help_text)
+        elif typing.get_origin(hint) is tuple:
+            group.add_argument(flag, dest=name, nargs="+", metavar="NAME", default=argparse.SUPPRESS,
+                               help=help_text)
+        else:
+            group.add_argument(flag, dest=name, metavar="VALUE", default=argparse.SUPPRESS, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fedgrpo",
+        description="FedGRPO: train a server language model with GRPO on rewards from private domain experts.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("prepare", help="Build the splits, the server model and one expert per client "
+                       "(cached), then print every model's accuracy per domain.")
+    _add_config_flags(p)
+    p = sub.add_parser("evaluate", help="Held-out pass@1 per domain (greedy) and mean sampled correctness.")
+    p.add_argument("--model", metavar="DIR", help="Model directory to evaluate (default: the server model "
+                   "from the config, built if needed).")
+    _add_config_flags(p)
+    p = sub.add_parser("domains", help="List the built-in domains and their generators.")
+    p.add_argument("--all", action="store_true", help="Also list every reasoning-gym generator (rg:<name>).")
+    p = sub.add_parser("config", help="Print the resolved configuration as YAML.")
+    p.add_argument("--docs", action="store_true", help="Print the Markdown reference of every key instead.")
+    _add_config_flags(p)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> FedGRPOConfig:
+    overrides = {name: getattr(args, name) for name in field_index() if hasattr(args, name)}
+    return load_config(args.config, overrides)
+
+
+# --- output directory and console -----------------------------------------------------------------
+
+def prepare_output_dir(config: FedGRPOConfig, command: str) -> Path:
+    """Create the run's output directory and prove it is writable before any long work starts."""
+    raw = config.output.output_dir or f"runs/{command}-{datetime.now():%Y%m%d-%H%M%S}"
+    out = Path(raw).expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise FedGRPOError(
+            f"output directory {str(out)!r} cannot be written ({exc.strerror or exc}); "
+            "choose another with --output-dir"
+        ) from None
+    return out
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+class RichProgress:
+    """ProgressSink backed by rich: one bar per phase, removed when the phase ends."""
+
+    def __init__(self, console: Any) -> None:
+        self.console = console
+
+    @contextmanager
+    def phase(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        started = time.perf_counter()
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=self.console, transient=True) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda n=1: bar.advance(task, n)
+        self.console.print(f"[green]done[/] {description} ({time.perf_counter() - started:.1f} s)")
+
+    def log(self, message: str) -> None:
+        self.console.print(message)
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def cmd_prepare(args: argparse.Namespace, console: Any) -> int:
+    from rich.table import Table
+
+    config = config_from_args(args)
+    out = prepare_output_dir(config, "prepare")
+    (out / "config.yaml").write_text(config.to_yaml())
+    _quiet_libraries()
+    from fedgrpo.training.prepare import prepare, report_prepared
+
+    progress = RichProgress(console)
+    started = time.perf_counter()
+    prepared = prepare(config, progress)
+    prepare_seconds = time.perf_counter() - started
+    for name, hit in prepared.cache_hits.items():
+        if hit:
+            console.print(f"[dim]cache hit: {name}[/]")
+    report = report_prepared(prepared, progress, prepare_seconds)
+
+    domains = list(config.data.domains)
+    table = Table(title="Held-out greedy pass@1 (%) per domain; * = the expert's own domain")
+    table.add_column("model")
+    for d in domains:
+        table.add_column(d, justify="right")
+    table.add_column("mean", justify="right")
+    server_row = [_pct(report.server[d].pass_at_1) for d in domains]
+    table.add_row("server (base)", *server_row, _pct(sum(report.server[d].pass_at_1 for d in domains) / len(domains)))
+    table.add_row("server, sampled T=1", *[_pct(report.server[d].sampled_mean) for d in domains], "")
+    for expert_id, scores in report.experts.items():
+        own = report.expert_domains[expert_id]
+        cells = [_pct(scores[d].pass_at_1) + ("*" if d == own else "") for d in domains]
+        mean = sum(scores[d].pass_at_1 for d in domains) / len(domains)
+        table.add_row(f"{expert_id} ({own})", *cells, _pct(mean))
+    console.print(table)
+    beats = report.experts_beat_server()
+    console.print(
+        f"GRPO signal: {_pct(report.signal_share)}% of {report.signal_probe} training questions have "
+        f"8 samples at T=1 that are neither all right nor all wrong."
+    )
+    console.print(
+        f"Experts beating the server in their own domain: {sum(beats.values())}/{len(beats)}. "
+        f"Prepare {report.seconds['prepare']:.0f} s, evaluation {report.seconds['evaluate']:.0f} s."
+    )
+    write_json_atomic(out / "prepare.json", {
+        "config": config.to_flat(),
+        "server_dir": str(prepared.server_dir),
+        "expert_dirs": {k: str(v) for k, v in prepared.expert_dirs.items()},
+        "report": report.to_dict(),
+    })
+    console.print(f"Results: {out / 'prepare.json'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, console: Any) -> int:
+    from rich.table import Table
+
+    config = config_from_args(args)
+    if args.model and not Path(args.model).expanduser().is_dir():
+        raise FedGRPOError(f"--model {args.model!r} is not a directory; give a saved model directory")
+    out = prepare_output_dir(config, "evaluate")
+    (out / "config.yaml").write_text(config.to_yaml())
+    _quiet_libraries()
+    from fedgrpo.data.partition import build_splits
+    from fedgrpo.models.load import base_model_dir, load_model
+    from fedgrpo.training.evaluate import evaluate_model, mean_over_domains
+    from fedgrpo.training.prepare import split_spec
+
+    progress = RichProgress(console)
+    splits = build_splits(split_spec(config))
+    if args.model:
+        model_dir = Path(args.model).expanduser()
+    else:
+        model_dir, _ = base_model_dir(config.models.server_model, splits.public, config.models, progress)
+    model, tokenizer = load_model(model_dir)
+    ev = config.evaluation
+    n_eval = sum(len(v) for v in splits.eval.values())
+    with progress.phase(f"evaluate {model_dir.name}", n_eval * (2 if ev.eval_samples else 1)) as advance:
+        scores = evaluate_model(
+            model, tokenizer, splits.eval, samples=ev.eval_samples, temperature=ev.eval_temperature,
+            max_new_tokens=ev.max_new_tokens, batch_size=ev.eval_batch_size, seed=config.data.data_seed,
+            on_batch=advance,
+        )
+    table = Table(title=f"Held-out evaluation of {model_dir}")
+    for col in ("domain", "items", "pass@1 greedy (%)", f"sampled mean, T={ev.eval_temperature} (%)"):
+        table.add_column(col, justify="left" if col == "domain" else "right")
+    for domain, s in scores.items():
+        table.add_row(domain, str(s.n), _pct(s.pass_at_1), _pct(s.sampled_mean))
+    table.add_row("mean", "", _pct(mean_over_domains(scores)), _pct(mean_over_domains(scores, "sampled_mean")))
+    console.print(table)
+    write_json_atomic(out / "evaluate.json", {
+        "config": config.to_flat(),
+        "model_dir": str(model_dir),
+        "scores": {d: s.to_dict() for d, s in scores.items()},
+        "mean_pass_at_1": mean_over_domains(scores),
+        "mean_sampled": mean_over_domains(scores, "sampled_mean"),
+    })
+    console.print(f"Results: {out / 'evaluate.json'}")
+    return 0
+
+
+def cmd_domains(args: argparse.Namespace, console: Any) -> int:
+    from fedgrpo.config import DEFAULT_DOMAINS
+    from fedgrpo.data.gym import DOMAINS, NO_REFERENCE_ANSWER
+
+    for name, spec in DOMAINS.items():
+        mark = " (default)" if name in DEFAULT_DOMAINS else ""
+        gens = ", ".join(g.name for g in spec.generators)
+        console.print(f"{name}{mark}: {spec.description}; levels 0-{spec.max_difficulty}; generators: {gens}")
+    if args.all:
+        from reasoning_gym.factory import DATASETS
+
+        usable = sorted(set(DATASETS) - NO_REFERENCE_ANSWER - {"composite"})
+        console.print("Any reasoning-gym generator as a domain (level 0 only): " + ", ".join(f"rg:{g}" for g in usable))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace, console: Any) -> int:
+    if args.docs:
+        from fedgrpo.config import render_config_docs
+
+        print(render_config_docs(), end="")
+        return 0
+    print(config_from_args(args).to_yaml(), end="")
+    return 0
+
+
+COMMANDS = {"prepare": cmd_prepare, "evaluate": cmd_evaluate, "domains": cmd_domains, "config": cmd_config}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from rich.console import Console
+
+    console = Console()
+    try:
+        return COMMANDS[args.command](args, console)
+    except FedGRPOError as exc:
+        print(f"fedgrpo: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("fedgrpo: interrupted; finished models stay cached and a rerun resumes from them",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

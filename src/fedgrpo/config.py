@@ -1,0 +1,362 @@
+"""The one typed configuration tree, checked once.
+
+Every field has a unique flat name, so it maps 1:1 to a YAML/TOML key, a ``--kebab-case`` CLI flag and
+(later) a Flower run-config key. Precedence: CLI flags > config file > defaults. Checks run in
+``__post_init__`` and raise :class:`ConfigError` with a message that names the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from fedgrpo.errors import ConfigError
+
+DEFAULT_DOMAINS = ("arithmetic", "sequences", "algebra", "spelling")
+TINY_PREFIX = "tiny:"
+TINY_PRESETS = ("small", "micro")  # architectures live in fedgrpo.models.tiny
+PARTITIONS = ("domain", "dirichlet", "iid")
+
+
+def _f(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use tuples for sequence defaults")
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    domains: tuple[str, ...] = _f(
+        DEFAULT_DOMAINS,
+        "Domains, one reasoning-gym generator family each (see `fedgrpo domains`), or rg:<generator>.",
+    )
+    difficulty: int = _f(0, "Difficulty level of every domain's generators (0 = tiny-model friendly).")
+    data_seed: int = _f(0, "Seed of every split; the same seed gives the same questions in every role.")
+    num_clients: int | None = _f(None, "Number of clients (experts); unset = one per domain.")
+    partition: str = _f("domain", "How client data is split: domain (one domain each), dirichlet or iid.")
+    dirichlet_beta: float = _f(0.1, "Concentration beta of the dirichlet partition (paper: 0.1).")
+    pool_size: int = _f(2000, "Server training pool D_s, questions in total (paper: 2000).")
+    aux_size: int = _f(100, "Labelled auxiliary set D_p, items in total (paper: 100).")
+    public_size: int = _f(1000, "Labelled public items per domain for the server model's pre-training.")
+    eval_size: int = _f(200, "Held-out evaluation items per domain.")
+    client_size: int = _f(1000, "Private items per client.")
+    use_ground_truth: bool = _f(
+        False, "Give the server the pool's gold answers (off: answers withheld, the paper's Table 2)."
+    )
+
+    def __post_init__(self) -> None:
+        if not self.domains:
+            raise ConfigError("domains is empty: name at least one domain (see `fedgrpo domains`)")
+        if len(set(self.domains)) != len(self.domains):
+            raise ConfigError(f"domains lists a domain twice ({', '.join(self.domains)}): list each once")
+        from fedgrpo.data.gym import resolve_domain  # lazy: keeps `import fedgrpo.config` light
+
+        for name in self.domains:
+            spec = resolve_domain(name)
+            if self.difficulty > spec.max_difficulty:
+                raise ConfigError(
+                    f"difficulty {self.difficulty} is above domain {name!r}'s highest level "
+                    f"({spec.max_difficulty}); lower difficulty"
+                )
+        if self.difficulty < 0:
+            raise ConfigError("difficulty must be 0 or more")
+        if self.data_seed < 0:
+            raise ConfigError(f"data_seed must be 0 or more, got {self.data_seed}")
+        for name in ("pool_size", "aux_size", "eval_size", "client_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.public_size < 0:
+            raise ConfigError(f"public_size must be 0 or more, got {self.public_size}")
+        if self.aux_size > self.pool_size:
+            raise ConfigError(
+                f"aux_size ({self.aux_size}) is larger than pool_size ({self.pool_size}): the auxiliary "
+                "set is a small labelled sample; lower aux_size or raise pool_size"
+            )
+        if self.partition not in PARTITIONS:
+            raise ConfigError(f"unknown partition {self.partition!r}: use one of {', '.join(PARTITIONS)}")
+        if self.num_clients is not None and self.num_clients < 1:
+            raise ConfigError(f"num_clients must be at least 1, got {self.num_clients}")
+        if self.partition == "domain" and self.clients < len(self.domains):
+            raise ConfigError(
+                f"partition=domain gives each client one domain, so {len(self.domains)} domains need "
+                f"at least {len(self.domains)} clients (num_clients={self.clients}); raise num_clients "
+                "or use partition=dirichlet"
+            )
+        if not self.dirichlet_beta > 0:
+            raise ConfigError(f"dirichlet_beta must be > 0, got {self.dirichlet_beta}")
+
+    @property
+    def clients(self) -> int:
+        return self.num_clients if self.num_clients is not None else len(self.domains)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    server_model: str = _f(
+        "tiny:small",
+        "Server policy: tiny:<preset> (built and pre-trained here, cached) or a local Hugging Face "
+        "model directory. Nothing is downloaded.",
+    )
+    expert_model: str = _f(
+        "tiny:small",
+        "Base of every client's expert, fine-tuned on the client's private data: tiny:<preset> or a "
+        "local model directory.",
+    )
+    model_seed: int = _f(0, "Seed of model initialisation and training order.")
+    pretrain_steps: int = _f(700, "Optimizer steps of the tiny server model's public pre-training.")
+    expert_steps: int = _f(900, "Optimizer steps of each expert's fine-tuning on its private data.")
+    sft_batch_size: int = _f(64, "Batch size of supervised training (pre-training and experts).")
+    sft_learning_rate: float = _f(2e-3, "Peak AdamW learning rate of supervised training.")
+    cache_dir: str | None = _f(
+        None, "Model cache directory; unset = $FEDGRPO_CACHE or ~/.cache/fedgrpo."
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("server_model", "expert_model"):
+            check_model_spec(name, getattr(self, name))
+        for name in ("pretrain_steps", "expert_steps", "model_seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.sft_batch_size < 1:
+            raise ConfigError(f"sft_batch_size must be at least 1, got {self.sft_batch_size}")
+        if not 0 < self.sft_learning_rate < 1:
+            raise ConfigError(f"sft_learning_rate must be in (0, 1), got {self.sft_learning_rate}")
+
+    def resolved_cache_dir(self) -> Path:
+        raw = self.cache_dir or os.environ.get("FEDGRPO_CACHE") or "~/.cache/fedgrpo"
+        return Path(raw).expanduser()
+
+
+def check_model_spec(name: str, spec: str) -> None:
+    """A model spec is tiny:<preset> or an existing local directory; anything else names both."""
+    if spec.startswith(TINY_PREFIX):
+        preset = spec[len(TINY_PREFIX):]
+        if preset not in TINY_PRESETS:
+            raise ConfigError(
+                f"{name}={spec!r}: unknown tiny preset {preset!r}; use one of "
+                f"{', '.join(TINY_PREFIX + p for p in TINY_PRESETS)}"
+            )
+        return
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        raise ConfigError(
+            f"{name}={spec!r} is not an existing directory; give a local Hugging Face model "
+            f"directory or tiny:<preset> ({', '.join(TINY_PRESETS)}); nothing is downloaded"
+        )
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    eval_samples: int = _f(8, "Samples per question for the mean sampled correctness (0 = greedy only).")
+    eval_temperature: float = _f(1.0, "Sampling temperature of the sampled-correctness estimate.")
+    max_new_tokens: int = _f(24, "Longest completion, in tokens, at evaluation and expert answering.")
+    eval_batch_size: int = _f(256, "Prompts per generation batch.")
+
+    def __post_init__(self) -> None:
+        if self.eval_samples < 0:
+            raise ConfigError(f"eval_samples must be 0 or more, got {self.eval_samples}")
+        if not self.eval_temperature > 0:
+            raise ConfigError(f"eval_temperature must be > 0, got {self.eval_temperature}")
+        if self.max_new_tokens < 1 or self.eval_batch_size < 1:
+            raise ConfigError("max_new_tokens and eval_batch_size must be at least 1")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    output_dir: str | None = _f(None, "Where this run's outputs go; unset = runs/<command>-<time>.")
+
+
+@dataclass(frozen=True)
+class FedGRPOConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    models: ModelConfig = field(default_factory=ModelConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_flat(self) -> dict[str, Any]:
+        """Every field under its flat name, in declaration order (YAML-friendly values)."""
+        out: dict[str, Any] = {}
+        for section in _sections():
+            for f in fields(section.type):
+                value = getattr(getattr(self, section.name), f.name)
+                out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_flat(), sort_keys=False)
+
+
+@dataclass(frozen=True)
+class _Section:
+    name: str
+    type: type
+
+
+def _sections() -> list[_Section]:
+    # Resolved hints, not Field.type: with postponed annotations Field.type is only a string.
+    hints = typing.get_type_hints(FedGRPOConfig)
+    return [_Section(f.name, hints[f.name]) for f in fields(FedGRPOConfig)]
+
+
+def section_type(name: str) -> type:
+    return next(s.type for s in _sections() if s.name == name)
+
+
+def field_index() -> dict[str, tuple[str, dataclasses.Field[Any]]]:
+    """Flat name -> (section name, field). Names are unique across the tree (tested)."""
+    index: dict[str, tuple[str, dataclasses.Field[Any]]] = {}
+    for section in _sections():
+        for f in fields(section.type):
+            index[f.name] = (section.name, f)
+    return index
+
+
+def field_type(name: str) -> Any:
+    """The resolved type hint of a flat field name."""
+    section, _ = field_index()[name]
+    return typing.get_type_hints(section_type(section))[name]
+
+
+def _coerce(name: str, value: Any, tp: Any, from_text: bool) -> Any:
+    """Check (and, for text from the command line, parse) one value against its declared type."""
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (from_text and value in ("", "none", "None")):
+            return None
+        return _coerce(name, value, args[0], from_text)
+    if origin is tuple:
+        if from_text and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name} must be a list of names, got {value!r}")
+        return tuple(value)
+    if tp is bool:
+        if from_text and isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if from_text and isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        # Text is parsed from files too: PyYAML reads `1e-3` (no dot) as a string.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {name}")
+
+
+def _normalise_key(key: str) -> str:
+    return key.strip().replace("-", "_")
+
+
+def flatten_file_values(raw: dict[str, Any]) -> dict[str, Any]:
+    """Accept flat keys or keys grouped under section tables (data:, models:, ...)."""
+    sections = {s.name for s in _sections()}
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        key = _normalise_key(str(key))
+        if key in sections and isinstance(value, dict):
+            flat.update({_normalise_key(str(k)): v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (.yaml/.yml) or TOML (.toml) file into flat keys; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist; check the path given to --config")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            raw = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            raw = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config file {str(path)!r}: use a .yaml, .yml or .toml file")
+    except ConfigError:
+        raise
+    except Exception as exc:  # yaml.YAMLError, tomllib.TOMLDecodeError
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"config file {str(path)!r} is malformed ({first_line}); fix its syntax") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of key: value pairs")
+    return flatten_file_values(raw)
+
+
+def build_config(
+    file_values: dict[str, Any] | None = None, cli_values: dict[str, Any] | None = None
+) -> FedGRPOConfig:
+    """Merge defaults < file values < CLI values, type-check each value and run every check once.
+
+    File values must already have their declared types (YAML/TOML carry them); CLI values may be text.
+    """
+    index = field_index()
+    merged: dict[str, tuple[Any, bool]] = {}
+    for values, from_text in ((file_values or {}, False), (cli_values or {}, True)):
+        for key, value in values.items():
+            name = _normalise_key(key)
+            if name not in index:
+                close = difflib.get_close_matches(name, list(index), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else "; see `fedgrpo config --help`"
+                raise ConfigError(f"unknown config key {key!r}{hint}")
+            merged[name] = (value, from_text)
+    per_section: dict[str, dict[str, Any]] = {s.name: {} for s in _sections()}
+    for name, (value, from_text) in merged.items():
+        section, f = index[name]
+        per_section[section][name] = _coerce(name, value, field_type(name), from_text)
+    return FedGRPOConfig(**{s.name: s.type(**per_section[s.name]) for s in _sections()})
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> FedGRPOConfig:
+    """The public entry point: an optional file plus overrides (CLI text or typed values)."""
+    return build_config(read_config_file(path) if path else None, overrides)
+
+
+def render_config_docs() -> str:
+    """Markdown reference of every field; docs/config.md is this text (a test keeps it current)."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated by `fedgrpo config --docs` from `src/fedgrpo/config.py`; do not edit by hand.",
+        "Every key works flat in a YAML/TOML file (`aux_size: 50`), under its section (`data:`), or as a",
+        "flag (`--aux-size 50`). Precedence: flags > file > defaults.",
+    ]
+    for section in _sections():
+        lines += ["", f"## {section.name}", "", "| key | flag | default | meaning |", "|---|---|---|---|"]
+        for f in fields(section.type):
+            default = f.default
+            shown = ", ".join(default) if isinstance(default, tuple) else ("unset" if default is None else default)
+            lines.append(f"| `{f.name}` | `--{f.name.replace('_', '-')}` | `{shown}` | {f.metadata['help']} |")
+    return "\n".join(lines) + "\n"

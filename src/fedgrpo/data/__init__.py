@@ -1,0 +1,1 @@
+"""Tasks, prompts and splits. Imports no torch, transformers, trl or flwr."""

@@ -1,0 +1,186 @@
+"""Deterministic, disjoint splits from one seed.
+
+Every domain yields one seeded stream of distinct questions (:func:`iter_unique_questions`). The
+stream is cut into consecutive blocks in a fixed order - evaluation, auxiliary, server pool, public
+pre-training pool, client shards - so no question text can sit in two roles, and growing a later split
+never changes an earlier one (the evaluation set stays put when client shards grow).
+
+Client shards (non-IID by design, the paper's setting):
+- ``domain``: client k holds domain k mod D (several clients of one domain share its items);
+- ``dirichlet``: each domain's client items are spread over clients by q ~ Dir(beta * 1_K), the
+  standard label-skew recipe (Hsu et al. 2019); small beta gives near one-domain clients;
+- ``iid``: every client holds an equal share of every domain.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedgrpo.data.gym import iter_unique_questions, resolve_domain
+from fedgrpo.data.tasks import Question
+from fedgrpo.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """Everything that decides the splits; the model cache keys on it."""
+
+    domains: tuple[str, ...]
+    difficulty: int
+    data_seed: int
+    pool_size: int
+    aux_size: int
+    public_size: int
+    eval_size: int
+    client_size: int
+    num_clients: int
+    partition: str
+    dirichlet_beta: float
+
+
+@dataclass(frozen=True)
+class ClientShard:
+    expert_id: str
+    questions: tuple[Question, ...]
+
+    @property
+    def main_domain(self) -> str:
+        """The domain this client holds most of (ties: the first one met in its shard)."""
+        return Counter(q.domain for q in self.questions).most_common(1)[0][0]
+
+    def domain_counts(self) -> dict[str, int]:
+        return dict(Counter(q.domain for q in self.questions))
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The roles of every generated question. All questions carry their gold answers here; who may
+    see which answer is decided where a split is handed out (:meth:`server_training_pool`)."""
+
+    pool: tuple[Question, ...]  # D_s, the server's training questions
+    aux: tuple[Question, ...]  # D_p, the labelled auxiliary set
+    public: tuple[Question, ...]  # labelled public pool for the server's pre-training
+    clients: tuple[ClientShard, ...]  # each client's private data
+    eval: dict[str, tuple[Question, ...]]  # held-out evaluation items per domain
+
+    def server_training_pool(self, use_ground_truth: bool) -> tuple[Question, ...]:
+        """D_s as the server's training path sees it: answers withheld unless ground truth is on."""
+        return self.pool if use_ground_truth else tuple(q.without_answer() for q in self.pool)
+
+    def all_question_ids(self) -> dict[str, list[str]]:
+        roles = {
+            "pool": [q.question_id for q in self.pool],
+            "aux": [q.question_id for q in self.aux],
+            "public": [q.question_id for q in self.public],
+            "eval": [q.question_id for qs in self.eval.values() for q in qs],
+        }
+        for shard in self.clients:
+            roles[shard.expert_id] = [q.question_id for q in shard.questions]
+        return roles
+
+
+def expert_ids(num_clients: int) -> tuple[str, ...]:
+    return tuple(f"client-{k}" for k in range(num_clients))
+
+
+def _even_shares(total: int, parts: int) -> list[int]:
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def _largest_remainder(total: int, weights: np.ndarray) -> list[int]:
+    raw = weights / weights.sum() * total
+    counts = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - counts), kind="stable")[: total - counts.sum()]:
+        counts[i] += 1
+    return counts.tolist()
+
+
+def client_allocation(spec: SplitSpec) -> np.ndarray:
+    """Items of each domain (columns) held by each client (rows); shape (num_clients, D)."""
+    k, d = spec.num_clients, len(spec.domains)
+    alloc = np.zeros((k, d), dtype=int)
+    if spec.partition == "domain":
+        for domain in range(d):
+            owners = [c for c in range(k) if c % d == domain]
+            for c in owners:
+                alloc[c, domain] = spec.client_size
+    elif spec.partition == "iid":
+        for c in range(k):
+            alloc[c] = _even_shares(spec.client_size, d)
+    elif spec.partition == "dirichlet":
+        rng = np.random.default_rng([spec.data_seed, *b"dirichlet"])
+        per_domain = _even_shares(spec.client_size * k, d)
+        for domain in range(d):
+            q = rng.dirichlet(np.full(k, spec.dirichlet_beta))
+            alloc[:, domain] = _largest_remainder(per_domain[domain], q)
+    else:  # checked by the config; kept for direct callers
+        raise ConfigError(f"unknown partition {spec.partition!r}: use domain, dirichlet or iid")
+    return alloc
+
+
+def build_splits(spec: SplitSpec) -> Splits:
+    """Generate every split for `spec`. Deterministic: the same spec gives the same ids in order."""
+    d = len(spec.domains)
+    alloc = client_allocation(spec)
+    aux_shares = _even_shares(spec.aux_size, d)
+    pool_shares = _even_shares(spec.pool_size, d)
+
+    pool: list[Question] = []
+    aux: list[Question] = []
+    public: list[Question] = []
+    evals: dict[str, tuple[Question, ...]] = {}
+    client_items: list[list[Question]] = [[] for _ in range(spec.num_clients)]
+    taken: set[str] = set()
+    for col, name in enumerate(spec.domains):
+        domain = resolve_domain(name)
+        wanted = [spec.eval_size, aux_shares[col], pool_shares[col], spec.public_size, *alloc[:, col]]
+        # Two domains may share a generator (spelling and rg:spell_backward): skip texts already
+        # placed by an earlier domain, so no text is ever in two roles.
+        stream = (
+            q for q in iter_unique_questions(domain, spec.difficulty, spec.data_seed)
+            if q.question not in taken
+        )
+        blocks = []
+        for size in wanted:
+            block = list(itertools.islice(stream, int(size)))
+            taken.update(q.question for q in block)
+            if len(block) < size:
+                raise ConfigError(
+                    f"domain {name!r} at difficulty {spec.difficulty} has too few distinct questions "
+                    f"for the requested split sizes; lower eval_size, pool_size, public_size or "
+                    f"client_size, or raise `difficulty`"
+                )
+            blocks.append(block)
+        evals[name] = tuple(blocks[0])
+        aux += blocks[1]
+        pool += blocks[2]
+        public += blocks[3]
+        for c, block in enumerate(blocks[4:]):
+            client_items[c] += block
+
+    for expert_id, items in zip(expert_ids(spec.num_clients), client_items):
+        if not items:
+            raise ConfigError(
+                f"{expert_id} received no private items (partition={spec.partition}, "
+                f"dirichlet_beta={spec.dirichlet_beta}); raise dirichlet_beta or client_size, "
+                "or change data_seed"
+            )
+    # Interleave domains in a seeded order so no consumer sees one domain after another. Each role
+    # has its own generator, so resizing one role never reorders another.
+    def shuffle(items: list[Question], role: str) -> tuple[Question, ...]:
+        rng = np.random.default_rng([spec.data_seed, *role.encode()])
+        return tuple(items[i] for i in rng.permutation(len(items)))
+
+    clients = tuple(
+        ClientShard(expert_id, shuffle(items, expert_id))
+        for expert_id, items in zip(expert_ids(spec.num_clients), client_items)
+    )
+    return Splits(
+        pool=shuffle(pool, "pool"), aux=shuffle(aux, "aux"), public=shuffle(public, "public"),
+        clients=clients, eval=evals,
+    )

@@ -1,0 +1,55 @@
+"""Batched generation for evaluation and expert answering (plain ``model.generate`` with KV cache)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def generate_completions(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    num_samples: int = 1,
+    temperature: float | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[list[str]]:
+    """Return `num_samples` completions per prompt (greedy when `temperature` is None).
+
+    Output: one list per prompt, in prompt order. `on_batch(n)` is called with the number of prompts
+    finished after each batch (progress bars).
+    """
+    import torch
+
+    model.eval()
+    tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
+    do_sample = temperature is not None
+    torch.manual_seed(seed)
+    per_batch = max(1, batch_size // max(1, num_samples)) if do_sample else batch_size
+    out: list[list[str]] = []
+    with torch.inference_mode():
+        for start in range(0, len(prompts), per_batch):
+            chunk = list(prompts[start : start + per_batch])
+            enc = tokenizer(chunk, return_tensors="pt", padding=True)
+            kwargs: dict[str, Any] = dict(
+                max_new_tokens=max_new_tokens,
+                do_sample=do_sample,
+                num_return_sequences=num_samples if do_sample else 1,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            if do_sample:
+                kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
+            else:
+                kwargs.update(temperature=None, top_k=None, top_p=None)
+            ids = model.generate(**enc.to(model.device), **kwargs)
+            texts = tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            k = num_samples if do_sample else 1
+            out += [texts[i * k : (i + 1) * k] for i in range(len(chunk))]
+            if on_batch:
+                on_batch(len(chunk))
+    return out

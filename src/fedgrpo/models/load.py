@@ -1,0 +1,129 @@
+"""Resolve model specs into local model directories, building and caching tiny models on demand.
+
+A spec is ``tiny:<preset>`` or a local Hugging Face model directory (checked by the config). The tiny
+server base is pre-trained on the public pool; each expert is its base fine-tuned on the client's private
+shard, as a client would fine-tune a public model on its own data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fedgrpo.config import TINY_PREFIX, ModelConfig
+from fedgrpo.data.prompts import render_completion, render_prompt
+from fedgrpo.data.tasks import Question
+from fedgrpo.errors import FedGRPOError
+from fedgrpo.models.cache import get_or_build, items_digest, library_versions
+from fedgrpo.progress import NullProgress, ProgressSink
+
+
+def load_model(path: str | Path) -> tuple[Any, Any]:
+    """Load (model, tokenizer) from a local directory; never touches the network."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise FedGRPOError(
+            f"cannot load a causal LM from {str(path)!r} ({str(exc).splitlines()[0]}); give a directory "
+            "written by save_pretrained with its tokenizer, or tiny:<preset>"
+        ) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer
+
+
+def supervised_pairs(questions: Sequence[Question]) -> list[tuple[str, str]]:
+    return [(render_prompt(q.question), render_completion(q.answer or "")) for q in questions if q.answer]
+
+
+def _data_digest(questions: Sequence[Question]) -> str:
+    return items_digest(f"{q.question_id}\t{q.answer}" for q in questions)
+
+
+def _local_model_identity(path: Path) -> str:
+    """Identify a local model by its config and weight file sizes (cheap, changes when retrained)."""
+    h = hashlib.sha256(str(path.resolve()).encode())
+    for f in sorted(path.glob("*")):
+        if f.is_file():
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+    return h.hexdigest()[:16]
+
+
+def base_model_dir(
+    spec: str, public: Sequence[Question], config: ModelConfig, progress: ProgressSink = NullProgress()
+) -> tuple[Path, bool]:
+    """The base model for `spec`: a local directory as given, or the cached pre-trained tiny model.
+    Returns (directory, was_cached)."""
+    if not spec.startswith(TINY_PREFIX):
+        return Path(spec).expanduser(), True
+    preset = spec[len(TINY_PREFIX):]
+    recipe = {
+        "role": "base",
+        "preset": preset,
+        "steps": config.pretrain_steps,
+        "batch_size": config.sft_batch_size,
+        "learning_rate": config.sft_learning_rate,
+        "seed": config.model_seed,
+        "data": _data_digest(public),
+        "versions": library_versions(),
+    }
+
+    def build(out: Path) -> None:
+        from fedgrpo.models.pretrain import train_supervised
+        from fedgrpo.models.tiny import build_model, build_tokenizer
+
+        tokenizer = build_tokenizer()
+        model = build_model(preset, tokenizer, config.model_seed)
+        with progress.phase(f"pre-train server base ({spec})", config.pretrain_steps) as advance:
+            train_supervised(
+                model, tokenizer, supervised_pairs(public), steps=config.pretrain_steps,
+                batch_size=config.sft_batch_size, learning_rate=config.sft_learning_rate,
+                seed=config.model_seed, on_step=lambda step, loss: advance(1),
+            )
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+
+    return get_or_build(config.resolved_cache_dir(), "base", recipe, build)
+
+
+def expert_model_dir(
+    base_dir: Path,
+    expert_id: str,
+    shard: Sequence[Question],
+    seed: int,
+    config: ModelConfig,
+    progress: ProgressSink = NullProgress(),
+) -> tuple[Path, bool]:
+    """An expert: `base_dir` fine-tuned on the client's private `shard`. Returns (directory, was_cached)."""
+    recipe = {
+        "role": "expert",
+        "parent": _local_model_identity(base_dir),
+        "steps": config.expert_steps,
+        "batch_size": config.sft_batch_size,
+        "learning_rate": config.sft_learning_rate,
+        "seed": seed,
+        "data": _data_digest(shard),
+        "versions": library_versions(),
+    }
+
+    def build(out: Path) -> None:
+        from fedgrpo.models.pretrain import train_supervised
+
+        model, tokenizer = load_model(base_dir)
+        with progress.phase(f"train expert {expert_id}", config.expert_steps) as advance:
+            train_supervised(
+                model, tokenizer, supervised_pairs(shard), steps=config.expert_steps,
+                batch_size=config.sft_batch_size, learning_rate=config.sft_learning_rate, seed=seed,
+                on_step=lambda step, loss: advance(1),
+            )
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+
+    return get_or_build(config.resolved_cache_dir(), "expert", recipe, build)

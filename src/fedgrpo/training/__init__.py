@@ -1,0 +1,1 @@
+"""Orchestration over data and models: preparation, evaluation (and, later, GRPO training)."""

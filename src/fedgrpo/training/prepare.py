@@ -1,0 +1,130 @@
+"""`prepare`: splits, the server base model and one expert per client, all cached; then a report of
+how good each model is on every domain.
+
+The report checks the default recipe's promises: the server is weak enough to leave room to learn,
+strong enough that GRPO gets a signal (sampled answers to a training question disagree), and every
+expert is clearly better than the server in its own domain.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedgrpo.config import FedGRPOConfig
+from fedgrpo.data.partition import SplitSpec, Splits, build_splits
+from fedgrpo.models.load import base_model_dir, expert_model_dir, load_model
+from fedgrpo.progress import NullProgress, ProgressSink
+from fedgrpo.training.evaluate import DomainScore, evaluate_model, score_questions
+
+SIGNAL_PROBE_SIZE = 400  # training-pool questions sampled to measure the GRPO signal
+
+
+def split_spec(config: FedGRPOConfig) -> SplitSpec:
+    d = config.data
+    return SplitSpec(
+        domains=tuple(d.domains), difficulty=d.difficulty, data_seed=d.data_seed, pool_size=d.pool_size,
+        aux_size=d.aux_size, public_size=d.public_size, eval_size=d.eval_size,
+        client_size=d.client_size, num_clients=d.clients, partition=d.partition,
+        dirichlet_beta=d.dirichlet_beta,
+    )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    config: FedGRPOConfig
+    splits: Splits
+    server_dir: Path
+    expert_dirs: dict[str, Path]  # expert_id -> model directory
+    cache_hits: dict[str, bool] = field(default_factory=dict)  # "server" / expert_id -> was cached
+
+
+def prepare(config: FedGRPOConfig, progress: ProgressSink = NullProgress()) -> Prepared:
+    """Build (or fetch from the cache) everything a run needs. Idempotent and resumable: each model
+    is published to the cache as soon as it is trained, so an interrupted prepare resumes there."""
+    splits = build_splits(split_spec(config))
+    models = config.models
+    server_dir, server_hit = base_model_dir(models.server_model, splits.public, models, progress)
+    if models.expert_model == models.server_model:
+        expert_base = server_dir
+    else:
+        expert_base, _ = base_model_dir(models.expert_model, splits.public, models, progress)
+    expert_dirs: dict[str, Path] = {}
+    hits = {"server": server_hit}
+    for index, shard in enumerate(splits.clients):
+        expert_dirs[shard.expert_id], hits[shard.expert_id] = expert_model_dir(
+            expert_base, shard.expert_id, shard.questions, models.model_seed + 1 + index, models, progress
+        )
+    return Prepared(config, splits, server_dir, expert_dirs, hits)
+
+
+@dataclass(frozen=True)
+class PrepareReport:
+    server: dict[str, DomainScore]
+    experts: dict[str, dict[str, DomainScore]]  # expert_id -> domain -> greedy scores
+    expert_domains: dict[str, str]  # expert_id -> the domain it holds most of
+    signal_share: float  # share of probed training questions with mixed sampled correctness
+    signal_probe: int
+    seconds: dict[str, float]
+    cache_hits: dict[str, bool]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "server": {d: s.to_dict() for d, s in self.server.items()},
+            "experts": {e: {d: s.to_dict() for d, s in by.items()} for e, by in self.experts.items()},
+            "expert_domains": self.expert_domains,
+            "signal_share": self.signal_share,
+            "signal_probe": self.signal_probe,
+            "seconds": self.seconds,
+            "cache_hits": self.cache_hits,
+        }
+
+    def experts_beat_server(self) -> dict[str, bool]:
+        return {
+            e: self.experts[e][d].pass_at_1 > self.server[d].pass_at_1
+            for e, d in self.expert_domains.items()
+        }
+
+
+def report_prepared(
+    prepared: Prepared, progress: ProgressSink = NullProgress(), prepare_seconds: float = 0.0
+) -> PrepareReport:
+    """Evaluate the server (greedy and sampled) and every expert (greedy) on every domain, and
+    measure the GRPO signal on a sample of the server's training pool (gold answers used only here,
+    as a diagnostic)."""
+    ev = prepared.config.evaluation
+    splits = prepared.splits
+    started = time.perf_counter()
+    common = dict(max_new_tokens=ev.max_new_tokens, batch_size=ev.eval_batch_size, seed=prepared.config.data.data_seed)
+    n_eval = sum(len(v) for v in splits.eval.values())
+
+    server, tokenizer = load_model(prepared.server_dir)
+    with progress.phase("evaluate server", n_eval * (2 if ev.eval_samples else 1)) as advance:
+        server_scores = evaluate_model(
+            server, tokenizer, splits.eval, samples=ev.eval_samples, temperature=ev.eval_temperature,
+            on_batch=advance, **common,
+        )
+    probe = list(splits.pool[:SIGNAL_PROBE_SIZE])
+    with progress.phase("measure GRPO signal on the training pool", 2 * len(probe)) as advance:
+        signal = score_questions(
+            server, tokenizer, probe, samples=8, temperature=1.0, on_batch=advance, **common
+        )
+    expert_scores: dict[str, dict[str, DomainScore]] = {}
+    for expert_id, path in prepared.expert_dirs.items():
+        model, tok = load_model(path)
+        with progress.phase(f"evaluate {expert_id}", n_eval) as advance:
+            expert_scores[expert_id] = evaluate_model(
+                model, tok, splits.eval, samples=0, temperature=ev.eval_temperature, on_batch=advance,
+                **common,
+            )
+    return PrepareReport(
+        server=server_scores,
+        experts=expert_scores,
+        expert_domains={s.expert_id: s.main_domain for s in splits.clients},
+        signal_share=signal.mixed_share or 0.0,
+        signal_probe=len(probe),
+        seconds={"prepare": round(prepare_seconds, 1), "evaluate": round(time.perf_counter() - started, 1)},
+        cache_hits=prepared.cache_hits,
+    )

@@ -1,0 +1,331 @@
+"""Unit tests for fedgrpo.data.partition: every role (eval, aux, pool, public, client shards) is
+disjoint by id and by text, has exactly the requested size, is deterministic per seed and stable
+when later blocks grow; the domain / iid / dirichlet client partitions; the server's view of the
+pool with and without gold answers; and ConfigErrors for an exhausted item space and empty
+clients."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from fedgrpo.data.partition import (
+    SplitSpec,
+    Splits,
+    build_splits,
+    client_allocation,
+    expert_ids,
+)
+from fedgrpo.data.tasks import Question
+from fedgrpo.errors import ConfigError
+
+DOMAINS = ("arithmetic", "spelling")
+
+
+def make_spec(**overrides) -> SplitSpec:
+    base = dict(
+        domains=DOMAINS,
+        difficulty=0,
+        data_seed=0,
+        pool_size=40,
+        aux_size=8,
+        public_size=20,
+        eval_size=10,
+        client_size=15,
+        num_clients=2,
+        partition="domain",
+        dirichlet_beta=0.1,
+    )
+    base.update(overrides)
+    return SplitSpec(**base)
+
+
+def all_questions(splits: Splits) -> dict[str, list[Question]]:
+    roles = {
+        "pool": list(splits.pool),
+        "aux": list(splits.aux),
+        "public": list(splits.public),
+        "eval": [q for qs in splits.eval.values() for q in qs],
+    }
+    for shard in splits.clients:
+        roles[shard.expert_id] = list(shard.questions)
+    return roles
+
+
+def ids(questions) -> list[str]:
+    return [q.question_id for q in questions]
+
+
+@pytest.fixture(scope="module")
+def splits() -> Splits:
+    return build_splits(make_spec())
+
+
+# --- disjointness and sizes ---------------------------------------------------------------------
+
+
+def test_roles_are_pairwise_disjoint_by_id_and_by_text(splits):
+    roles = all_questions(splits)
+    for (name_a, qs_a), (name_b, qs_b) in itertools.combinations(roles.items(), 2):
+        assert not set(ids(qs_a)) & set(ids(qs_b)), (name_a, name_b)
+        assert not {q.question for q in qs_a} & {q.question for q in qs_b}, (name_a, name_b)
+
+
+def test_no_question_repeats_inside_a_role(splits):
+    for name, qs in all_questions(splits).items():
+        assert len(set(ids(qs))) == len(qs), name
+
+
+def test_all_question_ids_matches_the_roles(splits):
+    assert splits.all_question_ids() == {k: ids(v) for k, v in all_questions(splits).items()}
+
+
+def test_sizes_are_exactly_as_requested(splits):
+    spec = make_spec()
+    assert len(splits.pool) == spec.pool_size
+    assert len(splits.aux) == spec.aux_size
+    # public_size and eval_size are per domain.
+    assert len(splits.public) == spec.public_size * len(DOMAINS)
+    assert set(splits.eval) == set(DOMAINS)
+    for domain, qs in splits.eval.items():
+        assert len(qs) == spec.eval_size
+        assert {q.domain for q in qs} == {domain}
+    assert [s.expert_id for s in splits.clients] == list(expert_ids(spec.num_clients))
+    for shard in splits.clients:
+        assert len(shard.questions) == spec.client_size
+
+
+def test_aux_and_pool_are_split_evenly_across_domains(splits):
+    assert Counter(q.domain for q in splits.pool) == {"arithmetic": 20, "spelling": 20}
+    assert Counter(q.domain for q in splits.aux) == {"arithmetic": 4, "spelling": 4}
+    assert Counter(q.domain for q in splits.public) == {"arithmetic": 20, "spelling": 20}
+
+
+def test_uneven_totals_give_the_extra_item_to_the_first_domains():
+    splits = build_splits(make_spec(pool_size=41, aux_size=7))
+    assert Counter(q.domain for q in splits.pool) == {"arithmetic": 21, "spelling": 20}
+    assert Counter(q.domain for q in splits.aux) == {"arithmetic": 4, "spelling": 3}
+
+
+def test_every_item_carries_its_gold_answer(splits):
+    for name, qs in all_questions(splits).items():
+        assert all(q.answer for q in qs), name
+
+
+def test_training_roles_interleave_domains(splits):
+    # Consumers must not see one domain then the other: the pool is shuffled across domains.
+    first_half = {q.domain for q in splits.pool[: len(splits.pool) // 2]}
+    assert first_half == set(DOMAINS)
+
+
+# --- determinism and stability ------------------------------------------------------------------
+
+
+def test_two_builds_give_identical_ids_in_order(splits):
+    again = build_splits(make_spec())
+    assert again.all_question_ids() == splits.all_question_ids()
+    assert again == splits
+
+
+def test_another_data_seed_gives_other_splits(splits):
+    other = build_splits(make_spec(data_seed=1))
+    for role, role_ids in splits.all_question_ids().items():
+        assert other.all_question_ids()[role] != role_ids, role
+
+
+def test_another_data_seed_draws_other_eval_items(splits):
+    other = build_splits(make_spec(data_seed=1))
+    for domain in DOMAINS:
+        shared = set(ids(splits.eval[domain])) & set(ids(other.eval[domain]))
+        # 10 of thousands of items each: independent seeds almost never share more than one or two.
+        assert len(shared) <= 3, domain
+
+
+def test_growing_client_shards_keeps_the_eval_set_in_order_and_every_other_role_as_a_set(splits):
+    grown = build_splits(make_spec(client_size=30))
+    assert grown.eval == splits.eval
+    for role in ("pool", "aux", "public"):
+        assert set(ids(getattr(grown, role))) == set(ids(getattr(splits, role))), role
+    # The old client items are the start of the new, larger shards.
+    for old, new in zip(splits.clients, grown.clients):
+        assert set(ids(old.questions)) < set(ids(new.questions))
+
+
+def test_growing_client_shards_keeps_pool_aux_and_public_in_order(splits):
+    # The module promises that growing a later split never changes an earlier one; the pool's order
+    # is the server's training order, so a reorder changes training.
+    grown = build_splits(make_spec(client_size=30))
+    for role in ("pool", "aux", "public"):
+        assert ids(getattr(grown, role)) == ids(getattr(splits, role)), role
+
+
+def test_growing_the_pool_keeps_eval_and_aux(splits):
+    grown = build_splits(make_spec(pool_size=60))
+    assert grown.eval == splits.eval
+    assert set(ids(grown.aux)) == set(ids(splits.aux))
+
+
+# --- client partitions --------------------------------------------------------------------------
+
+
+def test_domain_partition_gives_each_client_only_its_own_domain(splits):
+    assert [shard.domain_counts() for shard in splits.clients] == [
+        {"arithmetic": 15},
+        {"spelling": 15},
+    ]
+    assert [shard.main_domain for shard in splits.clients] == list(DOMAINS)
+
+
+def test_domain_partition_with_more_clients_than_domains_cycles_domains_with_distinct_items():
+    splits = build_splits(make_spec(num_clients=4, client_size=5))
+    assert [s.main_domain for s in splits.clients] == [*DOMAINS, *DOMAINS]
+    # Two clients of one domain get different items, not copies.
+    assert not set(ids(splits.clients[0].questions)) & set(ids(splits.clients[2].questions))
+
+
+def test_iid_partition_gives_each_client_every_domain_in_equal_share():
+    splits = build_splits(make_spec(partition="iid", num_clients=3))
+    for shard in splits.clients:
+        counts = shard.domain_counts()
+        assert set(counts) == set(DOMAINS)
+        assert sum(counts.values()) == 15
+        # 15 over 2 domains: 8 and 7, the first domain takes the extra item.
+        assert counts == {"arithmetic": 8, "spelling": 7}
+
+
+def test_dirichlet_shards_follow_the_allocation():
+    spec = make_spec(partition="dirichlet", num_clients=3, dirichlet_beta=1.0, data_seed=3)
+    alloc = client_allocation(spec)
+    assert alloc.sum(axis=1).min() > 0  # precondition: no client is empty under this seed
+    splits = build_splits(spec)
+    for row, shard in zip(alloc, splits.clients):
+        expected = {d: int(n) for d, n in zip(DOMAINS, row) if n}
+        assert shard.domain_counts() == expected
+
+
+def test_dirichlet_client_with_no_items_raises_config_error():
+    spec = make_spec(partition="dirichlet", num_clients=4, dirichlet_beta=0.01)
+    # Precondition: with two domains and beta=0.01 each domain goes (almost) all to one client,
+    # so at least two of four clients are empty.
+    assert (client_allocation(spec).sum(axis=1) == 0).any()
+    with pytest.raises(ConfigError) as info:
+        build_splits(spec)
+    assert "received no private items" in str(info.value)
+    assert "raise dirichlet_beta" in str(info.value)
+
+
+# --- client_allocation (cheap, no items generated) ----------------------------------------------
+
+
+def _alloc_spec(**overrides) -> SplitSpec:
+    base = dict(domains=("a", "b", "c", "d"), num_clients=5, client_size=100)
+    base.update(overrides)
+    return make_spec(**base)
+
+
+def test_domain_allocation_is_one_domain_per_client():
+    alloc = client_allocation(_alloc_spec(partition="domain", num_clients=6))
+    assert alloc.shape == (6, 4)
+    for c, row in enumerate(alloc):
+        assert row.tolist() == [100 if d == c % 4 else 0 for d in range(4)]
+
+
+def test_iid_allocation_rows_are_even_shares():
+    alloc = client_allocation(_alloc_spec(partition="iid", client_size=10))
+    assert all(row.tolist() == [3, 3, 2, 2] for row in alloc)
+
+
+@pytest.mark.parametrize("beta", [0.01, 0.1, 1.0, 100.0])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_dirichlet_allocation_totals_are_exact(beta, seed):
+    spec = _alloc_spec(partition="dirichlet", dirichlet_beta=beta, data_seed=seed)
+    alloc = client_allocation(spec)
+    assert alloc.shape == (5, 4)
+    assert (alloc >= 0).all()
+    assert alloc.sum() == spec.client_size * spec.num_clients
+    # Each domain supplies an even share of all client items.
+    assert alloc.sum(axis=0).tolist() == [125, 125, 125, 125]
+
+
+def test_dirichlet_allocation_is_deterministic_per_seed():
+    spec = _alloc_spec(partition="dirichlet", dirichlet_beta=0.5)
+    assert np.array_equal(client_allocation(spec), client_allocation(spec))
+    other = client_allocation(dataclasses.replace(spec, data_seed=1))
+    assert not np.array_equal(client_allocation(spec), other)
+
+
+def _mean_top_share(beta: float) -> float:
+    """Mean over seeds and domains of the share of a domain held by its largest client."""
+    shares = []
+    for seed in range(10):
+        spec = _alloc_spec(partition="dirichlet", dirichlet_beta=beta, data_seed=seed)
+        alloc = client_allocation(spec)
+        shares.extend(alloc.max(axis=0) / alloc.sum(axis=0))
+    return float(np.mean(shares))
+
+
+def test_small_dirichlet_beta_concentrates_each_domain_on_few_clients():
+    # beta -> 0 gives near one-hot domain columns; beta -> inf gives an even 1/5 per client.
+    assert _mean_top_share(0.01) > 0.9
+    assert _mean_top_share(100.0) < 0.3
+
+
+def test_unknown_partition_raises_config_error():
+    with pytest.raises(ConfigError) as info:
+        client_allocation(_alloc_spec(partition="random"))
+    assert "use domain, dirichlet or iid" in str(info.value)
+
+
+# --- the server's view --------------------------------------------------------------------------
+
+
+def test_server_training_pool_withholds_answers_unless_ground_truth_is_on(splits):
+    hidden = splits.server_training_pool(False)
+    assert ids(hidden) == ids(splits.pool)
+    assert all(q.answer is None for q in hidden)
+    shown = splits.server_training_pool(True)
+    assert shown == splits.pool
+    assert all(q.answer for q in shown)
+    # Withholding makes copies: the splits themselves keep their answers.
+    assert all(q.answer for q in splits.pool)
+
+
+# --- exhausted item spaces ----------------------------------------------------------------------
+
+
+def test_requesting_more_items_than_a_domain_has_raises_config_error():
+    # products at level 0 multiplies two one-digit numbers: exactly 100 distinct questions.
+    spec = make_spec(
+        domains=("products",), pool_size=10, aux_size=2, public_size=50, eval_size=40,
+        client_size=5, num_clients=1,
+    )
+    with pytest.raises(ConfigError) as info:
+        build_splits(spec)
+    message = str(info.value)
+    assert "'products'" in message
+    assert "too few distinct questions" in message
+    assert "lower eval_size" in message
+
+
+def test_a_request_that_just_fits_a_small_item_space_succeeds():
+    spec = make_spec(
+        domains=("products",), pool_size=10, aux_size=2, public_size=40, eval_size=40,
+        client_size=5, num_clients=1,
+    )
+    splits = build_splits(spec)  # 40 + 2 + 10 + 40 + 5 = 97 of the 100 items
+    assert sum(len(v) for v in splits.all_question_ids().values()) == 97
+
+
+def test_domains_sharing_a_generator_never_repeat_a_question_text():
+    splits = build_splits(
+        make_spec(
+            domains=("spelling", "rg:spell_backward"), pool_size=400, aux_size=8, public_size=200,
+            eval_size=200, client_size=200,
+        )
+    )
+    texts = Counter(q.question for qs in all_questions(splits).values() for q in qs)
+    assert [t for t, n in texts.items() if n > 1] == []
