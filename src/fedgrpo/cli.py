@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="Build the splits, the server model and one expert per client "
                        "(cached), then print every model's accuracy per domain.")
     _add_config_flags(p)
+    p = sub.add_parser("run", help="The whole FedGRPO run: prepare (cached), calibrate, train with GRPO on "
+                       "expert rewards, evaluate. Rerun with the same --output-dir to resume.")
+    _add_config_flags(p)
     p = sub.add_parser("evaluate", help="Held-out pass@1 per domain (greedy) and mean sampled correctness.")
     p.add_argument("--model", metavar="DIR", help="Model directory to evaluate (default: the server model "
                    "from the config, built if needed).")
@@ -120,14 +123,18 @@ class RichProgress:
 
 
 def _quiet_libraries() -> None:
+    """Offline, and no library chatter between our own progress bars (CLI only, never at import)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import warnings
 
     warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 # --- commands -------------------------------------------------------------------------------------
@@ -185,6 +192,47 @@ def cmd_prepare(args: argparse.Namespace, console: Any) -> int:
         "report": report.to_dict(),
     })
     console.print(f"Results: {out / 'prepare.json'}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, console: Any) -> int:
+    from rich.table import Table
+
+    config = config_from_args(args)
+    out = prepare_output_dir(config, "run")
+    (out / "config.yaml").write_text(config.to_yaml())
+    _quiet_libraries()
+    from fedgrpo.report import write_plots
+    from fedgrpo.training.run import run
+
+    result = run(config, out, RichProgress(console))
+    m = result.metrics
+    table = Table(title=f"Held-out greedy pass@1 (%), rewards from {m['mode'].replace('_', ' ')}")
+    for col in ("domain", "before", "after", "change"):
+        table.add_column(col, justify="left" if col == "domain" else "right")
+    for d in m["accuracy_before"]:
+        b, a = m["accuracy_before"][d]["pass_at_1"], m["accuracy_after"][d]["pass_at_1"]
+        table.add_row(d, _pct(b), _pct(a), f"{100 * (a - b):+.1f}")
+    table.add_row("mean", _pct(m["mean_before"]), _pct(m["mean_after"]), f"{m['gain_points']:+.1f}")
+    console.print(table)
+    if m["routing"]:
+        console.print(f"Routing ({m['routing']['method']}): {_pct(m['routing']['hit_rate'])}% of training "
+                      "questions have their own domain's expert among the selected.")
+        routing = Table(title="Selections per domain of question")
+        experts = sorted({e for by in m["routing"]["table"].values() for e in by})
+        routing.add_column("question domain")
+        for e in experts:
+            routing.add_column(e, justify="right")
+        for d, by in m["routing"]["table"].items():
+            routing.add_row(d, *[str(by.get(e, 0)) for e in experts])
+        console.print(routing)
+    totals = m["bytes"]["totals"]
+    console.print(f"Bytes down {totals.get('down', 0):,} / up {totals.get('up', 0):,} "
+                  f"(calibration {totals.get('calibrate_down', 0):,} / {totals.get('calibrate_up', 0):,}); "
+                  f"expert failures: {m['failures'] or 'none'}; wall time {m['wall_time_s']:.0f} s.")
+    write_plots(m, out)
+    write_json_atomic(out / "metrics.json", {"config": config.to_flat(), **m})
+    console.print(f"Results: {out / 'metrics.json'} (plots: reward.png, accuracy.png)")
     return 0
 
 
@@ -261,7 +309,7 @@ def cmd_config(args: argparse.Namespace, console: Any) -> int:
     return 0
 
 
-COMMANDS = {"prepare": cmd_prepare, "evaluate": cmd_evaluate, "domains": cmd_domains, "config": cmd_config}
+COMMANDS = {"prepare": cmd_prepare, "run": cmd_run, "evaluate": cmd_evaluate, "domains": cmd_domains, "config": cmd_config}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

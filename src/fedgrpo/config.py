@@ -167,6 +167,85 @@ class EvalConfig:
             raise ConfigError("max_new_tokens and eval_batch_size must be at least 1")
 
 
+SELECTIONS = ("graph", "random", "oracle", "all")
+ENCODER_NAMES = ("server", "ngram")
+SCALE_REWARDS = ("none", "group", "batch")
+SCORER_MODES = ("gated", "model", "answer")
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    experts_per_question: int = _f(2, "M, experts selected per question (paper: 2).")
+    generations_per_expert: int = _f(4, "G, candidates each selected expert scores; group size is M*G (paper: 4).")
+    neighbours: int = _f(20, "L, auxiliary items nearest to a question that decide its experts (paper: 20).")
+    selection: str = _f(
+        "graph",
+        "Expert selection: graph (confidence graph, the paper), random (the official code), "
+        "oracle (the question's domain expert first), all (M must equal the number of clients).",
+    )
+    encoder: str = _f("server", "Question encoder of the graph: server (frozen initial server model) or ngram.")
+    scorer_mode: str = _f(
+        "gated", "Client scoring: gated (answer-based when the client holds the question, else "
+        "model-based), model (always the expert model), answer (labels only; others give no reward).",
+    )
+    expert_samples: int = _f(1, "Expert answers per question for model-based scoring: 1 = greedy, n = majority of n samples.")
+    expert_timeout_s: float = _f(600.0, "Seconds an expert may take for one request before it counts as failed.")
+    selection_seed: int = _f(0, "Seed of random selection.")
+
+    def __post_init__(self) -> None:
+        if self.experts_per_question < 1:
+            raise ConfigError(f"experts_per_question must be at least 1, got {self.experts_per_question}")
+        if self.generations_per_expert < 2:
+            raise ConfigError(
+                f"generations_per_expert must be at least 2 (GRPO compares candidates), got "
+                f"{self.generations_per_expert}"
+            )
+        if self.neighbours < 1:
+            raise ConfigError(f"neighbours must be at least 1, got {self.neighbours}")
+        for name, options in (("selection", SELECTIONS), ("encoder", ENCODER_NAMES), ("scorer_mode", SCORER_MODES)):
+            if getattr(self, name) not in options:
+                raise ConfigError(f"unknown {name} {getattr(self, name)!r}: use one of {', '.join(options)}")
+        if self.expert_samples < 1:
+            raise ConfigError(f"expert_samples must be at least 1, got {self.expert_samples}")
+        if not self.expert_timeout_s > 0:
+            raise ConfigError(f"expert_timeout_s must be > 0, got {self.expert_timeout_s}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    train_steps: int = _f(150, "GRPO optimizer steps.")
+    prompts_per_step: int = _f(16, "Questions per optimizer step (each gets M*G candidates).")
+    learning_rate: float = _f(1e-4, "AdamW learning rate of GRPO (constant schedule).")
+    temperature: float = _f(1.0, "Sampling temperature of the policy's candidates (paper: 0.7; official code: 1.0).")
+    max_completion_length: int = _f(24, "Longest candidate, in tokens.")
+    scale_rewards: str = _f("group", "Advantage scaling: group (paper Eq. 8's std), none (official code), batch.")
+    beta: float = _f(0.0, "KL coefficient to the reference model (0 loads none).")
+    loss_type: str = _f("dr_grpo", "TRL loss aggregation: dr_grpo, grpo, bnpo, dapo, ...")
+    accuracy_weight: float = _f(8.0, "Weight of the experts' reward (paper code: 8).")
+    format_weight: float = _f(1.0, "Weight of the server-side format reward (paper code: 1); 0 turns it off.")
+    save_steps: int = _f(25, "Checkpoint every this many steps; a rerun with the same output_dir resumes.")
+    train_seed: int = _f(0, "Seed of GRPO sampling and data order.")
+    grpo_args: tuple[str, ...] = _f(
+        (), "Extra GRPOConfig fields as key=value, passed to TRL untouched (e.g. bf16=true use_vllm=true)."
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("train_steps", "prompts_per_step", "max_completion_length", "save_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.learning_rate < 1:
+            raise ConfigError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if self.scale_rewards not in SCALE_REWARDS:
+            raise ConfigError(f"unknown scale_rewards {self.scale_rewards!r}: use one of {', '.join(SCALE_REWARDS)}")
+        if self.accuracy_weight <= 0 or self.format_weight < 0:
+            raise ConfigError("accuracy_weight must be > 0 and format_weight >= 0")
+        for arg in self.grpo_args:
+            if "=" not in arg:
+                raise ConfigError(f"grpo_args entry {arg!r} is not key=value; write e.g. bf16=true")
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     output_dir: str | None = _f(None, "Where this run's outputs go; unset = runs/<command>-<time>.")
@@ -177,7 +256,21 @@ class FedGRPOConfig:
     data: DataConfig = field(default_factory=DataConfig)
     models: ModelConfig = field(default_factory=ModelConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+
+    def __post_init__(self) -> None:
+        m, k = self.federation.experts_per_question, self.data.clients
+        if m > k:
+            raise ConfigError(
+                f"experts_per_question ({m}) is larger than the number of clients ({k}); lower "
+                "experts_per_question or raise num_clients"
+            )
+        if self.federation.selection == "all" and m != k:
+            raise ConfigError(
+                f"selection=all sends every question to all {k} clients: set experts_per_question={k}"
+            )
 
     def to_flat(self) -> dict[str, Any]:
         """Every field under its flat name, in declaration order (YAML-friendly values)."""

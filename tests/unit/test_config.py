@@ -113,9 +113,9 @@ def test_float_fields_accept_integers_from_files_as_floats():
 
 
 def test_load_config_accepts_typed_overrides():
-    config = load_config(overrides={"pool_size": 30, "aux_size": 3, "domains": ["arithmetic"]})
+    config = load_config(overrides={"pool_size": 30, "aux_size": 3, "domains": ["arithmetic", "algebra"]})
     data = config.data
-    assert (data.pool_size, data.aux_size, data.domains) == (30, 3, ("arithmetic",))
+    assert (data.pool_size, data.aux_size, data.domains) == (30, 3, ("arithmetic", "algebra"))
 
 
 # --- invalid input: ConfigError naming the fix --------------------------------------------------
@@ -260,11 +260,12 @@ def test_read_empty_yaml_file_gives_no_values(tmp_path):
 def test_read_flat_toml_file(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text(
-        'domains = ["arithmetic"]\npool_size = 10\naux_size = 2\nsft_learning_rate = 1e-3\n'
+        'domains = ["arithmetic"]\nexperts_per_question = 1\npool_size = 10\naux_size = 2\nsft_learning_rate = 1e-3\n'
     )
     values = read_config_file(path)
     assert values == {
-        "domains": ["arithmetic"], "pool_size": 10, "aux_size": 2, "sft_learning_rate": 0.001,
+        "domains": ["arithmetic"], "experts_per_question": 1, "pool_size": 10, "aux_size": 2,
+        "sft_learning_rate": 0.001,
     }
     config = build_config(values)
     assert (config.data.domains, config.data.pool_size, config.models.sft_learning_rate) == (

@@ -73,7 +73,7 @@ DOMAINS: dict[str, DomainSpec] = {
                 GeneratorSpec(
                     "number_sequence",
                     (
-                        dict(min_terms=4, max_terms=6, min_value=-20, max_value=20, max_complexity=1),
+                        dict(min_terms=6, max_terms=8, min_value=-20, max_value=20, max_complexity=1),
                         dict(min_terms=4, max_terms=8, min_value=-50, max_value=50, max_complexity=2),
                         dict(),
                     ),

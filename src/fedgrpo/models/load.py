@@ -8,6 +8,7 @@ shard, as a client would fine-tune a public model on its own data.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,14 +21,20 @@ from fedgrpo.models.cache import get_or_build, items_digest, library_versions
 from fedgrpo.progress import NullProgress, ProgressSink
 
 
+# from_pretrained enters process-global init contexts (meta device); two threads loading at once
+# (experts in the embedded engine's pool) can leave the other's weights on the meta device.
+_LOAD_LOCK = threading.Lock()
+
+
 def load_model(path: str | Path) -> tuple[Any, Any]:
-    """Load (model, tokenizer) from a local directory; never touches the network."""
+    """Load (model, tokenizer) from a local directory; never touches the network. Thread-safe."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+        with _LOAD_LOCK:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise FedGRPOError(
             f"cannot load a causal LM from {str(path)!r} ({str(exc).splitlines()[0]}); give a directory "

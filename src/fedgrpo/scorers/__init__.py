@@ -1,0 +1,1 @@
+"""Client-side reward producers. They know nothing of transport or privacy."""

@@ -1,0 +1,159 @@
+"""A client: its private data, its expert model and its scorer, behind two calls.
+
+`calibrate` answers the auxiliary questions with the expert model and returns one correctness bit per
+item (its row of the confidence graph). `score` returns one raw reward per candidate, chosen by the
+paper's gate lambda, decided here on the client and never reported:
+
+- answer-based (AE): the client's private store holds this question (matched by question id, else by
+  its text) with a trusted answer -> reward = 1 if the candidate's answer agrees with it;
+- model-based (ME): otherwise the expert model answers the question itself (greedy by default, or the
+  majority of `expert_samples` draws) -> reward = 1 if the candidate agrees with the expert.
+
+The expert's answer to a question is computed once and reused for every candidate and every later
+request that repeats the question. Any `Scorer` callable can replace the built-in logic.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fedgrpo.data.prompts import extract_answer, render_prompt
+from fedgrpo.data.tasks import Question
+from fedgrpo.scorers.base import Scorer, ScorerError
+from fedgrpo.scorers.verifier import answers_agree, score_against
+from fedgrpo.types import (
+    CalibrationReply,
+    CalibrationRequest,
+    ScoreItem,
+    ScoreReply,
+    ScoreRequest,
+)
+
+SCORER_MODES = ("gated", "model", "answer")
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+class ExpertClient:
+    """One client. Holds its data and model privately; exposes only `calibrate` and `score`."""
+
+    def __init__(
+        self,
+        expert_id: str,
+        private_data: Sequence[Question],
+        model_dir: Path,
+        *,
+        mode: str = "gated",
+        expert_samples: int = 1,
+        max_new_tokens: int = 24,
+        batch_size: int = 256,
+        seed: int = 0,
+        scorer: Scorer | None = None,
+    ) -> None:
+        if mode not in SCORER_MODES:
+            raise ValueError(f"unknown scorer mode {mode!r}: use one of {', '.join(SCORER_MODES)}")
+        self.expert_id = expert_id
+        self._by_id = {q.question_id: q.answer for q in private_data if q.answer is not None}
+        self._by_text = {_normalise(q.question): q.answer for q in private_data if q.answer is not None}
+        self._model_dir = model_dir
+        self._mode = mode
+        self._samples = expert_samples
+        self._max_new_tokens = max_new_tokens
+        self._batch_size = batch_size
+        self._seed = seed
+        self._custom = scorer
+        self._model: Any = None
+        self._expert_answers: dict[str, str | None] = {}
+        self._lock = threading.Lock()  # one request at a time per client: the model is not re-entrant
+
+    # -- the two calls a server may make -------------------------------------------------------
+
+    def calibrate(self, request: CalibrationRequest) -> CalibrationReply:
+        with self._lock:
+            answers = self._expert_answer_batch(
+                [(i.question_id, i.question) for i in request.items]
+            )
+        bits = tuple(
+            1.0 if answers_agree(i.generator, i.question, answers[i.question_id], i.answer) else 0.0
+            for i in request.items
+        )
+        return CalibrationReply(bits)
+
+    def score(self, request: ScoreRequest) -> ScoreReply:
+        with self._lock:
+            rows = self._custom(request.items) if self._custom else self._score_items(request.items)
+        if len(rows) != len(request.items) or any(
+            len(r) != len(i.candidates) for r, i in zip(rows, request.items)
+        ):
+            raise ScorerError(
+                f"{self.expert_id}: scorer returned the wrong number of rewards for step {request.step}"
+            )
+        flat = tuple(float("nan") if r is None else float(r) for row in rows for r in row)
+        return ScoreReply(step=request.step, rewards=flat)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def trusted_answer(self, item: ScoreItem) -> str | None:
+        if self._mode == "model":
+            return None
+        answer = self._by_id.get(item.question_id)
+        return answer if answer is not None else self._by_text.get(_normalise(item.question))
+
+    def _score_items(self, items: Sequence[ScoreItem]) -> list[list[float | None]]:
+        references: dict[str, str | None] = {}
+        need_model = []
+        for item in items:
+            trusted = self.trusted_answer(item)
+            if trusted is not None:
+                references[item.question_id] = trusted
+            elif self._mode == "answer":
+                references[item.question_id] = None  # AE only and no label: cannot score
+            else:
+                need_model.append((item.question_id, item.question))
+        references.update(self._expert_answer_batch(need_model))
+        rows: list[list[float | None]] = []
+        for item in items:
+            ref = references[item.question_id]
+            if ref is None and self._mode == "answer":
+                rows.append([None] * len(item.candidates))
+            else:
+                rows.append([score_against(item.generator, item.question, c, ref) for c in item.candidates])
+        return rows
+
+    def _expert_answer_batch(self, questions: Sequence[tuple[str, str]]) -> dict[str, str | None]:
+        """The expert model's final answer per question id, computed once per question."""
+        todo = [(qid, text) for qid, text in dict(questions).items() if qid not in self._expert_answers]
+        if todo:
+            from fedgrpo.models.generate import generate_completions
+
+            model, tokenizer = self._load()
+            prompts = [render_prompt(text) for _, text in todo]
+            if self._samples <= 1:
+                outs = generate_completions(model, tokenizer, prompts, max_new_tokens=self._max_new_tokens,
+                                            batch_size=self._batch_size)
+            else:
+                outs = generate_completions(model, tokenizer, prompts, max_new_tokens=self._max_new_tokens,
+                                            num_samples=self._samples, temperature=1.0,
+                                            batch_size=self._batch_size, seed=self._seed)
+            for (qid, _), completions in zip(todo, outs):
+                self._expert_answers[qid] = _majority([extract_answer(c) for c in completions])
+        return {qid: self._expert_answers[qid] for qid, _ in questions}
+
+    def _load(self) -> tuple[Any, Any]:
+        if self._model is None:
+            from fedgrpo.models.load import load_model
+
+            self._model = load_model(self._model_dir)
+        return self._model
+
+
+def _majority(answers: Sequence[str | None]) -> str | None:
+    """Most common non-empty answer; ties go to the first drawn (deterministic given the seed)."""
+    valid = [a for a in answers if a is not None]
+    return Counter(valid).most_common(1)[0][0] if valid else None

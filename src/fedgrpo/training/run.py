@@ -1,0 +1,238 @@
+"""`fedgrpo run`: prepare (cached) -> calibrate -> route -> GRPO train -> evaluate, resumable.
+
+Everything a run produces lives in its output directory. A rerun with the same output directory
+resumes: finished phases are read back (base accuracy, graph, routing) and GRPO continues from its
+last checkpoint, with the traffic ledger restored from `traffic.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fedgrpo.config import FedGRPOConfig
+from fedgrpo.core.graph import ConfidenceGraph
+from fedgrpo.data.gym import is_correct
+from fedgrpo.data.prompts import extract_answer
+from fedgrpo.data.tasks import Question
+from fedgrpo.errors import ConfigError
+from fedgrpo.models.embed import embed_questions
+from fedgrpo.progress import NullProgress, ProgressSink
+from fedgrpo.scorers.expert import ExpertClient
+from fedgrpo.training.calibrate import Routing, calibrate, route
+from fedgrpo.training.evaluate import DomainScore, evaluate_model, mean_over_domains
+from fedgrpo.training.prepare import Prepared, prepare
+from fedgrpo.training.reward import FederatedReward
+from fedgrpo.transport.base import TrafficLedger
+from fedgrpo.transport.embedded import EmbeddedTransport
+
+
+def parse_grpo_args(pairs: Sequence[str]) -> dict[str, Any]:
+    """`key=value` strings -> GRPOConfig extras; values parsed as YAML scalars (true, 0.5, text)."""
+    extra = {}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        try:
+            extra[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"grpo_args {pair!r}: the value is not a valid scalar") from None
+    return extra
+
+
+def grpo_settings(config: FedGRPOConfig) -> Any:
+    from fedgrpo.training.trainer import GRPOSettings
+
+    t, f = config.train, config.federation
+    return GRPOSettings(
+        num_generations=f.experts_per_question * f.generations_per_expert,
+        prompts_per_step=t.prompts_per_step,
+        max_steps=t.train_steps,
+        learning_rate=t.learning_rate,
+        temperature=t.temperature,
+        max_completion_length=t.max_completion_length,
+        loss_type=t.loss_type,
+        scale_rewards=t.scale_rewards,
+        beta=t.beta,
+        seed=t.train_seed,
+        save_steps=t.save_steps,
+        extra=parse_grpo_args(t.grpo_args),
+    )
+
+
+@dataclass(frozen=True)
+class RunResult:
+    metrics: dict[str, Any]
+    output_dir: Path
+
+
+def _evaluate_greedy(model_dir: Path, prepared: Prepared) -> dict[str, DomainScore]:
+    from fedgrpo.models.load import load_model
+
+    ev = prepared.config.evaluation
+    model, tokenizer = load_model(model_dir)
+    return evaluate_model(model, tokenizer, prepared.splits.eval, samples=0, temperature=1.0,
+                          max_new_tokens=ev.max_new_tokens, batch_size=ev.eval_batch_size, seed=0)
+
+
+def _cached_json(path: Path, compute: Any) -> Any:
+    if path.is_file():
+        return json.loads(path.read_text())
+    value = compute()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    tmp.replace(path)
+    return value
+
+
+def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress()) -> RunResult:
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def mark(name: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[name] = round(now - since, 1)
+        return now
+
+    t0 = time.perf_counter()
+    prepared = prepare(config, progress)
+    splits = prepared.splits
+    fed, train = config.federation, config.train
+    use_gt = config.data.use_ground_truth
+    train_questions = splits.server_training_pool(use_gt)
+    question_index = {q.question_id: q for q in splits.pool}  # gold answers: diagnostics, GT mode only
+    t0 = mark("prepare", t0)
+
+    with progress.phase("evaluate the base server (greedy)", sum(len(v) for v in splits.eval.values())):
+        before = _cached_json(out / "before.json", lambda: {
+            d: s.to_dict() for d, s in _evaluate_greedy(prepared.server_dir, prepared).items()})
+    t0 = mark("evaluate_before", t0)
+
+    expert_domains = {s.expert_id: s.main_domain for s in splits.clients}
+    clients = {
+        s.expert_id: ExpertClient(
+            s.expert_id, s.questions, prepared.expert_dirs[s.expert_id], mode=fed.scorer_mode,
+            expert_samples=fed.expert_samples, max_new_tokens=config.evaluation.max_new_tokens,
+            batch_size=config.evaluation.eval_batch_size, seed=config.train.train_seed,
+        )
+        for s in splits.clients
+    }
+    transport = EmbeddedTransport(clients, timeout_s=fed.expert_timeout_s)
+    ledger_path = out / "traffic.jsonl"
+    _restore_ledger(transport.ledger, ledger_path)
+
+    routing: Routing | None = None
+    graph_summary: dict[str, Any] = {}
+    if not use_gt:
+        with progress.phase("calibrate experts on the auxiliary set", len(clients)):
+            graph, routing, cal_failures = _calibrate_and_route(config, prepared, transport, out, expert_domains)
+        graph_summary = {"per_domain": graph.per_domain(), "overall": dict(zip(graph.expert_ids, graph.overall().tolist())),
+                         "calibration_failures": cal_failures}
+        t0 = mark("calibrate", t0)
+
+    from fedgrpo.training.trainer import build_grpo_trainer, group_by_question, train_grpo
+
+    settings = grpo_settings(config)
+    reward = FederatedReward(
+        question_index, routing.experts if routing else None, None if use_gt else transport,
+        group_size=settings.num_generations, generations_per_expert=fed.generations_per_expert,
+        accuracy_weight=train.accuracy_weight, format_weight=train.format_weight,
+        group_by_question=group_by_question,
+        gold_scorer=(lambda q, c: 1.0 if is_correct(q, extract_answer(c)) else 0.0) if use_gt else None,
+    )
+    trainer = build_grpo_trainer(prepared.server_dir, train_questions, reward, settings, out / "checkpoints")
+    with progress.phase(f"GRPO training ({train.train_steps} steps)", train.train_steps) as advance:
+        from transformers import TrainerCallback
+
+        class _Progress(TrainerCallback):
+            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                advance(1)
+                _flush_ledger(transport.ledger, ledger_path)
+
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        # Our progress bar replaces TRL's tqdm bar and its printed log dicts; the logs stay in
+        # trainer.state.log_history (and every checkpoint).
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(_Progress())
+        train_grpo(trainer, resume=True)
+    final_dir = out / "final-model"
+    trainer.save_model(str(final_dir))
+    trainer.processing_class.save_pretrained(str(final_dir))
+    _flush_ledger(transport.ledger, ledger_path)
+    transport.close()
+    t0 = mark("train", t0)
+
+    with progress.phase("evaluate the trained server (greedy)", sum(len(v) for v in splits.eval.values())):
+        after = {d: s.to_dict() for d, s in _evaluate_greedy(final_dir, prepared).items()}
+    mark("evaluate_after", t0)
+
+    history = [h for h in trainer.state.log_history if "reward" in h or any(k.startswith("rewards/") for k in h)]
+    mean_before = sum(s["pass_at_1"] for s in before.values()) / len(before)
+    mean_after = sum(s["pass_at_1"] for s in after.values()) / len(after)
+    failures: dict[str, int] = {}
+    for f in reward.log.failures:
+        failures[f.expert_id] = failures.get(f.expert_id, 0) + 1
+    metrics = {
+        "mode": "ground_truth" if use_gt else "experts",
+        "accuracy_before": before,
+        "accuracy_after": after,
+        "mean_before": mean_before,
+        "mean_after": mean_after,
+        "gain_points": round(100 * (mean_after - mean_before), 2),
+        "reward_curve": [{"step": h.get("step"), "reward": h.get("reward"), "reward_std": h.get("reward_std")}
+                         for h in history],
+        "bytes": {
+            "totals": transport.ledger.totals(),
+            "per_expert": transport.ledger.per_expert(),
+            "per_step": transport.ledger.per_step(),
+            "stale_replies": transport.ledger.stale_replies,
+        },
+        "routing": ({"hit_rate": routing.hit_rate, "table": routing.table(splits.pool),
+                     "method": fed.selection} if routing else None),
+        "graph": graph_summary,
+        "failures": failures,
+        "failure_details": [f.__dict__ for f in reward.log.failures[:50]],
+        "wall_time_s": round(time.perf_counter() - started, 1),
+        "timings_s": timings,
+        "final_model": str(final_dir),
+    }
+    return RunResult(metrics, out)
+
+
+def _calibrate_and_route(config: FedGRPOConfig, prepared: Prepared, transport: EmbeddedTransport,
+                         out: Path, expert_domains: dict[str, str]) -> tuple[ConfidenceGraph, Routing, dict[str, str]]:
+    fed = config.federation
+    splits = prepared.splits
+    graph_path = out / "graph.json"
+    pool_texts = [q.question for q in splits.pool]
+    pool_z = embed_questions(pool_texts, fed.encoder, prepared.server_dir)
+    if graph_path.is_file():
+        graph, failures = ConfidenceGraph.load(graph_path), {}
+    else:
+        aux_z = embed_questions([q.question for q in splits.aux], fed.encoder, prepared.server_dir)
+        graph, failures = calibrate(transport, splits.aux, aux_z)
+        graph.save(graph_path)
+    routing = route(list(splits.pool), pool_z, graph, experts_per_question=fed.experts_per_question,
+                    neighbours=fed.neighbours, method=fed.selection, expert_domains=expert_domains,
+                    seed=fed.selection_seed)
+    (out / "routing.json").write_text(json.dumps(
+        {"hit_rate": routing.hit_rate, "table": routing.table(splits.pool), "experts": routing.experts}, indent=1))
+    return graph, routing, failures
+
+
+def _flush_ledger(ledger: TrafficLedger, path: Path) -> None:
+    with path.open("w") as fh:
+        for record in ledger.records:
+            fh.write(json.dumps(record) + "\n")
+
+
+def _restore_ledger(ledger: TrafficLedger, path: Path) -> None:
+    if path.is_file():
+        ledger.records.extend(tuple(json.loads(line)) for line in path.read_text().splitlines() if line)

@@ -1,0 +1,311 @@
+"""The thin adapter to TRL 1.16's ``GRPOTrainer``: settings, dataset, checkpoints and group layout.
+
+FedGRPO owns a handful of GRPO knobs (`GRPOSettings`); every other ``GRPOConfig`` field passes through
+`GRPOSettings.extra` untouched (``bf16``, ``use_vllm``, ``gradient_accumulation_steps``, ...), so GPU
+options need no code here. The federated reward enters through TRL's public ``reward_funcs`` hook only:
+no subclass, no private method, which is what keeps this module small across TRL releases.
+
+The federated group is TRL's group (``flower-trl-notes.md`` section 2.5): with ``num_generations =
+M*G`` TRL samples M*G candidates per question and normalises over all of them, which is
+``core/advantage.py`` with ``pooling="joint"``.
+
+Facts about TRL 1.16 this module relies on (pinned by ``tests/integration/test_trainer.py``):
+
+- Layout of one reward call. TRL's ``RepeatSampler`` yields each prompt index ``num_generations``
+  times in a row; generation keeps that order. So a reward call receives ``P * num_generations``
+  completions where completions ``[p*N, (p+1)*N)`` all belong to the p-th question of the call, and
+  the advantages are computed over ``rewards.view(-1, N)`` in that same order. Only *after* scoring
+  does TRL shuffle the completions for the loss (``shuffle_sequence_dict``), which does not affect
+  grouping. `group_by_question` checks the layout on every call rather than trusting it.
+- A reward call sees every completion of one optimizer step (with the defaults here:
+  ``gradient_accumulation_steps = steps_per_generation = 1``), i.e. ``prompts_per_step`` questions.
+- ``None`` becomes NaN; a NaN reward is left out of its group's mean and std and gets advantage 0.
+- The sampler drops an incomplete last chunk of prompts, so a dataset with fewer questions than
+  ``prompts_per_step`` would train on nothing; `build_grpo_trainer` refuses it.
+- ``GRPOConfig`` defaults that are wrong for us: ``bf16`` (None -> True), ``gradient_checkpointing``
+  (True), ``learning_rate`` (1e-6), ``logging_steps`` (10), ``loss_type`` (``"dapo"``).
+
+Heavy imports (torch, datasets, trl) happen inside functions: importing this module is cheap, so
+reward code can use `group_by_question` without loading TRL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from fedgrpo.data.prompts import render_prompt
+from fedgrpo.data.tasks import Question
+from fedgrpo.errors import ConfigError
+
+# TRL 1.16's accepted values (``grpo_config.py``; the trainer raises on others only mid-training).
+LOSS_TYPES: tuple[str, ...] = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
+SCALE_REWARDS: tuple[str, ...] = ("group", "batch", "none")
+
+# GRPOConfig fields this module derives; setting them through `extra` would break an invariant.
+_DERIVED = {
+    "output_dir": "pass output_dir to build_grpo_trainer",
+    "per_device_train_batch_size": "it is prompts_per_step * num_generations; set those instead",
+}
+
+RewardFn = Callable[..., Any]  # (prompts, completions, question_id, domain, ..., **kwargs) -> list[float | None]
+
+
+@dataclass(frozen=True)
+class GRPOSettings:
+    """The GRPO knobs FedGRPO owns; anything else goes to ``GRPOConfig`` through `extra`.
+
+    Parameters
+    ----------
+    num_generations
+        Completions per question and per reward call: the federated group size M*G (experts per
+        question times generations per expert). TRL normalises advantages over these. At least 2.
+    prompts_per_step
+        Questions per optimizer step; the batch holds ``prompts_per_step * num_generations``
+        completions (tiny recipe: 16 x 8).
+    max_steps
+        Optimizer steps of the run (a resumed run continues up to this number).
+    learning_rate
+        Constant AdamW learning rate. TRL's default 1e-6 barely moves a tiny model; the tiny recipe
+        uses 1e-4 and saw collapse at 1e-3.
+    temperature
+        Sampling temperature of the policy's candidates (also applied to the log-probabilities).
+    max_completion_length
+        Most new tokens per candidate. Final-answer completions (``42</answer>``) need about 12.
+    loss_type
+        TRL's token aggregation; ``"dr_grpo"`` (the tiny recipe) divides by a constant, so length
+        does not bias the update. TRL's own default is ``"dapo"``.
+    scale_rewards
+        ``"group"`` divides advantages by the group std + 1e-4 (paper Eq. 8), ``"none"`` centres only
+        (the official code), ``"batch"`` divides by the batch std.
+    beta
+        KL coefficient to a reference model; 0 loads no reference model.
+    seed
+        Seed of TRL's sampler, sampling and initialisation.
+    save_steps
+        Write a checkpoint (model, optimizer, scheduler, RNG, trainer state) every this many steps.
+    extra
+        Any other ``GRPOConfig`` field, passed through unchanged and overriding this module's CPU
+        defaults (e.g. ``{"bf16": True, "use_vllm": True}``). An unknown name is a `ConfigError`.
+    """
+
+    num_generations: int = 8
+    prompts_per_step: int = 16
+    max_steps: int = 100
+    learning_rate: float = 1e-4
+    temperature: float = 1.0
+    max_completion_length: int = 24
+    loss_type: str = "dr_grpo"
+    scale_rewards: str = "group"
+    beta: float = 0.0
+    seed: int = 0
+    save_steps: int = 50
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.num_generations >= 2, f"num_generations must be >= 2 (GRPO needs a group), got {self.num_generations}"),
+            (self.prompts_per_step >= 1, f"prompts_per_step must be >= 1, got {self.prompts_per_step}"),
+            (self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}"),
+            (0 < self.learning_rate < 1, f"learning_rate must be in (0, 1), got {self.learning_rate}"),
+            (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
+            (self.max_completion_length >= 1, f"max_completion_length must be >= 1, got {self.max_completion_length}"),
+            (self.beta >= 0, f"beta must be >= 0, got {self.beta}"),
+            (self.save_steps >= 1, f"save_steps must be >= 1, got {self.save_steps}"),
+            (self.loss_type in LOSS_TYPES, f"loss_type must be one of {', '.join(LOSS_TYPES)}; got {self.loss_type!r}"),
+            (self.scale_rewards in SCALE_REWARDS,
+             f"scale_rewards must be one of {', '.join(SCALE_REWARDS)}; got {self.scale_rewards!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        owned = {f.name for f in dataclasses.fields(self)} - {"extra"}
+        for key in self.extra:
+            if key in owned:
+                raise ConfigError(f"GRPO option {key!r} is a GRPOSettings field; set GRPOSettings.{key}, not extra")
+            if key in _DERIVED:
+                raise ConfigError(f"GRPO option {key!r} cannot be set through extra: {_DERIVED[key]}")
+        # Frozen means frozen: a caller's later edit of its dict must not change these settings.
+        object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
+
+    @property
+    def completions_per_step(self) -> int:
+        return self.prompts_per_step * self.num_generations
+
+
+def grpo_config_kwargs(settings: GRPOSettings, output_dir: str | Path) -> dict[str, Any]:
+    """The keyword arguments of ``GRPOConfig`` for `settings`; unknown `extra` names raise `ConfigError`.
+
+    CPU-safe defaults first (``use_cpu`` without CUDA, no bf16, no gradient checkpointing, no
+    reporting, constant learning rate, a log line per step, no completion tables), then our knobs,
+    then `extra`, which may override the defaults but not our knobs (checked by `GRPOSettings`).
+    """
+    import torch
+    from trl import GRPOConfig
+
+    known = {f.name for f in dataclasses.fields(GRPOConfig) if f.init}
+    for key in settings.extra:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown GRPOConfig option {key!r} in GRPO extra settings{hint}")
+    return {
+        # CPU-safe defaults (flower-trl-notes section 2.6, tiny-recipe.md); `extra` may override them.
+        "use_cpu": not torch.cuda.is_available(),
+        "bf16": False,  # GRPOConfig turns bf16 on when unset
+        "report_to": "none",
+        "lr_scheduler_type": "constant",
+        "logging_steps": 1,
+        "log_completions": False,
+        "remove_unused_columns": False,  # keep question_id and domain for the reward function
+        "save_strategy": "steps",
+        **_checkpointing_default(settings.extra),
+        **settings.extra,
+        # Ours, never overridden.
+        "output_dir": str(output_dir),
+        "num_generations": settings.num_generations,
+        "per_device_train_batch_size": settings.completions_per_step,  # counts completions, not prompts
+        "max_steps": settings.max_steps,
+        "learning_rate": settings.learning_rate,
+        "temperature": settings.temperature,
+        "max_completion_length": settings.max_completion_length,
+        "loss_type": settings.loss_type,
+        "scale_rewards": settings.scale_rewards,
+        "beta": settings.beta,
+        "seed": settings.seed,
+        "save_steps": settings.save_steps,
+    }
+
+
+def _checkpointing_default(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Activation checkpointing off unless `extra` says otherwise (under either name).
+
+    GRPOConfig defaults ``gradient_checkpointing=True``, which only costs time on tiny models. In
+    transformers 5.24 that name is a deprecated alias of ``activation_checkpointing`` (used only when
+    the new name is unset, with a FutureWarning), so we set the new name, and leave both alone when
+    the caller passed either.
+    """
+    if "gradient_checkpointing" in extra or "activation_checkpointing" in extra:
+        return {}
+    return {"activation_checkpointing": False}
+
+
+def build_grpo_dataset(questions: Sequence[Question]) -> Any:
+    """A ``datasets.Dataset`` with columns ``prompt``, ``question_id`` and ``domain`` (no answers)."""
+    from datasets import Dataset
+
+    ids = [q.question_id for q in questions]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
+    if duplicates:
+        # Groups are keyed by question_id: two rows with one id would make two groups indistinguishable.
+        raise ConfigError(f"training questions must have distinct question_ids; repeated: {duplicates[:5]}")
+    return Dataset.from_dict(
+        {
+            "prompt": [render_prompt(q.question) for q in questions],
+            "question_id": ids,
+            "domain": [q.domain for q in questions],
+        }
+    )
+
+
+def build_grpo_trainer(
+    model_dir: str | Path,
+    questions: Sequence[Question],
+    reward_fn: RewardFn,
+    settings: GRPOSettings,
+    output_dir: str | Path,
+) -> Any:
+    """Build a ``trl.GRPOTrainer`` for the model in `model_dir` on `questions`, rewarded by `reward_fn`.
+
+    `reward_fn` is passed to TRL unchanged (sync or ``async def``). TRL calls it with keyword
+    arguments ``prompts``, ``completions``, ``completion_ids``, ``question_id``, ``domain`` (one entry
+    per completion), ``trainer_state``, ``log_extra`` and ``log_metric``; it returns one float or None
+    per completion. Call `group_by_question` on ``question_id`` to find each question's candidates.
+    TRL names the reward after ``reward_fn.__name__`` (or its class name) in its logs.
+    """
+    from trl import GRPOConfig, GRPOTrainer
+
+    from fedgrpo.models.load import load_model
+
+    if len(questions) < settings.prompts_per_step:
+        raise ConfigError(
+            f"{len(questions)} training questions cannot fill one step of prompts_per_step="
+            f"{settings.prompts_per_step} (TRL drops incomplete batches); add questions or lower prompts_per_step"
+        )
+    dataset = build_grpo_dataset(questions)
+    args = GRPOConfig(**grpo_config_kwargs(settings, output_dir))
+    model, tokenizer = load_model(model_dir)
+    return GRPOTrainer(
+        model=model,
+        reward_funcs=[reward_fn],
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+
+
+def last_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest ``checkpoint-<step>`` directory in `output_dir`, or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    found = get_last_checkpoint(str(output_dir))
+    return Path(found) if found else None
+
+
+def train_grpo(trainer: Any, resume: bool) -> Any:
+    """Run ``trainer.train()``; with `resume`, continue from the last checkpoint in its output_dir.
+
+    A resumed run restores model, optimizer, scheduler, RNG and step count (``resume_from_checkpoint``
+    semantics) and trains only the steps left up to ``max_steps``. Without a checkpoint it starts
+    fresh. Returns TRL's ``TrainOutput``.
+    """
+    checkpoint = last_checkpoint(trainer.args.output_dir) if resume else None
+    return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+
+class GroupLayoutError(RuntimeError):
+    """A reward call whose completions are not in contiguous per-question groups (a bug, not user error)."""
+
+
+def group_by_question(question_ids: Sequence[str], num_generations: int) -> list[tuple[str, slice]]:
+    """Split one reward call's completions into per-question groups, checking TRL's layout.
+
+    TRL repeats each prompt `num_generations` times consecutively, so completion i belongs to group
+    ``i // num_generations``. This returns each group's question id and slice, in call order, and
+    raises `GroupLayoutError` when a block mixes questions or a question appears in two blocks (for
+    example under multi-process training, where a group may span processes).
+
+    >>> group_by_question(["a", "a", "b", "b"], 2)
+    [('a', slice(0, 2, None)), ('b', slice(2, 4, None))]
+    """
+    n = len(question_ids)
+    if num_generations < 1 or n % num_generations != 0:
+        raise GroupLayoutError(
+            f"a reward call has {n} completions, not a multiple of num_generations={num_generations}"
+        )
+    groups: list[tuple[str, slice]] = []
+    seen: set[str] = set()
+    for start in range(0, n, num_generations):
+        block = question_ids[start : start + num_generations]
+        qid = block[0]
+        if any(other != qid for other in block):
+            raise GroupLayoutError(
+                f"completions [{start}, {start + num_generations}) of a reward call mix questions "
+                f"{sorted(set(block))}; expected num_generations={num_generations} consecutive "
+                "completions per question (single-process TRL with RepeatSampler)"
+            )
+        if qid in seen:
+            raise GroupLayoutError(
+                f"question {qid!r} has more than one group of {num_generations} completions in one reward call"
+            )
+        seen.add(qid)
+        groups.append((qid, slice(start, start + num_generations)))
+    return groups

@@ -1,0 +1,1 @@
+"""How requests reach experts. Training code talks to `ExpertTransport` and never asks which engine."""

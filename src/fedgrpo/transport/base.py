@@ -1,0 +1,67 @@
+"""The transport protocol and its traffic ledger.
+
+Failure is part of the API: `score` returns the replies that arrived plus a `.failures` list (an
+expert that raised, timed out, or answered with the wrong number of floats); the caller turns a
+missing reply into NaN rewards, which get advantage 0. A reply for another step is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from fedgrpo.core.comm import payload_bytes
+from fedgrpo.types import CalibrationReply, CalibrationRequest, ScoreRequest, ScoreResults
+
+
+class ExpertTransport(Protocol):
+    expert_ids: tuple[str, ...]
+    ledger: TrafficLedger
+
+    def calibrate(self, request: CalibrationRequest) -> tuple[dict[str, CalibrationReply], dict[str, str]]:
+        """Send the auxiliary set to every expert; (replies by expert, failure reason by expert)."""
+        ...
+
+    def score(self, step: int, requests: Mapping[str, ScoreRequest]) -> ScoreResults:
+        """Send each expert its request for this step, in parallel."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class TrafficLedger:
+    """Payload bytes per (phase, step, expert, direction); thread-safe."""
+
+    records: list[tuple[str, int, str, str, int]] = field(default_factory=list)
+    stale_replies: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, phase: str, step: int, expert_id: str, direction: str, message: object) -> int:
+        size = payload_bytes(message)
+        with self._lock:
+            self.records.append((phase, step, expert_id, direction, size))
+        return size
+
+    def totals(self) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        for phase, _, _, direction, size in self.records:
+            out[direction] += size
+            out[f"{phase}_{direction}"] += size
+        return dict(out)
+
+    def per_expert(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = defaultdict(lambda: {"down": 0, "up": 0})
+        for _, _, expert_id, direction, size in self.records:
+            out[expert_id][direction] += size
+        return dict(out)
+
+    def per_step(self) -> dict[int, dict[str, int]]:
+        out: dict[int, dict[str, int]] = defaultdict(lambda: {"down": 0, "up": 0})
+        for phase, step, _, direction, size in self.records:
+            if phase == "score":
+                out[step][direction] += size
+        return dict(sorted(out.items()))

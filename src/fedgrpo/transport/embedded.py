@@ -1,0 +1,89 @@
+"""The default engine: experts are in-process `ExpertClient`s called through a thread pool.
+
+Requests and replies are the same value types the Flower engine will carry, and every message passes
+through the same ledger, so bytes are comparable across engines. Each request has a timeout; an expert
+that raises, times out, or replies with the wrong shape is reported in `.failures`, never zero-filled.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import math
+from collections.abc import Mapping
+
+from fedgrpo.scorers.expert import ExpertClient
+from fedgrpo.transport.base import TrafficLedger
+from fedgrpo.types import (
+    CalibrationReply,
+    CalibrationRequest,
+    ExpertFailure,
+    ScoreReply,
+    ScoreRequest,
+    ScoreResults,
+)
+
+
+class EmbeddedTransport:
+    def __init__(self, clients: Mapping[str, ExpertClient], *, timeout_s: float = 600.0,
+                 max_workers: int | None = None) -> None:
+        self._clients = dict(clients)
+        self.expert_ids = tuple(self._clients)
+        self.timeout_s = timeout_s
+        self.ledger = TrafficLedger()
+        self._pool = cf.ThreadPoolExecutor(max_workers=max_workers or len(self._clients) or 1,
+                                           thread_name_prefix="expert")
+
+    def calibrate(self, request: CalibrationRequest) -> tuple[dict[str, CalibrationReply], dict[str, str]]:
+        futures = {}
+        for expert_id, client in self._clients.items():
+            self.ledger.record("calibrate", -1, expert_id, "down", request)
+            futures[expert_id] = self._pool.submit(client.calibrate, request)
+        replies, failures = {}, {}
+        for expert_id, future in futures.items():
+            try:
+                reply = future.result(timeout=self.timeout_s)
+            except Exception as exc:  # noqa: BLE001 - any expert fault is recorded, not raised
+                failures[expert_id] = _reason(exc)
+                continue
+            if len(reply.correct) != len(request.items):
+                failures[expert_id] = f"{len(reply.correct)} bits for {len(request.items)} items"
+                continue
+            self.ledger.record("calibrate", -1, expert_id, "up", reply)
+            replies[expert_id] = reply
+        return replies, failures
+
+    def score(self, step: int, requests: Mapping[str, ScoreRequest]) -> ScoreResults:
+        futures = {}
+        for expert_id, request in requests.items():
+            self.ledger.record("score", step, expert_id, "down", request)
+            futures[expert_id] = self._pool.submit(self._clients[expert_id].score, request)
+        replies: dict[str, ScoreReply] = {}
+        failures: list[ExpertFailure] = []
+        for expert_id, future in futures.items():
+            try:
+                reply = future.result(timeout=self.timeout_s)
+            except Exception as exc:  # noqa: BLE001
+                failures.append(ExpertFailure(expert_id, step, _reason(exc)))
+                continue
+            if reply.step != step:
+                self.ledger.stale_replies += 1
+                failures.append(ExpertFailure(expert_id, step, f"stale reply for step {reply.step}"))
+                continue
+            expected = requests[expert_id].num_candidates
+            if len(reply.rewards) != expected or not all(isinstance(r, float) for r in reply.rewards):
+                failures.append(ExpertFailure(
+                    expert_id, step, f"{len(reply.rewards)} rewards for {expected} candidates"))
+                continue
+            self.ledger.record("score", step, expert_id, "up", reply)
+            replies[expert_id] = ScoreReply(step, tuple(
+                r if math.isfinite(r) or math.isnan(r) else float("nan") for r in reply.rewards))
+        return ScoreResults(replies=replies, failures=tuple(failures))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, cf.TimeoutError):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,76 @@
+"""Frozen value types that cross the server/client boundary.
+
+These are the *only* things a client ever receives or sends: questions and candidate texts down,
+floats up. They hold no model, no data shard, no answer the client owns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ScoreItem:
+    """One question and the candidates one expert must score (its block of G)."""
+
+    question_id: str
+    generator: str  # which verifier compares answers; public knowledge, like the question itself
+    question: str
+    candidates: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """query.score: server -> one expert, one message per generation batch."""
+
+    step: int
+    items: tuple[ScoreItem, ...]
+
+    @property
+    def num_candidates(self) -> int:
+        return sum(len(item.candidates) for item in self.items)
+
+
+@dataclass(frozen=True)
+class ScoreReply:
+    """The reply: one float per candidate, in request order, and nothing else."""
+
+    step: int
+    rewards: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class CalibrationItem:
+    """An auxiliary item sent for calibration: question and its public label."""
+
+    question_id: str
+    generator: str
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class CalibrationRequest:
+    items: tuple[CalibrationItem, ...]
+
+
+@dataclass(frozen=True)
+class CalibrationReply:
+    """One correctness bit (0.0 or 1.0) per auxiliary item, in request order."""
+
+    correct: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class ExpertFailure:
+    expert_id: str
+    step: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ScoreResults:
+    """Replies that arrived (by expert id) and the failures, which the caller records, never hides."""
+
+    replies: dict[str, ScoreReply] = field(default_factory=dict)
+    failures: tuple[ExpertFailure, ...] = ()

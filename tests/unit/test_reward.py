@@ -1,0 +1,89 @@
+"""The federated reward hook: routing of candidate blocks, reward order, NaN for missing experts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fedgrpo.data.tasks import Question
+from fedgrpo.training.reward import FederatedReward
+from fedgrpo.training.trainer import group_by_question
+from fedgrpo.transport.embedded import EmbeddedTransport
+from fedgrpo.types import ScoreReply, ScoreRequest
+
+G = 2
+
+
+class EchoClient:
+    """Rewards a candidate 1.0 when its text (before the tag) equals this client's favourite answer."""
+
+    def __init__(self, favourite: str, fail: bool = False):
+        self.favourite, self.fail = favourite, fail
+        self.requests: list[ScoreRequest] = []
+
+    def score(self, request: ScoreRequest) -> ScoreReply:
+        self.requests.append(request)
+        if self.fail:
+            raise RuntimeError("down")
+        rewards = tuple(1.0 if c.startswith(self.favourite) else 0.0
+                        for item in request.items for c in item.candidates)
+        return ScoreReply(request.step, rewards)
+
+
+def _questions():
+    return {qid: Question(qid, "arithmetic", "basic_arithmetic", f"Calculate {qid}.", None) for qid in ("q1", "q2")}
+
+
+def _hook(clients, routing, format_weight=0.0):
+    return FederatedReward(_questions(), routing, EmbeddedTransport(clients), group_size=2 * G,
+                           generations_per_expert=G, accuracy_weight=1.0, format_weight=format_weight,
+                           group_by_question=group_by_question)
+
+
+def test_blocks_of_g_go_to_the_selected_experts_in_order():
+    a, b = EchoClient("1"), EchoClient("2")
+    hook = _hook({"a": a, "b": b}, {"q1": ("a", "b"), "q2": ("b", "a")})
+    completions = ["1</answer>", "2</answer>", "2</answer>", "1</answer>",   # q1: a gets [0,2), b [2,4)
+                   "1</answer>", "1</answer>", "2</answer>", "2</answer>"]   # q2: b gets [4,6), a [6,8)
+    rewards = hook(prompts=[""] * 8, completions=completions, question_id=["q1"] * 4 + ["q2"] * 4)
+    assert rewards == [1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    # One message per expert per call, carrying all of its blocks.
+    assert len(a.requests) == 1 and [i.question_id for i in a.requests[0].items] == ["q1", "q2"]
+
+
+def test_a_failed_expert_gives_none_for_its_blocks_only():
+    hook = _hook({"a": EchoClient("1"), "b": EchoClient("1", fail=True)}, {"q1": ("a", "b"), "q2": ("a", "b")})
+    rewards = hook(prompts=[""] * 8, completions=["1</answer>"] * 8, question_id=["q1"] * 4 + ["q2"] * 4)
+    # None (TRL: NaN, advantage 0) - never a silent zero.
+    assert rewards == [1.0, 1.0, None, None, 1.0, 1.0, None, None]
+    assert [f.expert_id for f in hook.log.failures] == ["b"]
+
+
+def test_every_expert_failing_stops_training():
+    hook = _hook({"a": EchoClient("1", fail=True)}, {"q1": ("a", "a")})
+    with pytest.raises(RuntimeError, match="every expert failed"):
+        hook(prompts=[""] * 4, completions=["1</answer>"] * 4, question_id=["q1"] * 4)
+
+
+def test_format_reward_adds_but_cannot_revive_a_missing_reward():
+    hook = _hook({"a": EchoClient("1"), "b": EchoClient("1", fail=True)}, {"q1": ("a", "b")}, format_weight=0.5)
+    rewards = hook(prompts=[""] * 4, completions=["1</answer>", "9", "1</answer>", "1</answer>"],
+                   question_id=["q1"] * 4)
+    assert rewards[:2] == [1.5, 0.0]  # well-formed right answer; unclosed answer gets neither part
+    assert rewards[2:] == [None, None]
+
+
+def test_ground_truth_mode_scores_locally_without_transport():
+    hook = FederatedReward(_questions(), None, None, group_size=2, generations_per_expert=2,
+                           accuracy_weight=1.0, format_weight=0.0, group_by_question=group_by_question,
+                           gold_scorer=lambda q, c: 1.0 if c.startswith("4") else 0.0)
+    assert hook(prompts=[""] * 2, completions=["4</answer>", "5</answer>"], question_id=["q1", "q1"]) == [1.0, 0.0]
+    assert math.isclose(hook.log.steps[-1]["reward"], 0.5)
+
+
+def test_mixed_question_blocks_are_rejected():
+    hook = _hook({"a": EchoClient("1")}, {"q1": ("a", "a"), "q2": ("a", "a")})
+    with pytest.raises(Exception, match="mix questions"):
+        hook(prompts=[""] * 4, completions=["1"] * 4, question_id=["q1", "q2", "q1", "q2"])

@@ -1,0 +1,98 @@
+"""Client scoring: agreement, the answer/model gate, calibration bits and reply shape.
+
+The expert model is replaced by pre-seeded expert answers (the client computes each answer once and
+caches it), so no model is loaded here.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from fedgrpo.data.tasks import Question
+from fedgrpo.scorers.base import ScorerError
+from fedgrpo.scorers.expert import ExpertClient, _majority
+from fedgrpo.scorers.verifier import answers_agree, score_against
+from fedgrpo.types import CalibrationItem, CalibrationRequest, ScoreItem, ScoreRequest
+
+GEN = "basic_arithmetic"
+
+
+def _client(private=(), mode="gated", seeded=None, scorer=None) -> ExpertClient:
+    client = ExpertClient("client-0", list(private), Path("/nonexistent"), mode=mode, scorer=scorer)
+    client._expert_answers.update(seeded or {})  # stands in for the expert model's own answers
+    return client
+
+
+def test_agreement_uses_the_verifier_then_math_verify():
+    assert answers_agree(GEN, "Calculate 2 + 3.", "5", "5")
+    # Another notation of the same number: the string verifier says no, math-verify says yes.
+    assert answers_agree(GEN, "Calculate 2 + 3.", "5.0", "5")
+    assert not answers_agree(GEN, "Calculate 2 + 3.", "15", "5")  # partial credit is not agreement
+    assert not answers_agree(GEN, "Calculate 2 + 3.", None, "5")
+    assert not answers_agree(GEN, "Calculate 2 + 3.", "5", None)
+
+
+def test_score_against_extracts_the_final_answer():
+    assert score_against(GEN, "q", "5</answer>", "5") == 1.0
+    assert score_against(GEN, "q", "5", "5") == 0.0  # never closed: no final answer
+    assert score_against(GEN, "q", "garbage", "5") == 0.0
+
+
+def test_model_based_rewards_agreement_with_the_expert():
+    client = _client(seeded={"q1": "7"})
+    request = ScoreRequest(3, (ScoreItem("q1", GEN, "Calculate 3 + 4.", ("7</answer>", "8</answer>", "", "7 </answer>")),))
+    reply = client.score(request)
+    assert reply.step == 3
+    assert reply.rewards == (1.0, 0.0, 0.0, 1.0)
+
+
+def test_answer_based_wins_when_the_client_holds_the_question():
+    held = Question("q1", "arithmetic", GEN, "Calculate 3 + 4.", "7")
+    # The expert model would say 8, but the client's trusted label says 7: the gate picks the label.
+    client = _client(private=[held], seeded={"q1": "8"})
+    reply = client.score(ScoreRequest(0, (ScoreItem("q1", GEN, held.question, ("7</answer>", "8</answer>")),)))
+    assert reply.rewards == (1.0, 0.0)
+
+
+def test_answer_gate_matches_by_normalised_text_too():
+    held = Question("other-id", "arithmetic", GEN, "Calculate  3 + 4.", "7")
+    client = _client(private=[held], seeded={"q9": "8"})
+    reply = client.score(ScoreRequest(0, (ScoreItem("q9", GEN, "calculate 3 + 4.", ("7</answer>",)),)))
+    assert reply.rewards == (1.0,)
+
+
+def test_model_mode_ignores_labels_and_answer_mode_abstains():
+    held = Question("q1", "arithmetic", GEN, "Calculate 3 + 4.", "7")
+    item = ScoreItem("q1", GEN, held.question, ("7</answer>",))
+    assert _client([held], mode="model", seeded={"q1": "8"}).score(ScoreRequest(0, (item,))).rewards == (0.0,)
+    unknown = ScoreItem("q2", GEN, "Calculate 1 + 1.", ("2</answer>",))
+    [reward] = _client([held], mode="answer").score(ScoreRequest(0, (unknown,))).rewards
+    assert math.isnan(reward)  # no label and no model allowed: the reward is missing, not zero
+
+
+def test_calibration_returns_one_bit_per_item():
+    client = _client(seeded={"a1": "5", "a2": "9"})
+    request = CalibrationRequest((CalibrationItem("a1", GEN, "Calculate 2 + 3.", "5"),
+                                  CalibrationItem("a2", GEN, "Calculate 4 + 4.", "8")))
+    assert client.calibrate(request).correct == (1.0, 0.0)
+
+
+def test_a_custom_scorer_with_the_wrong_shape_is_an_error():
+    client = _client(scorer=lambda items: [[1.0] for _ in items])
+    request = ScoreRequest(0, (ScoreItem("q", GEN, "Calculate 1 + 1.", ("2</answer>", "3</answer>")),))
+    with pytest.raises(ScorerError):
+        client.score(request)
+
+
+def test_a_custom_scorer_replaces_the_builtin_logic():
+    client = _client(scorer=lambda items: [[0.25] * len(i.candidates) for i in items])
+    request = ScoreRequest(0, (ScoreItem("q", GEN, "Calculate 1 + 1.", ("2</answer>", "3</answer>")),))
+    assert client.score(request).rewards == (0.25, 0.25)
+
+
+def test_majority_vote_ignores_missing_answers():
+    assert _majority(["3", None, "4", "3"]) == "3"
+    assert _majority([None, None]) is None

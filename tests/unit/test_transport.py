@@ -1,0 +1,80 @@
+"""The embedded transport: parallel calls, failures recorded (never zero-filled), bytes counted."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from fedgrpo.core.comm import payload_bytes
+from fedgrpo.transport.embedded import EmbeddedTransport
+from fedgrpo.types import CalibrationReply, CalibrationRequest, ScoreItem, ScoreReply, ScoreRequest
+
+
+class FakeClient:
+    def __init__(self, behaviour="ok", delay=0.0):
+        self.behaviour, self.delay = behaviour, delay
+
+    def score(self, request: ScoreRequest) -> ScoreReply:
+        time.sleep(self.delay)
+        n = request.num_candidates
+        if self.behaviour == "raise":
+            raise RuntimeError("model crashed")
+        if self.behaviour == "short":
+            return ScoreReply(request.step, (1.0,) * (n - 1))
+        if self.behaviour == "stale":
+            return ScoreReply(request.step - 1, (1.0,) * n)
+        return ScoreReply(request.step, tuple(float(i % 2) for i in range(n)))
+
+    def calibrate(self, request: CalibrationRequest) -> CalibrationReply:
+        if self.behaviour == "raise":
+            raise RuntimeError("no model")
+        return CalibrationReply((1.0,) * len(request.items))
+
+
+def _request(step=5, g=4) -> ScoreRequest:
+    return ScoreRequest(step, (ScoreItem("q1", "basic_arithmetic", "Calculate 1 + 1.",
+                                         tuple(f"{i}</answer>" for i in range(g))),))
+
+
+def test_replies_arrive_and_bytes_add_up_per_message():
+    transport = EmbeddedTransport({"a": FakeClient(), "b": FakeClient()})
+    results = transport.score(5, {"a": _request(), "b": _request()})
+    assert set(results.replies) == {"a", "b"} and not results.failures
+    assert results.replies["a"].rewards == (0.0, 1.0, 0.0, 1.0)
+    totals = transport.ledger.totals()
+    # The ledger is the sum of the per-message byte model, both directions.
+    assert totals["down"] == 2 * payload_bytes(_request())
+    assert totals["up"] == 2 * payload_bytes(results.replies["a"])
+    assert transport.ledger.per_step()[5] == {"down": totals["down"], "up": totals["up"]}
+
+
+@pytest.mark.parametrize("behaviour, reason", [("raise", "RuntimeError"), ("short", "3 rewards for 4"),
+                                               ("stale", "stale reply")])
+def test_a_faulty_expert_is_a_recorded_failure(behaviour, reason):
+    transport = EmbeddedTransport({"good": FakeClient(), "bad": FakeClient(behaviour)})
+    results = transport.score(5, {"good": _request(), "bad": _request()})
+    assert list(results.replies) == ["good"]
+    [failure] = results.failures
+    assert failure.expert_id == "bad" and reason in failure.reason and failure.step == 5
+    assert transport.ledger.stale_replies == (1 if behaviour == "stale" else 0)
+
+
+def test_a_slow_expert_times_out():
+    transport = EmbeddedTransport({"slow": FakeClient(delay=0.5), "fast": FakeClient()}, timeout_s=0.1)
+    results = transport.score(1, {"slow": _request(1), "fast": _request(1)})
+    assert list(results.replies) == ["fast"]
+    assert results.failures[0].reason == "timed out"
+
+
+def test_calibration_failures_are_reported_per_expert():
+    transport = EmbeddedTransport({"a": FakeClient(), "b": FakeClient("raise")})
+    request = CalibrationRequest(())
+    replies, failures = transport.calibrate(request)
+    assert set(replies) == {"a"} and "RuntimeError" in failures["b"]
+
+
+def test_every_reply_holds_only_floats():
+    reply = EmbeddedTransport({"a": FakeClient()}).score(2, {"a": _request(2)}).replies["a"]
+    assert set(vars(reply)) == {"step", "rewards"}
+    assert all(type(r) is float for r in reply.rewards)
