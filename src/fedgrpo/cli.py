@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="DIR", help="Model directory to evaluate (default: the server model "
                    "from the config, built if needed).")
     _add_config_flags(p)
+    p = sub.add_parser("graph", help="Show a run's confidence graph: each client's competence per domain "
+                       "of the auxiliary set.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="Output directory of a `fedgrpo run` (holds graph.json).")
     p = sub.add_parser("domains", help="List the built-in domains and their generators.")
     p.add_argument("--all", action="store_true", help="Also list every reasoning-gym generator (rg:<name>).")
     p = sub.add_parser("config", help="Print the resolved configuration as YAML.")
@@ -135,6 +138,11 @@ def _quiet_libraries() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    import logging
+
+    # math-verify warns once per process that we run it without signal timeouts, which we do on
+    # purpose (it scores in worker threads).
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 
 # --- commands -------------------------------------------------------------------------------------
@@ -283,6 +291,29 @@ def cmd_evaluate(args: argparse.Namespace, console: Any) -> int:
     return 0
 
 
+def cmd_graph(args: argparse.Namespace, console: Any) -> int:
+    from rich.table import Table
+
+    from fedgrpo.core.graph import ConfidenceGraph
+
+    path = Path(args.run_dir).expanduser() / "graph.json"
+    if not path.is_file():
+        raise FedGRPOError(f"{str(path)!r} does not exist; give the output directory of a `fedgrpo run` "
+                           "that calibrated (selection graph, no --use-ground-truth)")
+    graph = ConfidenceGraph.load(path)
+    per_domain = graph.per_domain()
+    domains = sorted({d for by in per_domain.values() for d in by})
+    table = Table(title=f"Confidence graph: correctness (%) on the {len(graph.aux_ids)} auxiliary items")
+    table.add_column("client")
+    for d in domains:
+        table.add_column(d, justify="right")
+    table.add_column("overall", justify="right")
+    for expert_id, overall in zip(graph.expert_ids, graph.overall()):
+        table.add_row(expert_id, *[_pct(per_domain[expert_id].get(d)) for d in domains], _pct(float(overall)))
+    console.print(table)
+    return 0
+
+
 def cmd_domains(args: argparse.Namespace, console: Any) -> int:
     from fedgrpo.config import DEFAULT_DOMAINS
     from fedgrpo.data.gym import DOMAINS, NO_REFERENCE_ANSWER
@@ -309,7 +340,7 @@ def cmd_config(args: argparse.Namespace, console: Any) -> int:
     return 0
 
 
-COMMANDS = {"prepare": cmd_prepare, "run": cmd_run, "evaluate": cmd_evaluate, "domains": cmd_domains, "config": cmd_config}
+COMMANDS = {"prepare": cmd_prepare, "run": cmd_run, "evaluate": cmd_evaluate, "graph": cmd_graph, "domains": cmd_domains, "config": cmd_config}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -99,20 +99,20 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     server_model: str = _f(
-        "tiny:small",
+        "tiny:micro",
         "Server policy: tiny:<preset> (built and pre-trained here, cached) or a local Hugging Face "
         "model directory. Nothing is downloaded.",
     )
     expert_model: str = _f(
-        "tiny:small",
+        "tiny:micro",
         "Base of every client's expert, fine-tuned on the client's private data: tiny:<preset> or a "
         "local model directory.",
     )
     model_seed: int = _f(0, "Seed of model initialisation and training order.")
-    pretrain_steps: int = _f(700, "Optimizer steps of the tiny server model's public pre-training.")
-    expert_steps: int = _f(900, "Optimizer steps of each expert's fine-tuning on its private data.")
+    pretrain_steps: int = _f(1200, "Optimizer steps of the tiny server model's public pre-training.")
+    expert_steps: int = _f(1000, "Optimizer steps of each expert's fine-tuning on its private data.")
     sft_batch_size: int = _f(64, "Batch size of supervised training (pre-training and experts).")
-    sft_learning_rate: float = _f(2e-3, "Peak AdamW learning rate of supervised training.")
+    sft_learning_rate: float = _f(3e-3, "Peak AdamW learning rate of supervised training.")
     cache_dir: str | None = _f(
         None, "Model cache directory; unset = $FEDGRPO_CACHE or ~/.cache/fedgrpo."
     )

@@ -20,9 +20,9 @@ TINY_OVERRIDES = {
     "client_size": 30,
     "server_model": "tiny:micro",
     "expert_model": "tiny:micro",
-    "pretrain_steps": 12,
+    "pretrain_steps": 150,  # enough to learn the answer format: rewards then vary
     "expert_steps": 8,
-    "sft_batch_size": 8,
+    "sft_batch_size": 16,
     "eval_samples": 2,
     "max_new_tokens": 12,
 }

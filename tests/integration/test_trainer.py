@@ -45,14 +45,20 @@ NUM_GENERATIONS = EXPERTS * PER_EXPERT
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _offline():
-    old = os.environ.get("HF_HUB_OFFLINE")
+def _offline_single_thread():
+    """Offline, and one torch thread: on the shared 2-core box two threads made micro-model steps
+    up to 40x slower (OpenMP threads wait on each other while other processes hold a core)."""
+    import torch
+
+    old_offline, old_threads = os.environ.get("HF_HUB_OFFLINE"), torch.get_num_threads()
     os.environ["HF_HUB_OFFLINE"] = "1"
+    torch.set_num_threads(1)
     yield
-    if old is None:
+    torch.set_num_threads(old_threads)
+    if old_offline is None:
         os.environ.pop("HF_HUB_OFFLINE", None)
     else:
-        os.environ["HF_HUB_OFFLINE"] = old
+        os.environ["HF_HUB_OFFLINE"] = old_offline
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +81,7 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 def _toy_reward(completions: list[str]) -> list[float | None]:
-    """Varied rewards in [0, 1] from the text; every fifth completion of a call has no reward (None)."""
+    """Varied rewards in [0, 1] from the text; every fifth completion of a call is unscored."""
     return [None if i % 5 == 0 else sum(map(ord, c)) % 7 / 6 for i, c in enumerate(completions)]
 
 
@@ -89,7 +95,7 @@ def _permutation(n: int, seed: int) -> list[int]:
 
 
 class ObservedRun:
-    """What one 2-step run showed: every reward call, the advantages TRL fed to the loss, weights."""
+    """What one 2-step run showed: each reward call, the advantages TRL trained on, weights."""
 
     def __init__(self, trainer, calls, used_advantages, before, output_dir, settings):
         self.trainer = trainer
@@ -156,7 +162,7 @@ def observed(model_dir, questions, tmp_path_factory) -> ObservedRun:
     return ObservedRun(trainer, calls, used_advantages, before, output_dir, settings)
 
 
-# --- group_by_question (pure) ----------------------------------------------------------------------
+# --- group_by_question (pure) ---------------------------------------------------------------------
 
 
 def test_group_by_question_returns_one_slice_per_block():
@@ -177,7 +183,7 @@ def test_group_by_question_rejects_other_layouts(ids, n, reason):
         group_by_question(ids, n)
 
 
-# --- settings and dataset (no trainer) -------------------------------------------------------------
+# --- settings and dataset (no trainer) ------------------------------------------------------------
 
 
 def test_settings_reject_owned_and_derived_keys_in_extra():
@@ -202,7 +208,9 @@ def test_dataset_has_prompt_id_and_domain_but_no_answer(questions):
     answered = [Question("x1", "arithmetic", "toy", "What is 1 + 1?", "2")]
     row = build_grpo_dataset(answered)[0]
     # The gold answer never enters the server's training data.
-    assert row == {"prompt": render_prompt("What is 1 + 1?"), "question_id": "x1", "domain": "arithmetic"}
+    assert row == {
+        "prompt": render_prompt("What is 1 + 1?"), "question_id": "x1", "domain": "arithmetic"
+    }
     with pytest.raises(ConfigError, match="distinct question_ids"):
         build_grpo_dataset([questions[0], questions[0]])
 
@@ -211,7 +219,8 @@ def test_dataset_has_prompt_id_and_domain_but_no_answer(questions):
 def test_grpo_config_kwargs_pass_extra_through_and_reject_unknown_names(tmp_path):
     from fedgrpo.training.trainer import grpo_config_kwargs
 
-    kwargs = grpo_config_kwargs(GRPOSettings(extra={"bf16": True, "use_vllm": True, "top_p": 0.95}), tmp_path)
+    settings = GRPOSettings(extra={"bf16": True, "use_vllm": True, "top_p": 0.95})
+    kwargs = grpo_config_kwargs(settings, tmp_path)
     # Pass-through options reach GRPOConfig unchanged and override our CPU defaults.
     assert (kwargs["bf16"], kwargs["use_vllm"], kwargs["top_p"]) == (True, True, 0.95)
     assert kwargs["per_device_train_batch_size"] == 16 * 8  # counts completions
@@ -225,19 +234,22 @@ def test_too_few_questions_for_one_step_is_a_config_error(model_dir, questions, 
 
     # TRL's sampler drops incomplete batches: 9 questions and 10 per step would train on nothing.
     with pytest.raises(ConfigError, match="prompts_per_step=10"):
-        build_grpo_trainer(model_dir, questions, _toy_reward, GRPOSettings(prompts_per_step=10), tmp_path)
+        build_grpo_trainer(
+            model_dir, questions, _toy_reward, GRPOSettings(prompts_per_step=10), tmp_path
+        )
 
 
-# --- (a) the layout of a reward call ---------------------------------------------------------------
+# --- (a) the layout of a reward call --------------------------------------------------------------
 
 
 @slow
 def test_a_reward_call_holds_one_step_of_consecutive_groups(observed, questions):
     by_id = {q.question_id: q for q in questions}
-    assert [c["step"] for c in observed.calls] == [0, 1]  # one call per optimizer step, before its update
+    # One call per optimizer step, made before that step's update.
+    assert [c["step"] for c in observed.calls] == [0, 1]
     for call in observed.calls:
         assert len(call["question_id"]) == PROMPTS_PER_STEP * NUM_GENERATIONS
-        groups = group_by_question(call["question_id"], NUM_GENERATIONS)  # raises on any other layout
+        groups = group_by_question(call["question_id"], NUM_GENERATIONS)  # raises otherwise
         assert len(groups) == PROMPTS_PER_STEP
         for qid, block in groups:
             # Every column of a completion belongs to the same dataset row.
@@ -252,11 +264,14 @@ def test_a_reward_call_holds_one_step_of_consecutive_groups(observed, questions)
 def test_questions_follow_trls_seeded_permutation(observed, questions):
     # RepeatSampler: randperm(len(dataset), seed) cut into chunks of prompts_per_step, one per step.
     order = [questions[i].question_id for i in _permutation(len(questions), observed.settings.seed)]
-    seen = [[qid for qid, _ in group_by_question(c["question_id"], NUM_GENERATIONS)] for c in observed.calls]
+    seen = [
+        [qid for qid, _ in group_by_question(c["question_id"], NUM_GENERATIONS)]
+        for c in observed.calls
+    ]
     assert seen == [order[0:3], order[3:6]]
 
 
-# --- (b) the advantages TRL used -------------------------------------------------------------------
+# --- (b) the advantages TRL used ------------------------------------------------------------------
 
 
 @slow
@@ -277,13 +292,16 @@ def test_trl_advantages_equal_joint_federated_advantages(observed):
         rewards = np.array([np.nan if r is None else r for r in call["rewards"]], dtype=np.float64)
         # Completions [m*G, (m+1)*G) of a question are expert m's block: (P, M, G) in C order.
         expected = federated_advantages(
-            rewards.reshape(PROMPTS_PER_STEP, EXPERTS, PER_EXPERT), pooling="joint", scale_rewards=scale
-        )
+            rewards.reshape(PROMPTS_PER_STEP, EXPERTS, PER_EXPERT),
+            pooling="joint",
+            scale_rewards=scale,
+        ).reshape(-1)
         logged = observed.logged_completions(step)
-        np.testing.assert_allclose(logged["advantage"].to_numpy(), expected.reshape(-1), rtol=0, atol=1e-4)
+        # TRL computes in float32; 1e-4 is far below the advantages' spacing (~0.5).
+        np.testing.assert_allclose(logged["advantage"].to_numpy(), expected, rtol=0, atol=1e-4)
 
 
-# --- (c) None rewards ------------------------------------------------------------------------------
+# --- (c) None rewards -----------------------------------------------------------------------------
 
 
 @slow
@@ -302,7 +320,7 @@ def test_none_reward_is_nan_and_gets_advantage_zero(observed):
             assert abs(advantages[block][~missing[block]].sum()) < 1e-4
 
 
-# --- (d) the training step -------------------------------------------------------------------------
+# --- (d) the training step ------------------------------------------------------------------------
 
 
 @slow
@@ -314,7 +332,23 @@ def test_a_step_logs_a_loss_and_changes_every_trainable_parameter(observed):
             assert not np.array_equal(observed.before[name].numpy(), param.detach().numpy()), name
 
 
-# --- checkpoints and resume ------------------------------------------------------------------------
+@slow
+def test_cpu_safe_defaults_reach_the_trainer(observed):
+    import torch
+
+    args = observed.trainer.args
+    # GRPOConfig would otherwise pick bf16, activation checkpointing, lr 1e-6 and 10-step logs.
+    assert args.bf16 is False
+    assert args.gradient_checkpointing is False and args.activation_checkpointing is False
+    assert args.use_cpu == (not torch.cuda.is_available())
+    assert args.learning_rate == 1e-4 and args.lr_scheduler_type.value == "constant"
+    assert args.logging_steps == 1
+    # The per-device batch counts completions: one step's questions times their groups.
+    assert args.per_device_train_batch_size == PROMPTS_PER_STEP * NUM_GENERATIONS
+    assert (args.loss_type, args.scale_rewards, args.beta) == ("dr_grpo", "group", 0.0)
+
+
+# --- checkpoints and resume -----------------------------------------------------------------------
 
 
 class _Interrupted(Exception):
@@ -346,7 +380,7 @@ def test_interrupted_run_resumes_from_its_checkpoint_to_max_steps(model_dir, que
 
         def on_step_begin(self, args, state, control, model=None, **kwargs):
             if FirstWeights.weights is None:
-                FirstWeights.weights = {n: p.detach().clone() for n, p in model.state_dict().items()}
+                FirstWeights.weights = {k: v.clone() for k, v in model.state_dict().items()}
 
     settings = GRPOSettings(
         num_generations=NUM_GENERATIONS, prompts_per_step=PROMPTS_PER_STEP, max_steps=3,
@@ -365,23 +399,13 @@ def test_interrupted_run_resumes_from_its_checkpoint_to_max_steps(model_dir, que
     # Only the missing step ran: no restart from step 0.
     assert steps_seen == [0, 1, 2]
     assert output.global_step == second.state.global_step == 3
-    # It started from checkpoint-2's weights, not from the base model.
+    # It started from checkpoint-2's weights, which differ from the base model's.
     saved = load_file(tmp_path / "checkpoint-2" / "model.safetensors")
+    base = load_file(model_dir / "model.safetensors")
+    assert any(not np.array_equal(base[k].numpy(), saved[k].numpy()) for k in saved)
     for name, tensor in saved.items():
         assert np.array_equal(FirstWeights.weights[name].numpy(), tensor.numpy()), name
     # And it drew the questions an uninterrupted run would have: the permutation's third chunk.
     order = [questions[i].question_id for i in _permutation(len(questions), settings.seed)]
     assert groups_seen == [order[0:3], order[3:6], order[6:9]]
 
-
-@slow
-def test_cpu_safe_defaults_reach_the_trainer(observed):
-    import torch
-
-    args = observed.trainer.args
-    # GRPOConfig would otherwise pick bf16=True, activation checkpointing on, lr 1e-6 and 10-step logs.
-    assert args.bf16 is False and args.gradient_checkpointing is False and args.activation_checkpointing is False
-    assert args.use_cpu is not torch.cuda.is_available()
-    assert (args.learning_rate, str(args.lr_scheduler_type.value), args.logging_steps) == (1e-4, "constant", 1)
-    assert args.per_device_train_batch_size == PROMPTS_PER_STEP * NUM_GENERATIONS  # completions per step
-    assert (args.loss_type, args.scale_rewards, args.beta) == ("dr_grpo", "group", 0.0)

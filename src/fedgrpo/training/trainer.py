@@ -1,9 +1,10 @@
-"""The thin adapter to TRL 1.16's ``GRPOTrainer``: settings, dataset, checkpoints and group layout.
+"""The thin adapter to TRL 1.16's ``GRPOTrainer``: settings, dataset, checkpoints, group layout.
 
-FedGRPO owns a handful of GRPO knobs (`GRPOSettings`); every other ``GRPOConfig`` field passes through
-`GRPOSettings.extra` untouched (``bf16``, ``use_vllm``, ``gradient_accumulation_steps``, ...), so GPU
-options need no code here. The federated reward enters through TRL's public ``reward_funcs`` hook only:
-no subclass, no private method, which is what keeps this module small across TRL releases.
+FedGRPO owns a handful of GRPO knobs (`GRPOSettings`); every other ``GRPOConfig`` field passes
+through `GRPOSettings.extra` untouched (``bf16``, ``use_vllm``, ``gradient_accumulation_steps``,
+...), so GPU options need no code here. The federated reward enters through TRL's public
+``reward_funcs`` hook only: no subclass, no private method, which keeps this module small across
+TRL releases.
 
 The federated group is TRL's group (``flower-trl-notes.md`` section 2.5): with ``num_generations =
 M*G`` TRL samples M*G candidates per question and normalises over all of them, which is
@@ -18,12 +19,14 @@ Facts about TRL 1.16 this module relies on (pinned by ``tests/integration/test_t
   does TRL shuffle the completions for the loss (``shuffle_sequence_dict``), which does not affect
   grouping. `group_by_question` checks the layout on every call rather than trusting it.
 - A reward call sees every completion of one optimizer step (with the defaults here:
-  ``gradient_accumulation_steps = steps_per_generation = 1``), i.e. ``prompts_per_step`` questions.
+  ``gradient_accumulation_steps = steps_per_generation = 1``): ``prompts_per_step`` questions.
+  With ``gradient_accumulation_steps = k`` in `extra`, one call holds the k steps' questions.
 - ``None`` becomes NaN; a NaN reward is left out of its group's mean and std and gets advantage 0.
 - The sampler drops an incomplete last chunk of prompts, so a dataset with fewer questions than
   ``prompts_per_step`` would train on nothing; `build_grpo_trainer` refuses it.
-- ``GRPOConfig`` defaults that are wrong for us: ``bf16`` (None -> True), ``gradient_checkpointing``
-  (True), ``learning_rate`` (1e-6), ``logging_steps`` (10), ``loss_type`` (``"dapo"``).
+- ``GRPOConfig`` defaults that are wrong for us: ``bf16`` (None -> True),
+  ``gradient_checkpointing`` (True), ``learning_rate`` (1e-6), ``logging_steps`` (10),
+  ``loss_type`` (``"dapo"``).
 
 Heavy imports (torch, datasets, trl) happen inside functions: importing this module is cheap, so
 reward code can use `group_by_question` without loading TRL.
@@ -53,7 +56,8 @@ _DERIVED = {
     "per_device_train_batch_size": "it is prompts_per_step * num_generations; set those instead",
 }
 
-RewardFn = Callable[..., Any]  # (prompts, completions, question_id, domain, ..., **kwargs) -> list[float | None]
+# (prompts, completions, question_id, domain, trainer_state, **kwargs) -> list[float | None]
+RewardFn = Callable[..., Any]
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,8 @@ class GRPOSettings:
         TRL's token aggregation; ``"dr_grpo"`` (the tiny recipe) divides by a constant, so length
         does not bias the update. TRL's own default is ``"dapo"``.
     scale_rewards
-        ``"group"`` divides advantages by the group std + 1e-4 (paper Eq. 8), ``"none"`` centres only
-        (the official code), ``"batch"`` divides by the batch std.
+        ``"group"`` divides advantages by the group std + 1e-4 (paper Eq. 8), ``"none"`` centres
+        only (the official code), ``"batch"`` divides by the batch std.
     beta
         KL coefficient to a reference model; 0 loads no reference model.
     seed
@@ -108,28 +112,33 @@ class GRPOSettings:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.num_generations >= 2, f"num_generations must be >= 2 (GRPO needs a group), got {self.num_generations}"),
-            (self.prompts_per_step >= 1, f"prompts_per_step must be >= 1, got {self.prompts_per_step}"),
-            (self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}"),
-            (0 < self.learning_rate < 1, f"learning_rate must be in (0, 1), got {self.learning_rate}"),
-            (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
-            (self.max_completion_length >= 1, f"max_completion_length must be >= 1, got {self.max_completion_length}"),
-            (self.beta >= 0, f"beta must be >= 0, got {self.beta}"),
-            (self.save_steps >= 1, f"save_steps must be >= 1, got {self.save_steps}"),
-            (self.loss_type in LOSS_TYPES, f"loss_type must be one of {', '.join(LOSS_TYPES)}; got {self.loss_type!r}"),
-            (self.scale_rewards in SCALE_REWARDS,
-             f"scale_rewards must be one of {', '.join(SCALE_REWARDS)}; got {self.scale_rewards!r}"),
+        bounds = [
+            ("num_generations", self.num_generations >= 2, ">= 2 (GRPO needs a group)"),
+            ("prompts_per_step", self.prompts_per_step >= 1, ">= 1"),
+            ("max_steps", self.max_steps >= 1, ">= 1"),
+            ("learning_rate", 0 < self.learning_rate < 1, "in (0, 1)"),
+            ("temperature", self.temperature > 0, "> 0"),
+            ("max_completion_length", self.max_completion_length >= 1, ">= 1"),
+            ("beta", self.beta >= 0, ">= 0"),
+            ("save_steps", self.save_steps >= 1, ">= 1"),
+            ("loss_type", self.loss_type in LOSS_TYPES, f"one of {', '.join(LOSS_TYPES)}"),
+            ("scale_rewards", self.scale_rewards in SCALE_REWARDS,
+             f"one of {', '.join(SCALE_REWARDS)}"),
         ]
-        for ok, message in checks:
+        for name, ok, rule in bounds:
             if not ok:
-                raise ConfigError(message)
+                raise ConfigError(f"{name} must be {rule}; got {getattr(self, name)!r}")
         owned = {f.name for f in dataclasses.fields(self)} - {"extra"}
         for key in self.extra:
             if key in owned:
-                raise ConfigError(f"GRPO option {key!r} is a GRPOSettings field; set GRPOSettings.{key}, not extra")
+                raise ConfigError(
+                    f"GRPO option {key!r} is a GRPOSettings field; set GRPOSettings.{key}, "
+                    "not extra"
+                )
             if key in _DERIVED:
-                raise ConfigError(f"GRPO option {key!r} cannot be set through extra: {_DERIVED[key]}")
+                raise ConfigError(
+                    f"GRPO option {key!r} cannot be set through extra: {_DERIVED[key]}"
+                )
         # Frozen means frozen: a caller's later edit of its dict must not change these settings.
         object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
 
@@ -139,11 +148,11 @@ class GRPOSettings:
 
 
 def grpo_config_kwargs(settings: GRPOSettings, output_dir: str | Path) -> dict[str, Any]:
-    """The keyword arguments of ``GRPOConfig`` for `settings`; unknown `extra` names raise `ConfigError`.
+    """The ``GRPOConfig`` keyword arguments for `settings`; unknown `extra` names: ConfigError.
 
-    CPU-safe defaults first (``use_cpu`` without CUDA, no bf16, no gradient checkpointing, no
-    reporting, constant learning rate, a log line per step, no completion tables), then our knobs,
-    then `extra`, which may override the defaults but not our knobs (checked by `GRPOSettings`).
+    CPU-safe defaults (``use_cpu`` without CUDA, no bf16, no activation checkpointing, no
+    reporting, constant learning rate, a log line per step, no completion tables), overridden by
+    `extra`, then our knobs, which `extra` cannot touch (`GRPOSettings` rejects them there).
     """
     import torch
     from trl import GRPOConfig
@@ -155,7 +164,7 @@ def grpo_config_kwargs(settings: GRPOSettings, output_dir: str | Path) -> dict[s
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"unknown GRPOConfig option {key!r} in GRPO extra settings{hint}")
     return {
-        # CPU-safe defaults (flower-trl-notes section 2.6, tiny-recipe.md); `extra` may override them.
+        # CPU-safe defaults (flower-trl-notes 2.6, tiny-recipe.md); `extra` may override them.
         "use_cpu": not torch.cuda.is_available(),
         "bf16": False,  # GRPOConfig turns bf16 on when unset
         "report_to": "none",
@@ -169,7 +178,7 @@ def grpo_config_kwargs(settings: GRPOSettings, output_dir: str | Path) -> dict[s
         # Ours, never overridden.
         "output_dir": str(output_dir),
         "num_generations": settings.num_generations,
-        "per_device_train_batch_size": settings.completions_per_step,  # counts completions, not prompts
+        "per_device_train_batch_size": settings.completions_per_step,  # completions, not prompts
         "max_steps": settings.max_steps,
         "learning_rate": settings.learning_rate,
         "temperature": settings.temperature,
@@ -186,9 +195,9 @@ def _checkpointing_default(extra: Mapping[str, Any]) -> dict[str, Any]:
     """Activation checkpointing off unless `extra` says otherwise (under either name).
 
     GRPOConfig defaults ``gradient_checkpointing=True``, which only costs time on tiny models. In
-    transformers 5.24 that name is a deprecated alias of ``activation_checkpointing`` (used only when
-    the new name is unset, with a FutureWarning), so we set the new name, and leave both alone when
-    the caller passed either.
+    transformers 5.24 that name is a deprecated alias of ``activation_checkpointing``, read (with a
+    FutureWarning) only when the new name is unset; so we set the new name, and leave both alone
+    when the caller passed either.
     """
     if "gradient_checkpointing" in extra or "activation_checkpointing" in extra:
         return {}
@@ -196,14 +205,16 @@ def _checkpointing_default(extra: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_grpo_dataset(questions: Sequence[Question]) -> Any:
-    """A ``datasets.Dataset`` with columns ``prompt``, ``question_id`` and ``domain`` (no answers)."""
+    """A ``datasets.Dataset`` with columns ``prompt``, ``question_id``, ``domain`` (no answers)."""
     from datasets import Dataset
 
     ids = [q.question_id for q in questions]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
-    if duplicates:
-        # Groups are keyed by question_id: two rows with one id would make two groups indistinguishable.
-        raise ConfigError(f"training questions must have distinct question_ids; repeated: {duplicates[:5]}")
+    if len(set(ids)) != len(ids):
+        # Groups are keyed by question_id: two rows with one id would be indistinguishable groups.
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        raise ConfigError(
+            f"training questions must have distinct question_ids; repeated: {repeated[:5]}"
+        )
     return Dataset.from_dict(
         {
             "prompt": [render_prompt(q.question) for q in questions],
@@ -220,13 +231,18 @@ def build_grpo_trainer(
     settings: GRPOSettings,
     output_dir: str | Path,
 ) -> Any:
-    """Build a ``trl.GRPOTrainer`` for the model in `model_dir` on `questions`, rewarded by `reward_fn`.
+    """A ``trl.GRPOTrainer`` for the model in `model_dir` on `questions`, rewarded by `reward_fn`.
 
-    `reward_fn` is passed to TRL unchanged (sync or ``async def``). TRL calls it with keyword
-    arguments ``prompts``, ``completions``, ``completion_ids``, ``question_id``, ``domain`` (one entry
-    per completion), ``trainer_state``, ``log_extra`` and ``log_metric``; it returns one float or None
-    per completion. Call `group_by_question` on ``question_id`` to find each question's candidates.
+    `reward_fn` goes to TRL unchanged (sync or ``async def``). TRL calls it with the keyword
+    arguments ``prompts``, ``completions``, ``completion_ids``, ``question_id``, ``domain`` (one
+    entry per completion), ``trainer_state``, ``log_extra`` and ``log_metric``; it returns one float
+    or None per completion. `group_by_question` on ``question_id`` finds each question's group.
     TRL names the reward after ``reward_fn.__name__`` (or its class name) in its logs.
+
+    To see the advantages TRL used, pass ``extra={"log_completions": True}``: after each logged
+    step, ``output_dir/completions/completions_<step:05d>.parquet`` holds one row per completion of
+    that step's reward call, in call order, with the columns ``step``, ``prompt``, ``completion``,
+    one per reward function, any ``log_extra`` columns, and ``advantage``.
     """
     from trl import GRPOConfig, GRPOTrainer
 
@@ -235,7 +251,8 @@ def build_grpo_trainer(
     if len(questions) < settings.prompts_per_step:
         raise ConfigError(
             f"{len(questions)} training questions cannot fill one step of prompts_per_step="
-            f"{settings.prompts_per_step} (TRL drops incomplete batches); add questions or lower prompts_per_step"
+            f"{settings.prompts_per_step} (TRL drops incomplete batches); add questions or lower "
+            "prompts_per_step"
         )
     dataset = build_grpo_dataset(questions)
     args = GRPOConfig(**grpo_config_kwargs(settings, output_dir))
@@ -263,16 +280,17 @@ def last_checkpoint(output_dir: str | Path) -> Path | None:
 def train_grpo(trainer: Any, resume: bool) -> Any:
     """Run ``trainer.train()``; with `resume`, continue from the last checkpoint in its output_dir.
 
-    A resumed run restores model, optimizer, scheduler, RNG and step count (``resume_from_checkpoint``
-    semantics) and trains only the steps left up to ``max_steps``. Without a checkpoint it starts
-    fresh. Returns TRL's ``TrainOutput``.
+    A resumed run restores model, optimizer, scheduler, RNG and step count
+    (``resume_from_checkpoint`` semantics), draws the questions an uninterrupted run would have
+    drawn, and trains only the steps left up to ``max_steps``. Without a checkpoint it starts fresh.
+    Returns the ``transformers.trainer_utils.TrainOutput``.
     """
     checkpoint = last_checkpoint(trainer.args.output_dir) if resume else None
     return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
 
 class GroupLayoutError(RuntimeError):
-    """A reward call whose completions are not in contiguous per-question groups (a bug, not user error)."""
+    """A reward call whose completions are not contiguous per-question groups (a bug)."""
 
 
 def group_by_question(question_ids: Sequence[str], num_generations: int) -> list[tuple[str, slice]]:
@@ -289,7 +307,8 @@ def group_by_question(question_ids: Sequence[str], num_generations: int) -> list
     n = len(question_ids)
     if num_generations < 1 or n % num_generations != 0:
         raise GroupLayoutError(
-            f"a reward call has {n} completions, not a multiple of num_generations={num_generations}"
+            f"a reward call has {n} completions, not a multiple of "
+            f"num_generations={num_generations}"
         )
     groups: list[tuple[str, slice]] = []
     seen: set[str] = set()
@@ -304,7 +323,8 @@ def group_by_question(question_ids: Sequence[str], num_generations: int) -> list
             )
         if qid in seen:
             raise GroupLayoutError(
-                f"question {qid!r} has more than one group of {num_generations} completions in one reward call"
+                f"question {qid!r} has more than one group of {num_generations} completions in one "
+                "reward call"
             )
         seen.add(qid)
         groups.append((qid, slice(start, start + num_generations)))

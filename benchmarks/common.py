@@ -1,0 +1,45 @@
+"""Shared helpers for benchmark scripts: environment block and result files."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from datetime import datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def environment() -> dict[str, Any]:
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except Exception:  # noqa: BLE001
+            return "absent"
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip())
+    except OSError:
+        commit, dirty = "unknown", True
+    import os
+
+    return {
+        "python": platform.python_version(),
+        **{name: v(name) for name in ("fedgrpo", "torch", "transformers", "trl", "flwr", "reasoning-gym")},
+        "device": "cpu",
+        "cpu_count": os.cpu_count(),
+        "commit": commit,
+        "dirty": dirty,
+    }
+
+
+def write_result(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}-{datetime.now():%Y%m%d-%H%M%S}.json"
+    path.write_text(json.dumps({"name": name, "created": datetime.now().isoformat(timespec="seconds"),
+                                "env": environment(), **payload}, indent=2))
+    return path

@@ -1,0 +1,80 @@
+"""`fedgrpo run` end to end on micro models: calibrate, route, train a few GRPO steps, evaluate, resume."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from fedgrpo.cli import main
+from fedgrpo.config import load_config
+from fedgrpo.models.load import load_model
+from fedgrpo.training.run import run
+
+from .conftest import TINY_OVERRIDES
+
+pytestmark = pytest.mark.slow
+
+RUN_OVERRIDES = {**TINY_OVERRIDES, "neighbours": 4, "train_steps": 2, "prompts_per_step": 4, "save_steps": 1,
+                 "learning_rate": 1e-3}
+
+
+@pytest.fixture(scope="module")
+def run_result(tmp_path_factory, cache_dir, prepared):
+    config = load_config(overrides={**RUN_OVERRIDES, "cache_dir": str(cache_dir)})
+    out = tmp_path_factory.mktemp("run")
+    return config, run(config, out)
+
+
+def test_training_changes_the_weights(run_result, prepared):
+    _, result = run_result
+    base, _ = load_model(prepared.server_dir)
+    trained, _ = load_model(result.metrics["final_model"])
+    changed = [not torch.equal(a, b) for a, b in zip(base.state_dict().values(), trained.state_dict().values())]
+    assert any(changed)
+
+
+def test_bytes_add_up_to_the_per_message_sum(run_result):
+    _, result = run_result
+    b = result.metrics["bytes"]
+    per_step_down = sum(s["down"] for s in b["per_step"].values())
+    per_expert_down = sum(e["down"] for e in b["per_expert"].values())
+    # Scoring traffic per step plus calibration equals the per-expert totals equals the grand total.
+    assert per_step_down + b["totals"]["calibrate_down"] == per_expert_down == b["totals"]["down"]
+    # Up: only floats (4 B) and the step number (8 B) per reply.
+    assert b["totals"]["calibrate_up"] == 2 * 8 * 4  # 2 experts x 8 auxiliary bits
+    # 2 steps x (2 replies x 8 B step + 4 questions x M*G = 8 floats x 4 B)
+    assert b["totals"]["score_up"] == 2 * (2 * 8 + 4 * 8 * 4)
+    assert b["stale_replies"] == 0
+
+
+def test_routing_and_report(run_result):
+    config, result = run_result
+    m = result.metrics
+    assert m["mode"] == "experts" and m["failures"] == {}
+    assert 0.0 <= m["routing"]["hit_rate"] <= 1.0
+    assert set(m["accuracy_after"]) == {"arithmetic", "spelling"}
+    assert len(m["reward_curve"]) == 2
+    assert (result.output_dir / "graph.json").is_file() and (result.output_dir / "routing.json").is_file()
+
+
+def test_a_rerun_resumes_from_the_last_checkpoint(run_result, cache_dir):
+    config, result = run_result
+    longer = replace(config, train=replace(config.train, train_steps=3))
+    again = run(longer, result.output_dir)
+    # Only the missing step ran: the reward curve continues from the checkpoint's log history.
+    assert [p["step"] for p in again.metrics["reward_curve"]] == [1, 2, 3]
+
+
+def test_ground_truth_mode_needs_no_experts(tmp_path, cache_dir, prepared):
+    out = tmp_path / "gt"
+    argv = ["run", "--use-ground-truth", "--output-dir", str(out), "--cache-dir", str(cache_dir)]
+    for key, value in RUN_OVERRIDES.items():
+        flag = "--" + key.replace("_", "-")
+        argv += [flag, *value] if isinstance(value, tuple) else [flag, str(value)]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mode"] == "ground_truth" and metrics["bytes"]["totals"] == {}
+    assert (out / "reward.png").is_file() and (out / "accuracy.png").is_file()
