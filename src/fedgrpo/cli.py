@@ -98,6 +98,28 @@ def prepare_output_dir(config: FedGRPOConfig, command: str) -> Path:
     return out
 
 
+# Keys a resumed run may change: more steps, or where the outputs and models live.
+RESUMABLE_CHANGES = frozenset({"train_steps", "save_steps", "output_dir", "cache_dir"})
+
+
+def check_resumable(out: Path, config: FedGRPOConfig) -> None:
+    """A run directory resumes only the run that made it: any other change would silently mix two
+    experiments (cached base accuracy, graph, routing, checkpoints)."""
+    previous_path = out / "config.yaml"
+    if not previous_path.is_file():
+        return
+    import yaml
+
+    previous = yaml.safe_load(previous_path.read_text()) or {}
+    current = config.to_flat()
+    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and previous.get(k) != current[k])
+    if changed:
+        raise FedGRPOError(
+            f"{str(out)!r} holds a run with another config ({', '.join(changed)} differ); to resume it, "
+            "repeat its settings (see its config.yaml), or start a new run with another --output-dir"
+        )
+
+
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2))
@@ -208,6 +230,7 @@ def cmd_run(args: argparse.Namespace, console: Any) -> int:
 
     config = config_from_args(args)
     out = prepare_output_dir(config, "run")
+    check_resumable(out, config)
     (out / "config.yaml").write_text(config.to_yaml())
     _quiet_libraries()
     from fedgrpo.report import write_plots

@@ -99,3 +99,18 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     assert proc.returncode == EXIT_USER_ERROR
     assert "Traceback" not in proc.stderr
     assert "use one of domain, dirichlet, iid" in proc.stderr
+
+
+def test_a_run_directory_refuses_another_config(tmp_path, capsys):
+    from fedgrpo.cli import check_resumable
+    from fedgrpo.config import load_config
+    from fedgrpo.errors import FedGRPOError
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text(load_config(overrides={"train_steps": 10}).to_yaml())
+    # More steps resume the same run...
+    check_resumable(out, load_config(overrides={"train_steps": 20}))
+    # ...but another learning rate is another experiment.
+    with pytest.raises(FedGRPOError, match="learning_rate differ"):
+        check_resumable(out, load_config(overrides={"learning_rate": 3e-4}))

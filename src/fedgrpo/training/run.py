@@ -105,7 +105,9 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
     fed, train = config.federation, config.train
     use_gt = config.data.use_ground_truth
     train_questions = splits.server_training_pool(use_gt)
-    question_index = {q.question_id: q for q in splits.pool}  # gold answers: diagnostics, GT mode only
+    # What the reward hook may read: gold answers only in ground-truth mode, so an expert-reward run
+    # provably trains without them (train_questions has answer=None then).
+    question_index = {q.question_id: q for q in train_questions}
     t0 = mark("prepare", t0)
 
     with progress.phase("evaluate the base server (greedy)", sum(len(v) for v in splits.eval.values())):
