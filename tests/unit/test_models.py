@@ -73,6 +73,11 @@ def test_learning_rate_warms_up_then_decays_to_a_tenth():
     assert all(lr_factor(s, 100) >= lr_factor(s + 1, 100) for s in range(10, 99))
 
 
+def test_constant_schedule_holds_the_peak_after_warm_up():
+    assert lr_factor(0, 100, "constant") == pytest.approx(0.1)
+    assert all(lr_factor(s, 100, "constant") == 1.0 for s in range(9, 100))
+
+
 def test_supervised_training_learns_a_fixed_answer(tokenizer):
     model = build_model("micro", tokenizer, seed=0)
     pairs = [(render_prompt("Calculate 2 + 3."), render_completion("5"))]

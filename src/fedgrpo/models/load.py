@@ -78,6 +78,7 @@ def base_model_dir(
         "batch_size": config.sft_batch_size,
         "learning_rate": config.sft_learning_rate,
         "seed": config.model_seed,
+        "schedule": "constant",
         "data": _data_digest(public),
         "versions": library_versions(),
     }
@@ -92,7 +93,7 @@ def base_model_dir(
             train_supervised(
                 model, tokenizer, supervised_pairs(public), steps=config.pretrain_steps,
                 batch_size=config.sft_batch_size, learning_rate=config.sft_learning_rate,
-                seed=config.model_seed, on_step=lambda step, loss: advance(1),
+                seed=config.model_seed, schedule="constant", on_step=lambda step, loss: advance(1),
             )
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)

@@ -2,9 +2,9 @@
 client's expert fine-tuning. Plain torch: TRL is kept for the GRPO update, where it earns its import.
 
 Loss on completion tokens only (the prompt is context, not a target). AdamW with betas (0.9, 0.98),
-weight decay 0.01, linear warm-up over the first 10% of steps then cosine decay to 10% of the peak,
-gradient clipping at 1.0 - the settings measured in shared/design/tiny-recipe.md, with a decay so short
-runs end on a settled model.
+weight decay 0.01, linear warm-up over the first 10% of steps,
+gradient clipping at 1.0 - the settings measured in shared/design/tiny-recipe.md; the learning rate
+is constant after warm-up (server base) or decays by a cosine (experts), see `train_supervised`.
 """
 
 from __future__ import annotations
@@ -41,10 +41,16 @@ def _collate(batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
-def lr_factor(step: int, total: int) -> float:
+SCHEDULES = ("cosine", "constant")
+
+
+def lr_factor(step: int, total: int, schedule: str = "cosine") -> float:
+    """Linear warm-up over the first 10% of steps, then cosine decay to 10% of the peak or constant."""
     warmup = max(1, total // 10)
     if step < warmup:
         return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
     progress = (step - warmup) / max(1, total - warmup)
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -58,9 +64,16 @@ def train_supervised(
     batch_size: int,
     learning_rate: float,
     seed: int,
+    schedule: str = "cosine",
     on_step: Callable[[int, float], None] | None = None,
 ) -> list[float]:
-    """Train in place for `steps` optimizer steps; return the loss per step."""
+    """Train in place for `steps` optimizer steps; return the loss per step.
+
+    `schedule` "cosine" settles the model (experts: be as right as possible); "constant" stops it
+    mid-learning, less sharply peaked, which is what later RL needs (the server base: measured, GRPO
+    with ground-truth rewards gained +4.4 points in 150 steps from a constant-schedule base and
+    nothing from a cosine-annealed one of equal greedy accuracy).
+    """
     import torch
 
     if steps == 0 or not pairs:
@@ -71,7 +84,7 @@ def train_supervised(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=learning_rate, betas=(0.9, 0.98), weight_decay=0.01
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, schedule))
     model.train()
     order: list[int] = []
     losses = []
