@@ -98,6 +98,18 @@ def prepare_output_dir(config: FedGRPOConfig, command: str) -> Path:
     return out
 
 
+def start_outputs(config: FedGRPOConfig, command: str, resuming: bool = False) -> Path:
+    """Every command's preamble: a writable output directory (checked before long work), the
+    resolved config saved in it, and quiet libraries. A resumable run first checks the directory's
+    earlier config."""
+    out = prepare_output_dir(config, command)
+    if resuming:
+        check_resumable(out, config)
+    (out / "config.yaml").write_text(config.to_yaml())
+    _quiet_libraries()
+    return out
+
+
 # Keys a resumed run may change: more steps, or where the outputs and models live.
 RESUMABLE_CHANGES = frozenset({"train_steps", "save_steps", "output_dir", "cache_dir"})
 
@@ -177,9 +189,7 @@ def cmd_prepare(args: argparse.Namespace, console: Any) -> int:
     from rich.table import Table
 
     config = config_from_args(args)
-    out = prepare_output_dir(config, "prepare")
-    (out / "config.yaml").write_text(config.to_yaml())
-    _quiet_libraries()
+    out = start_outputs(config, "prepare")
     from fedgrpo.training.prepare import prepare, report_prepared
 
     progress = RichProgress(console)
@@ -229,10 +239,7 @@ def cmd_run(args: argparse.Namespace, console: Any) -> int:
     from rich.table import Table
 
     config = config_from_args(args)
-    out = prepare_output_dir(config, "run")
-    check_resumable(out, config)
-    (out / "config.yaml").write_text(config.to_yaml())
-    _quiet_libraries()
+    out = start_outputs(config, "run", resuming=True)
     from fedgrpo.report import write_plots
     from fedgrpo.training.run import run
 
@@ -273,9 +280,7 @@ def cmd_evaluate(args: argparse.Namespace, console: Any) -> int:
     config = config_from_args(args)
     if args.model and not Path(args.model).expanduser().is_dir():
         raise FedGRPOError(f"--model {args.model!r} is not a directory; give a saved model directory")
-    out = prepare_output_dir(config, "evaluate")
-    (out / "config.yaml").write_text(config.to_yaml())
-    _quiet_libraries()
+    out = start_outputs(config, "evaluate")
     from fedgrpo.data.partition import build_splits
     from fedgrpo.models.load import base_model_dir, load_model
     from fedgrpo.training.evaluate import evaluate_model, mean_over_domains

@@ -68,7 +68,7 @@ class ExpertClient:
         self._batch_size = batch_size
         self._seed = seed
         self._custom = scorer
-        self._model: Any = None
+        self._loaded: tuple[Any, Any] | None = None  # (model, tokenizer), loaded on first use
         self._expert_answers: dict[str, str | None] = {}
         self._lock = threading.Lock()  # one request at a time per client: the model is not re-entrant
 
@@ -146,11 +146,11 @@ class ExpertClient:
         return {qid: self._expert_answers[qid] for qid, _ in questions}
 
     def _load(self) -> tuple[Any, Any]:
-        if self._model is None:
+        if self._loaded is None:
             from fedgrpo.models.load import load_model
 
-            self._model = load_model(self._model_dir)
-        return self._model
+            self._loaded = load_model(self._model_dir)
+        return self._loaded
 
 
 def _majority(answers: Sequence[str | None]) -> str | None:

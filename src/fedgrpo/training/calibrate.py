@@ -13,14 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from fedgrpo.core.graph import ConfidenceGraph, build_confidence_graph
 from fedgrpo.core.selection import routing_hit_rate, select_experts
 from fedgrpo.data.tasks import Question
-from fedgrpo.models.embed import embed_questions
 from fedgrpo.transport.base import ExpertTransport
 from fedgrpo.types import CalibrationItem, CalibrationRequest
 
@@ -92,7 +90,3 @@ def route(
         chosen = select_experts(np.zeros((len(questions), len(ids))), len(ids), method="all")
     hit = routing_hit_rate(chosen, [expert_domains[e] for e in ids], [q.domain for q in questions])
     return Routing({q.question_id: tuple(ids[i] for i in row) for q, row in zip(questions, chosen)}, hit)
-
-
-def embed_for_graph(texts: Sequence[str], encoder: str, server_dir: Path) -> np.ndarray:
-    return embed_questions(texts, encoder, server_dir)

@@ -20,13 +20,12 @@ from fedgrpo.config import FedGRPOConfig
 from fedgrpo.core.graph import ConfidenceGraph
 from fedgrpo.data.gym import is_correct
 from fedgrpo.data.prompts import extract_answer
-from fedgrpo.data.tasks import Question
 from fedgrpo.errors import ConfigError
 from fedgrpo.models.embed import embed_questions
 from fedgrpo.progress import NullProgress, ProgressSink
 from fedgrpo.scorers.expert import ExpertClient
 from fedgrpo.training.calibrate import Routing, calibrate, route
-from fedgrpo.training.evaluate import DomainScore, evaluate_model, mean_over_domains
+from fedgrpo.training.evaluate import DomainScore, evaluate_model
 from fedgrpo.training.prepare import Prepared, prepare
 from fedgrpo.training.reward import FederatedReward
 from fedgrpo.transport.base import TrafficLedger
@@ -71,13 +70,14 @@ class RunResult:
     output_dir: Path
 
 
-def _evaluate_greedy(model_dir: Path, prepared: Prepared) -> dict[str, DomainScore]:
+def _evaluate_greedy(model_dir: Path, prepared: Prepared, on_batch: Any = None) -> dict[str, DomainScore]:
     from fedgrpo.models.load import load_model
 
     ev = prepared.config.evaluation
     model, tokenizer = load_model(model_dir)
     return evaluate_model(model, tokenizer, prepared.splits.eval, samples=0, temperature=1.0,
-                          max_new_tokens=ev.max_new_tokens, batch_size=ev.eval_batch_size, seed=0)
+                          max_new_tokens=ev.max_new_tokens, batch_size=ev.eval_batch_size, seed=0,
+                          on_batch=on_batch)
 
 
 def _cached_json(path: Path, compute: Any) -> Any:
@@ -110,9 +110,10 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
     question_index = {q.question_id: q for q in train_questions}
     t0 = mark("prepare", t0)
 
-    with progress.phase("evaluate the base server (greedy)", sum(len(v) for v in splits.eval.values())):
+    n_eval = sum(len(v) for v in splits.eval.values())
+    with progress.phase("evaluate the base server (greedy)", n_eval) as advance:
         before = _cached_json(out / "before.json", lambda: {
-            d: s.to_dict() for d, s in _evaluate_greedy(prepared.server_dir, prepared).items()})
+            d: s.to_dict() for d, s in _evaluate_greedy(prepared.server_dir, prepared, advance).items()})
     t0 = mark("evaluate_before", t0)
 
     expert_domains = {s.expert_id: s.main_domain for s in splits.clients}
@@ -125,8 +126,7 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
         for s in splits.clients
     }
     transport = EmbeddedTransport(clients, timeout_s=fed.expert_timeout_s)
-    ledger_path = out / "traffic.jsonl"
-    _restore_ledger(transport.ledger, ledger_path)
+    ledger_file = _LedgerFile(transport.ledger, out / "traffic.jsonl")
 
     routing: Routing | None = None
     graph_summary: dict[str, Any] = {}
@@ -154,7 +154,7 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
         class _Progress(TrainerCallback):
             def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
                 advance(1)
-                _flush_ledger(transport.ledger, ledger_path)
+                ledger_file.flush()
 
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -167,12 +167,12 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
     final_dir = out / "final-model"
     trainer.save_model(str(final_dir))
     trainer.processing_class.save_pretrained(str(final_dir))
-    _flush_ledger(transport.ledger, ledger_path)
+    ledger_file.flush()
     transport.close()
     t0 = mark("train", t0)
 
-    with progress.phase("evaluate the trained server (greedy)", sum(len(v) for v in splits.eval.values())):
-        after = {d: s.to_dict() for d, s in _evaluate_greedy(final_dir, prepared).items()}
+    with progress.phase("evaluate the trained server (greedy)", n_eval) as advance:
+        after = {d: s.to_dict() for d, s in _evaluate_greedy(final_dir, prepared, advance).items()}
     mark("evaluate_after", t0)
 
     history = [h for h in trainer.state.log_history if "reward" in h or any(k.startswith("rewards/") for k in h)]
@@ -229,12 +229,19 @@ def _calibrate_and_route(config: FedGRPOConfig, prepared: Prepared, transport: E
     return graph, routing, failures
 
 
-def _flush_ledger(ledger: TrafficLedger, path: Path) -> None:
-    with path.open("w") as fh:
-        for record in ledger.records:
-            fh.write(json.dumps(record) + "\n")
+class _LedgerFile:
+    """Mirror of the traffic ledger in `traffic.jsonl`, appended after every step (only new records:
+    rewriting the whole file each step would grow quadratically) and read back on resume."""
 
+    def __init__(self, ledger: TrafficLedger, path: Path) -> None:
+        self.ledger, self.path = ledger, path
+        if path.is_file():
+            ledger.records.extend(tuple(json.loads(line)) for line in path.read_text().splitlines() if line)
+        self.written = len(ledger.records)
 
-def _restore_ledger(ledger: TrafficLedger, path: Path) -> None:
-    if path.is_file():
-        ledger.records.extend(tuple(json.loads(line)) for line in path.read_text().splitlines() if line)
+    def flush(self) -> None:
+        new = self.ledger.records[self.written:]
+        if new:
+            with self.path.open("a") as fh:
+                fh.writelines(json.dumps(record) + "\n" for record in new)
+            self.written += len(new)

@@ -75,8 +75,9 @@ class EmbeddedTransport:
                     expert_id, step, f"{len(reply.rewards)} rewards for {expected} candidates"))
                 continue
             self.ledger.record("score", step, expert_id, "up", reply)
-            replies[expert_id] = ScoreReply(step, tuple(
-                r if math.isfinite(r) or math.isnan(r) else float("nan") for r in reply.rewards))
+            # An infinite reward would poison the group's mean and std: treat it as missing.
+            replies[expert_id] = ScoreReply(
+                step, tuple(float("nan") if math.isinf(r) else r for r in reply.rewards))
         return ScoreResults(replies=replies, failures=tuple(failures))
 
     def close(self) -> None:
