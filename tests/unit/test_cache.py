@@ -196,3 +196,18 @@ def test_an_incomplete_leftover_target_is_rebuilt(tmp_path):
     assert sorted(p.name for p in path.iterdir()) == sorted([COMPLETE_MARKER, "model.bin"])
     assert (path / "model.bin").read_text() == "fresh"
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_a_local_model_retrained_in_place_gets_a_new_identity(tmp_path):
+    import os
+
+    from fedgrpo.models.load import local_model_identity
+
+    (tmp_path / "model.safetensors").write_bytes(b"a" * 16)
+    before = local_model_identity(tmp_path)
+    # Same size, new content (a retrained model of the same architecture): experts built on the old
+    # weights must not be served from the cache.
+    (tmp_path / "model.safetensors").write_bytes(b"b" * 16)
+    stat = (tmp_path / "model.safetensors").stat()
+    os.utime(tmp_path / "model.safetensors", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert local_model_identity(tmp_path) != before

@@ -54,12 +54,15 @@ def _data_digest(questions: Sequence[Question]) -> str:
     return items_digest(f"{q.question_id}\t{q.answer}" for q in questions)
 
 
-def _local_model_identity(path: Path) -> str:
-    """Identify a local model by its config and weight file sizes (cheap, changes when retrained)."""
+def local_model_identity(path: Path) -> str:
+    """Identify a local model directory cheaply: path, and every file's name, size and modification
+    time. Sizes alone are not enough - a model retrained in place keeps its sizes - and hashing the
+    weights of a large model would cost seconds per run."""
     h = hashlib.sha256(str(path.resolve()).encode())
     for f in sorted(path.glob("*")):
         if f.is_file():
-            h.update(f"{f.name}:{f.stat().st_size}".encode())
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
@@ -112,7 +115,7 @@ def expert_model_dir(
     """An expert: `base_dir` fine-tuned on the client's private `shard`. Returns (directory, was_cached)."""
     recipe = {
         "role": "expert",
-        "parent": _local_model_identity(base_dir),
+        "parent": local_model_identity(base_dir),
         "steps": config.expert_steps,
         "batch_size": config.sft_batch_size,
         "learning_rate": config.sft_learning_rate,
