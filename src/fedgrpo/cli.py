@@ -240,11 +240,9 @@ def cmd_run(args: argparse.Namespace, console: Any) -> int:
 
     config = config_from_args(args)
     out = start_outputs(config, "run", resuming=True)
-    from fedgrpo.report import write_plots
-    from fedgrpo.training.run import run
+    from fedgrpo.apps import run_engine
 
-    result = run(config, out, RichProgress(console))
-    m = result.metrics
+    m = run_engine(config, out, RichProgress(console))
     table = Table(title=f"Held-out greedy pass@1 (%), rewards from {m['mode'].replace('_', ' ')}")
     for col in ("domain", "before", "after", "change"):
         table.add_column(col, justify="left" if col == "domain" else "right")
@@ -268,8 +266,9 @@ def cmd_run(args: argparse.Namespace, console: Any) -> int:
     console.print(f"Bytes down {totals.get('down', 0):,} / up {totals.get('up', 0):,} "
                   f"(calibration {totals.get('calibrate_down', 0):,} / {totals.get('calibrate_up', 0):,}); "
                   f"expert failures: {m['failures'] or 'none'}; wall time {m['wall_time_s']:.0f} s.")
-    write_plots(m, out)
-    write_json_atomic(out / "metrics.json", {"config": config.to_flat(), **m})
+    if m.get("lost_experts"):
+        console.print(f"Lost during training and re-routed to the next-best expert: " + ", ".join(
+            f"{e} ({m['rerouted_questions'].get(e, 0)} questions; {why})" for e, why in m["lost_experts"].items()))
     console.print(f"Results: {out / 'metrics.json'} (plots: reward.png, accuracy.png)")
     return 0
 
