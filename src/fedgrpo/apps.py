@@ -182,7 +182,7 @@ def run_engine(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullPr
         metrics_path = out / "metrics.json"
         metrics_path.unlink(missing_ok=True)
         resolved = config_with_output(config, out)
-        submit_run(resolved.to_run_config(), config.engine.superlink_address,
+        submit_run(resolved.to_run_config_toml(), config.engine.superlink_address,
                    config.engine.superlink_root_certificates, out / "flower-app")
         if not metrics_path.is_file():
             raise FedGRPOError(f"the Flower run ended without writing {metrics_path}; see its log above")
@@ -247,7 +247,7 @@ def run_local_deployment(config: FedGRPOConfig, out: Path, *, tls: bool = True, 
             threading.Thread(target=on_started, args=(deployment,), daemon=True).start()
         metrics_path = out / "metrics.json"
         metrics_path.unlink(missing_ok=True)
-        submit_run(config.to_run_config(), deployment.address, deployment.root_certificates,
+        submit_run(config.to_run_config_toml(), deployment.address, deployment.root_certificates,
                    workdir / "app", home=deployment.home)
     finally:
         deployment.stop()

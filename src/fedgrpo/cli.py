@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="Also list every reasoning-gym generator (rg:<name>).")
     p = sub.add_parser("config", help="Print the resolved configuration as YAML.")
     p.add_argument("--docs", action="store_true", help="Print the Markdown reference of every key instead.")
+    p.add_argument("--run-config", action="store_true", help="Print it as the Flower App's "
+                   "[tool.flwr.app.config] table instead (pyproject.toml; `flwr run -c` takes its keys).")
     _add_config_flags(p)
     return parser
 
@@ -423,6 +425,9 @@ def cmd_config(args: argparse.Namespace, console: Any) -> int:
         from fedgrpo.config import render_config_docs
 
         print(render_config_docs(), end="")
+        return 0
+    if args.run_config:
+        print(config_from_args(args).to_run_config_toml(), end="")
         return 0
     print(config_from_args(args).to_yaml(), end="")
     return 0

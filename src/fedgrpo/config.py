@@ -336,6 +336,17 @@ class FedGRPOConfig:
             out[name.replace("_", "-")] = "" if value is None else value
         return out
 
+    def to_run_config_toml(self) -> str:
+        """The `[tool.flwr.app.config]` table of a Flower App (pyproject.toml) for this config."""
+        def value(v: bool | int | float | str) -> str:
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            if isinstance(v, str):
+                return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            return repr(v)
+
+        return "\n".join(["[tool.flwr.app.config]"] + [f"{k} = {value(v)}" for k, v in self.to_run_config().items()]) + "\n"
+
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> FedGRPOConfig:
         """The inverse of `to_run_config`; unknown keys are refused with the closest known one."""

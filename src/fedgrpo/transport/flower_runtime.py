@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 from flwr.clientapp import ClientApp
@@ -63,7 +63,7 @@ def flwr_executable(name: str = "flwr") -> str:
     return found
 
 
-def write_app_dir(app_dir: Path, run_config: Mapping[str, bool | int | float | str]) -> Path:
+def write_app_dir(app_dir: Path, run_config_toml: str) -> Path:
     """A minimal Flower App: the components (installed fedgrpo) and this run's config as defaults."""
     app_dir.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -73,19 +73,9 @@ def write_app_dir(app_dir: Path, run_config: Mapping[str, bool | int | float | s
         "[tool.flwr.app]", 'publisher = "fedgrpo"', "",
         "[tool.flwr.app.components]", 'serverapp = "fedgrpo.apps:server_app"',
         'clientapp = "fedgrpo.apps:client_app"', "",
-        "[tool.flwr.app.config]",
     ]
-    lines += [f"{key} = {toml_value(value)}" for key, value in run_config.items()]
-    (app_dir / "pyproject.toml").write_text("\n".join(lines) + "\n")
+    (app_dir / "pyproject.toml").write_text("\n".join(lines) + "\n" + run_config_toml)
     return app_dir
-
-
-def toml_value(value: bool | int | float | str) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(value)
 
 
 def write_flower_home(home: Path, address: str, root_certificates: str | None) -> Path:
@@ -101,12 +91,12 @@ def write_flower_home(home: Path, address: str, root_certificates: str | None) -
     return home
 
 
-def submit_run(run_config: Mapping[str, bool | int | float | str], address: str,
+def submit_run(run_config_toml: str, address: str,
                root_certificates: str | None, app_dir: Path, timeout_s: float | None = None,
                home: Path | None = None) -> None:
     """`flwr run` this run on the SuperLink at `address` and stream its log until it ends. `home`
     is the FLWR_HOME to use (a temporary one, naming only this SuperLink, by default)."""
-    write_app_dir(app_dir, run_config)
+    write_app_dir(app_dir, run_config_toml)
     with tempfile.TemporaryDirectory(prefix="fedgrpo-flwr-home-") as tmp:
         flwr_home = home or write_flower_home(Path(tmp), address, root_certificates)
         env = {**os.environ, **NO_INSTALL, "FLWR_HOME": str(flwr_home)}
