@@ -109,14 +109,14 @@ def make_client_app(config: FedGRPOConfig | None = None) -> ClientApp:
 # --- server side ----------------------------------------------------------------------------------
 
 def run_on_grid(grid: Grid, config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(), *,
-                prepare_experts: bool) -> Any:
-    """`training.run.run` with the experts behind a Flower grid."""
+                prepare_experts: bool, max_poll_s: float = 0.25) -> Any:
+    """`training.run.run` with the experts behind a Flower grid (see FlowerTransport for `max_poll_s`)."""
     from fedgrpo.training.run import run
     from fedgrpo.transport.flower_transport import FlowerTransport
 
     def connect(prepared: Any, expert_ids: Any) -> FlowerTransport:
         return FlowerTransport(grid, expert_ids, timeout_s=config.federation.expert_timeout_s,
-                               node_wait_s=config.engine.node_wait_s)
+                               node_wait_s=config.engine.node_wait_s, max_poll_s=max_poll_s)
 
     return run(config, out, progress, transport_factory=connect, prepare_experts=prepare_experts)
 
@@ -131,7 +131,8 @@ def make_server_app(config: FedGRPOConfig | None = None, out: Path | None = None
     def main(grid: Grid, context: Context) -> None:
         if config is not None:
             assert out is not None and results is not None
-            results["result"] = run_on_grid(grid, config, out, progress, prepare_experts=True)
+            # In-process Simulation: pulling from the in-memory grid costs microseconds, poll often.
+            results["result"] = run_on_grid(grid, config, out, progress, prepare_experts=True, max_poll_s=0.01)
             return
         cfg = FedGRPOConfig.from_run_config(dict(context.run_config))
         if not cfg.output.output_dir:

@@ -172,8 +172,9 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
     from fedgrpo.training.trainer import build_grpo_trainer, group_by_question, train_grpo
 
     settings = grpo_settings(config)
+    timed = _TimedTransport(transport)
     reward = FederatedReward(
-        question_index, routing.experts if routing else None, None if use_gt else transport,
+        question_index, routing.experts if routing else None, None if use_gt else timed,
         group_size=settings.num_generations, generations_per_expert=fed.generations_per_expert,
         accuracy_weight=train.accuracy_weight, format_weight=train.format_weight,
         group_by_question=group_by_question,
@@ -183,10 +184,13 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
     with progress.phase(f"GRPO training ({train.train_steps} steps)", train.train_steps) as advance:
         from transformers import TrainerCallback
 
+        step_ends: list[float] = [time.perf_counter()]
+
         class _Progress(TrainerCallback):
             def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
                 advance(1)
                 ledger_file.flush()
+                step_ends.append(time.perf_counter())
 
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -238,6 +242,10 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
         "engine": config.engine.engine,
         "failure_details": [f.__dict__ for f in reward.log.failures[:50]],
         "wall_time_s": round(time.perf_counter() - started, 1),
+        # Seconds per optimizer step of this session (the first one includes TRL's warm-up) and the
+        # seconds training waited for expert rewards (transport round trips, scoring included).
+        "step_seconds": [round(b - a, 4) for a, b in zip(step_ends, step_ends[1:])],
+        "reward_wait_s": round(timed.seconds, 4),
         "timings_s": timings,
         "final_model": str(final_dir),
     }
@@ -263,6 +271,28 @@ def _calibrate_and_route(config: FedGRPOConfig, prepared: Prepared, transport: E
     (out / "routing.json").write_text(json.dumps(
         {"hit_rate": routing.hit_rate, "table": routing.table(splits.pool), "experts": routing.experts}, indent=1))
     return graph, routing, failures
+
+
+class _TimedTransport:
+    """Counts the seconds spent waiting in `score` (what a step waits for its rewards)."""
+
+    def __init__(self, inner: ExpertTransport) -> None:
+        self.inner = inner
+        self.expert_ids, self.expert_domains, self.ledger = inner.expert_ids, inner.expert_domains, inner.ledger
+        self.seconds = 0.0
+
+    def calibrate(self, request: Any) -> Any:
+        return self.inner.calibrate(request)
+
+    def score(self, step: int, requests: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self.inner.score(step, requests)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 class _LedgerFile:

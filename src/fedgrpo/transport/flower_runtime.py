@@ -91,12 +91,17 @@ def write_flower_home(home: Path, address: str, root_certificates: str | None) -
     return home
 
 
-def submit_run(run_config_toml: str, address: str,
-               root_certificates: str | None, app_dir: Path, timeout_s: float | None = None,
-               home: Path | None = None) -> None:
-    """`flwr run` this run on the SuperLink at `address` and stream its log until it ends. `home`
-    is the FLWR_HOME to use (a temporary one, naming only this SuperLink, by default)."""
-    write_app_dir(app_dir, run_config_toml)
+def submit_run(run_config_toml: str, address: str, root_certificates: str | None, app_dir: Path,
+               timeout_s: float | None = None, home: Path | None = None) -> None:
+    """Run FedGRPO on the SuperLink at `address` (see `run_app`)."""
+    run_app(write_app_dir(app_dir, run_config_toml), address, root_certificates, timeout_s, home)
+
+
+def run_app(app_dir: Path, address: str, root_certificates: str | None, timeout_s: float | None = None,
+            home: Path | None = None) -> None:
+    """`flwr run <app_dir>` on the SuperLink at `address`, streaming its log until the run ends.
+    `home` is the FLWR_HOME to use (by default a temporary one naming only this SuperLink, so the
+    user's ~/.flwr is untouched and no managed local SuperLink is started)."""
     with tempfile.TemporaryDirectory(prefix="fedgrpo-flwr-home-") as tmp:
         flwr_home = home or write_flower_home(Path(tmp), address, root_certificates)
         env = {**os.environ, **NO_INSTALL, "FLWR_HOME": str(flwr_home)}
@@ -105,8 +110,9 @@ def submit_run(run_config_toml: str, address: str,
                                   env=env, timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired:
             raise FedGRPOError(f"the Flower run did not finish within {timeout_s:g} s") from None
-        for pid in managed_superlink_pids(flwr_home):
-            _stop_pid(pid)
+        finally:
+            for pid in managed_superlink_pids(flwr_home):
+                _stop_pid(pid)
     if proc.returncode != 0:
         raise FedGRPOError(f"`flwr run` failed (exit {proc.returncode}); is the SuperLink at {address} "
                            "running and are the SuperNodes connected?")

@@ -12,8 +12,10 @@ expert and wait for the replies with the grid's own `push_messages` / `pull_mess
 
 Bytes go to the same `TrafficLedger` with the same byte model as the embedded engine, counted on the
 value types before encoding, so both engines report identical payload bytes for identical traffic.
-Polling starts at 5 ms and backs off to 250 ms: a fast (simulated) expert is not held up by a fixed
-100 ms sleep, and a slow (deployed) one is not polled hard.
+Polling starts at 5 ms and backs off to `max_poll_s`: a fast expert is not held up by a fixed sleep
+(Flower's grids sleep 0.1 s in Simulation, 3 s in Deployment between pulls). Pulling from the
+in-memory Simulation grid is cheap, so it can poll often; a Deployment pull is an HTTP request to
+the SuperLink, so 250 ms is the default ceiling there.
 """
 
 from __future__ import annotations
@@ -46,16 +48,17 @@ from fedgrpo.types import (
     ScoreResults,
 )
 
-FIRST_POLL_S, MAX_POLL_S = 0.005, 0.25
+FIRST_POLL_S = 0.005
 
 
 class FlowerTransport:
     def __init__(self, grid: Grid, expert_ids: Sequence[str], *, timeout_s: float = 600.0,
-                 node_wait_s: float = 120.0, clock: Callable[[], float] = time.monotonic,
+                 node_wait_s: float = 120.0, max_poll_s: float = 0.25,
+                 clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         """Wait (at most `node_wait_s`) until a SuperNode has said hello for every expert id."""
         self._grid = grid
-        self.timeout_s = timeout_s
+        self.timeout_s, self.max_poll_s = timeout_s, max_poll_s
         self.ledger = TrafficLedger()
         self._clock, self._sleep = clock, sleep
         # Requests whose deadline passed: message id -> (expert id, when sent). Their replies are stale.
@@ -197,7 +200,7 @@ class FlowerTransport:
             if not waiting or remaining <= 0:
                 break
             self._sleep(min(delay, remaining))
-            delay = min(delay * 2, MAX_POLL_S)
+            delay = min(delay * 2, self.max_poll_s)
         for mid, node in waiting.items():
             self._late[mid] = (str(node), self._clock())
         return replies, failures
