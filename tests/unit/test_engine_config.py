@@ -61,3 +61,31 @@ def test_the_run_config_table_is_valid_toml_for_any_text():
     config = load_config(overrides={"grpo_args": ('chat_template="a\\\\b"',)})
     table = tomllib.loads(config.to_run_config_toml())["tool"]["flwr"]["app"]["config"]
     assert FedGRPOConfig.from_run_config(table) == config
+
+
+def test_the_repository_builds_as_a_flower_app_bundle(tmp_path):
+    import os
+    import subprocess
+
+    from fedgrpo.transport.flower_runtime import flwr_executable
+
+    # `flwr run .` first builds a FAB from the checkout: the pyproject must validate and the
+    # bundle (sources only, fab-include) stay far below Flower's 10 MB cap.
+    proc = subprocess.run([flwr_executable(), "build", "--app", str(ROOT)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (fab,) = tmp_path.glob("*.fab")
+    assert fab.stat().st_size < 2_000_000
+
+
+def test_cli_engine_mistakes_are_one_line_errors(capsys):
+    from fedgrpo.cli import main
+
+    assert main(["config", "--engine", "ray"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "fedgrpo: error: unknown engine 'ray': use one of embedded, simulation, deployment")
+    tiny = ["--domains", "arithmetic", "spelling", "--pool-size", "40", "--aux-size", "8", "--public-size", "40",
+            "--eval-size", "12", "--client-size", "30"]
+    assert main(["expert", "serve", "--expert-id", "client-7", *tiny]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "fedgrpo: error: no client 'client-7' in this config; use one of client-0, client-1"
