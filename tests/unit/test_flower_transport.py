@@ -258,3 +258,28 @@ def test_an_infinite_reward_is_treated_as_missing():
 
     results = _transport(FakeGrid({1: Inf("client-0")}), ids=("client-0",)).score(1, {"client-0": _score_request(1)})
     assert math.isnan(results.replies["client-0"].rewards[0])
+
+
+def test_a_node_whose_hello_fails_is_asked_again_until_it_answers():
+    class SlowStart(FakeSite):
+        """An expert service that is still loading: its first hello fails."""
+
+        calls = 0
+
+        def hello(self):
+            SlowStart.calls += 1
+            if SlowStart.calls == 1:
+                raise ConnectionError("expert service unreachable")
+            return super().hello()
+
+    transport = _transport(FakeGrid({1: SlowStart("client-0")}), ids=("client-0",), node_wait_s=5.0)
+    assert transport.expert_ids == ("client-0",) and SlowStart.calls == 2
+
+
+def test_a_hello_that_keeps_failing_is_named_in_the_error():
+    class Broken(FakeSite):
+        def hello(self):
+            raise ConnectionError("expert service unreachable")
+
+    with pytest.raises(FedGRPOError, match="a node answered: ConnectionError: expert service unreachable"):
+        _transport(FakeGrid({1: Broken("client-0")}), ids=("client-0",), node_wait_s=0.5)

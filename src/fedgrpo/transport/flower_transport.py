@@ -71,18 +71,24 @@ class FlowerTransport:
     # -- start-up ------------------------------------------------------------------------------
 
     def _connect(self, wanted: list[str], node_wait_s: float) -> None:
+        """Say hello to every node until each wanted expert has one. A node whose hello fails (its
+        expert service is still loading, say) is asked again; its last error is reported if the
+        deadline passes."""
         deadline = self._clock() + node_wait_s
         greeted: set[int] = set()
+        errors: dict[int, str] = {}
         others: dict[str, int] = {}  # nodes that serve experts this run does not use
         while True:
             new = [n for n in self._grid.get_node_ids() if n not in greeted]
             if new:
                 remaining = max(deadline - self._clock(), 1.0)
-                replies, _ = self._round({n: (HELLO, RecordDict(), str(n)) for n in new}, "hello", remaining)
+                replies, _ = self._round({n: (HELLO, RecordDict(), "hello") for n in new}, remaining)
                 for node, reply in replies.items():
-                    greeted.add(node)
                     if reply.has_error():
+                        errors[node] = reply.error.reason or "error reply"
                         continue
+                    greeted.add(node)
+                    errors.pop(node, None)
                     expert_id, domain = decode_hello_reply(reply.content)
                     if expert_id in self._node_of and self._node_of[expert_id] != node:
                         raise FedGRPOError(
@@ -95,10 +101,12 @@ class FlowerTransport:
                 return
             if self._clock() >= deadline:
                 extra = f"; nodes serve {', '.join(sorted(others))} instead" if others else ""
+                if errors:
+                    extra += "; a node answered: " + "; ".join(sorted(set(errors.values())))[:300]
                 raise FedGRPOError(
                     f"no SuperNode answered for expert(s) {', '.join(missing)} within {node_wait_s:g} s"
                     f"{extra}; start their SuperNodes (and expert services) or raise node_wait_s")
-            self._sleep(0.2)
+            self._sleep(1.0 if errors else 0.2)
 
     # -- the ExpertTransport protocol -----------------------------------------------------------
 
@@ -159,7 +167,7 @@ class FlowerTransport:
         """expert id -> (type, content, group) ==> (replies with content, failure reason by expert)."""
         by_node = {self._node_of[e]: spec for e, spec in messages.items()}
         expert_of = {self._node_of[e]: e for e in messages}
-        replies, failures = self._round(by_node, "exchange", self.timeout_s)
+        replies, failures = self._round(by_node, self.timeout_s)
         arrived: dict[str, Message] = {}
         out_failures: dict[str, str] = {}
         for node, expert_id in expert_of.items():
@@ -172,7 +180,7 @@ class FlowerTransport:
                 arrived[expert_id] = reply
         return arrived, out_failures
 
-    def _round(self, specs: Mapping[int, tuple[str, RecordDict, str]], what: str, timeout_s: float
+    def _round(self, specs: Mapping[int, tuple[str, RecordDict, str]], timeout_s: float
                ) -> tuple[dict[int, Message], dict[int, str]]:
         sent = {node: Message(content, dst_node_id=node, message_type=kind, group_id=group)
                 for node, (kind, content, group) in specs.items()}
