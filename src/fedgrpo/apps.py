@@ -134,6 +134,9 @@ def make_server_app(config: FedGRPOConfig | None = None, out: Path | None = None
             # In-process Simulation: pulling from the in-memory grid costs microseconds, poll often.
             results["result"] = run_on_grid(grid, config, out, progress, prepare_experts=True, max_poll_s=0.01)
             return
+        from fedgrpo.cli import quiet_libraries
+
+        quiet_libraries()  # this process is the ServerApp's own: same quiet output as the CLI
         cfg = FedGRPOConfig.from_run_config(dict(context.run_config))
         if not cfg.output.output_dir:
             raise ConfigError("the run config has no output-dir: set it so the results have a place")

@@ -124,7 +124,7 @@ def start_outputs(config: FedGRPOConfig, command: str, resuming: bool = False) -
     if resuming:
         check_resumable(out, config)
     (out / "config.yaml").write_text(config.to_yaml())
-    _quiet_libraries()
+    quiet_libraries()
     return out
 
 
@@ -177,7 +177,7 @@ class RichProgress:
         self.console.print(message)
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Offline, and no library chatter between our own progress bars (CLI only, never at import)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -297,7 +297,7 @@ def print_run_report(m: dict[str, Any], console: Any) -> None:
 
 def cmd_expert(args: argparse.Namespace, console: Any) -> int:
     config = config_from_args(args)
-    _quiet_libraries()
+    quiet_libraries()
     from fedgrpo.apps import LocalSiteExpert
     from fedgrpo.transport.expert_service import ExpertService
 

@@ -33,8 +33,9 @@ CONNECTION = "fedgrpo"
 
 
 def quiet_flower() -> None:
-    """Flower logs every round at INFO; keep warnings and errors only."""
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    """Flower logs every round at INFO and warns that `run_simulation` is deprecated; FedGRPO
+    reports what matters (failures, lost experts) itself, so keep Flower's errors only."""
+    logging.getLogger("flwr").setLevel(logging.ERROR)
 
 
 def simulate(server_app: ServerApp, client_app: ClientApp, num_supernodes: int,
