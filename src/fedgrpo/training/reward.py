@@ -57,7 +57,7 @@ class FederatedReward:
         self.questions = questions
         self.routing = routing
         self.transport = transport
-        self.group_size = group_size  # TRL's num_generations: M*G, or G alone in ground-truth mode
+        self.group_size = group_size  # TRL's num_generations: M*G in both modes (equal compute)
         self.g = generations_per_expert
         self.accuracy_weight = accuracy_weight
         self.format_weight = format_weight
