@@ -201,29 +201,24 @@ def config_with_output(config: FedGRPOConfig, out: Path) -> FedGRPOConfig:
     return replace(config, output=replace(config.output, output_dir=str(out.resolve())))
 
 
-def run_local_deployment(config: FedGRPOConfig, out: Path, *, tls: bool = True, auth: bool = True,
-                         log: Any = print, ready_timeout_s: float = 1800.0,
-                         on_started: Any = None) -> dict[str, Any]:
-    """`fedgrpo up`: one expert service and one SuperNode per client, a SuperLink, all on 127.0.0.1;
-    one run through them; then every process stopped, whatever happened. `on_started(deployment)`
-    runs in a thread once the run is submitted (tests use it to stop a site mid-run)."""
+def start_local_federation(config: FedGRPOConfig, workdir: Path, *, tls: bool = True, auth: bool = True,
+                           log: Any = print, ready_timeout_s: float = 1800.0) -> Any:
+    """One expert service and one SuperNode per client and a SuperLink, all on 127.0.0.1, started
+    and connected; the caller must `stop()` the returned `LocalDeployment` (it is a context manager
+    for `stop` too). The server's base model is prepared first: the expert services would
+    otherwise all build the shared base at once."""
     import sys
-    import threading
     import time
 
     from fedgrpo.data.partition import expert_ids
     from fedgrpo.training.prepare import prepare
-    from fedgrpo.transport.flower_runtime import LocalDeployment, submit_run
+    from fedgrpo.transport.flower_runtime import LocalDeployment
 
-    out = out.resolve()
-    workdir = out / "deployment"
     workdir.mkdir(parents=True, exist_ok=True)
-    config = config_with_output(config, out)
     config_file = workdir / "config.yaml"
     config_file.write_text(config.to_yaml())
     deployment = LocalDeployment(workdir, [], tls=tls, auth=auth, log=log)
     try:
-        # The shared base model first: the expert services would otherwise all build it at once.
         prepare(config, experts=False)
         ready = {}
         for expert_id in expert_ids(config.data.clients):
@@ -235,8 +230,7 @@ def run_local_deployment(config: FedGRPOConfig, out: Path, *, tls: bool = True, 
         deadline = time.monotonic() + ready_timeout_s
         while not all(path.is_file() for path in ready.values()):
             for expert_id in ready:
-                proc = deployment.names[f"expert-{expert_id}"]
-                if proc.poll() is not None:
+                if deployment.names[f"expert-{expert_id}"].poll() is not None:
                     raise FedGRPOError(f"the expert service of {expert_id} exited; see "
                                        f"{workdir / 'logs' / f'expert-{expert_id}.log'}")
             if time.monotonic() > deadline:
@@ -247,14 +241,33 @@ def run_local_deployment(config: FedGRPOConfig, out: Path, *, tls: bool = True, 
             f"{'SuperNode authentication' if auth else 'no SuperNode authentication'}), "
             f"{len(ready)} SuperNodes with their expert services")
         deployment.start()
+    except BaseException:
+        deployment.stop()
+        raise
+    return deployment
+
+
+def run_local_deployment(config: FedGRPOConfig, out: Path, *, tls: bool = True, auth: bool = True,
+                         log: Any = print, ready_timeout_s: float = 1800.0,
+                         on_started: Any = None) -> dict[str, Any]:
+    """`fedgrpo up`: `start_local_federation`, one run through it, then every process stopped,
+    whatever happened. `on_started(deployment)` runs in a thread once the run is submitted (tests
+    use it to stop a site mid-run)."""
+    import threading
+
+    from fedgrpo.transport.flower_runtime import submit_run
+
+    out = out.resolve()
+    workdir = out / "deployment"
+    config = config_with_output(config, out)
+    metrics_path = out / "metrics.json"
+    with start_local_federation(config, workdir, tls=tls, auth=auth, log=log,
+                                ready_timeout_s=ready_timeout_s) as deployment:
         if on_started is not None:
             threading.Thread(target=on_started, args=(deployment,), daemon=True).start()
-        metrics_path = out / "metrics.json"
         metrics_path.unlink(missing_ok=True)
         submit_run(config.to_run_config_toml(), deployment.address, deployment.root_certificates,
                    workdir / "app", home=deployment.home)
-    finally:
-        deployment.stop()
     if not metrics_path.is_file():
         raise FedGRPOError(f"the Flower run ended without writing {metrics_path}; see {workdir / 'logs'}")
     return json.loads(metrics_path.read_text())

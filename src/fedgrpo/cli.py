@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "`fedgrpo run` through it, then every process stopped.")
     p.add_argument("--no-tls", action="store_true", help="Plain HTTP on the loopback (debugging only).")
     p.add_argument("--no-auth", action="store_true", help="No SuperNode authentication.")
-    p.add_argument("--keep-logs", action="store_true", help="Print where the Flower logs are kept.")
+    p.add_argument("--keep-running", action="store_true", help="Start the federation and keep it up "
+                   "(until Ctrl-C) for `fedgrpo run --engine deployment` runs, instead of one run.")
     _add_config_flags(p)
     p = sub.add_parser("expert", help="Run a site's expert (deployment).")
     expert_sub = p.add_subparsers(dest="expert_command", required=True, metavar="ACTION")
@@ -322,12 +323,35 @@ def cmd_expert(args: argparse.Namespace, console: Any) -> int:
     return 0
 
 
+def _keep_federation_up(config: FedGRPOConfig, out: Path, args: argparse.Namespace, console: Any) -> int:
+    import signal
+
+    from fedgrpo.apps import start_local_federation
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with start_local_federation(config, out.resolve() / "deployment", tls=not args.no_tls, auth=not args.no_auth,
+                                log=console.print) as deployment:
+        certs = (f" --superlink-root-certificates {deployment.root_certificates}"
+                 if deployment.root_certificates else "")
+        console.print(f"Federation up. Run with the same config, e.g.:\n  fedgrpo run --engine deployment "
+                      f"--superlink-address {deployment.address}{certs}\nCtrl-C stops every process.")
+        try:
+            while all(p.poll() is None for p in deployment.processes):
+                time.sleep(1)
+            console.print("a federation process exited; stopping the rest")
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
 def cmd_up(args: argparse.Namespace, console: Any) -> int:
     from dataclasses import replace
 
     config = config_from_args(args)
     config = replace(config, engine=replace(config.engine, engine="deployment"))
     out = start_outputs(config, "up", resuming=True)
+    if args.keep_running:
+        return _keep_federation_up(config, out, args, console)
     from fedgrpo.apps import run_local_deployment
 
     m = run_local_deployment(config, out, tls=not args.no_tls, auth=not args.no_auth, log=console.print)

@@ -282,7 +282,7 @@ class LocalDeployment:
             _stop_pid(pid)
 
     def __enter__(self) -> LocalDeployment:
-        return self.start()
+        return self  # start() first (or use start_local_federation); leaving the block stops all
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
