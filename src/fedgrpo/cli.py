@@ -59,6 +59,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="The whole FedGRPO run: prepare (cached), calibrate, train with GRPO on "
                        "expert rewards, evaluate. Rerun with the same --output-dir to resume.")
     _add_config_flags(p)
+    p = sub.add_parser("up", help="A whole Flower deployment on this machine: a SuperLink and one SuperNode "
+                       "plus expert service per client on 127.0.0.1 (TLS, SuperNode authentication), one "
+                       "`fedgrpo run` through it, then every process stopped.")
+    p.add_argument("--no-tls", action="store_true", help="Plain HTTP on the loopback (debugging only).")
+    p.add_argument("--no-auth", action="store_true", help="No SuperNode authentication.")
+    p.add_argument("--keep-running", action="store_true", help="Start the federation and keep it up "
+                   "(until Ctrl-C) for `fedgrpo run --engine deployment` runs, instead of one run.")
+    _add_config_flags(p)
+    p = sub.add_parser("expert", help="Run a site's expert (deployment).")
+    expert_sub = p.add_subparsers(dest="expert_command", required=True, metavar="ACTION")
+    p = expert_sub.add_parser("serve", help="Serve one client's expert (its private data and loaded model) "
+                              "on this machine's loopback for the site's ClientApp; runs until stopped.")
+    p.add_argument("--expert-id", required=True, help="Which client this site is, e.g. client-0.")
+    p.add_argument("--host", default="127.0.0.1", help="Interface to listen on (default: 127.0.0.1).")
+    p.add_argument("--port", type=int, default=8765, help="Port to listen on; 0 picks a free one (default: 8765).")
+    p.add_argument("--ready-file", metavar="FILE", help="Write the service URL here once it answers.")
+    _add_config_flags(p)
     p = sub.add_parser("evaluate", help="Held-out pass@1 per domain (greedy) and mean sampled correctness.")
     p.add_argument("--model", metavar="DIR", help="Model directory to evaluate (default: the server model "
                    "from the config, built if needed).")
@@ -70,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="Also list every reasoning-gym generator (rg:<name>).")
     p = sub.add_parser("config", help="Print the resolved configuration as YAML.")
     p.add_argument("--docs", action="store_true", help="Print the Markdown reference of every key instead.")
+    p.add_argument("--run-config", action="store_true", help="Print it as the Flower App's "
+                   "[tool.flwr.app.config] table instead (pyproject.toml; `flwr run -c` takes its keys).")
     _add_config_flags(p)
     return parser
 
@@ -106,7 +125,7 @@ def start_outputs(config: FedGRPOConfig, command: str, resuming: bool = False) -
     if resuming:
         check_resumable(out, config)
     (out / "config.yaml").write_text(config.to_yaml())
-    _quiet_libraries()
+    quiet_libraries()
     return out
 
 
@@ -159,7 +178,7 @@ class RichProgress:
         self.console.print(message)
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Offline, and no library chatter between our own progress bars (CLI only, never at import)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -236,15 +255,19 @@ def cmd_prepare(args: argparse.Namespace, console: Any) -> int:
 
 
 def cmd_run(args: argparse.Namespace, console: Any) -> int:
-    from rich.table import Table
-
     config = config_from_args(args)
     out = start_outputs(config, "run", resuming=True)
-    from fedgrpo.report import write_plots
-    from fedgrpo.training.run import run
+    from fedgrpo.apps import run_engine
 
-    result = run(config, out, RichProgress(console))
-    m = result.metrics
+    m = run_engine(config, out, RichProgress(console))
+    print_run_report(m, console)
+    console.print(f"Results: {out / 'metrics.json'} (plots: reward.png, accuracy.png)")
+    return 0
+
+
+def print_run_report(m: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
     table = Table(title=f"Held-out greedy pass@1 (%), rewards from {m['mode'].replace('_', ' ')}")
     for col in ("domain", "before", "after", "change"):
         table.add_column(col, justify="left" if col == "domain" else "right")
@@ -268,9 +291,72 @@ def cmd_run(args: argparse.Namespace, console: Any) -> int:
     console.print(f"Bytes down {totals.get('down', 0):,} / up {totals.get('up', 0):,} "
                   f"(calibration {totals.get('calibrate_down', 0):,} / {totals.get('calibrate_up', 0):,}); "
                   f"expert failures: {m['failures'] or 'none'}; wall time {m['wall_time_s']:.0f} s.")
-    write_plots(m, out)
-    write_json_atomic(out / "metrics.json", {"config": config.to_flat(), **m})
-    console.print(f"Results: {out / 'metrics.json'} (plots: reward.png, accuracy.png)")
+    if m.get("lost_experts"):
+        console.print("Lost during training and re-routed to the next-best expert: " + ", ".join(
+            f"{e} ({m['rerouted_questions'].get(e, 0)} questions; {why})" for e, why in m["lost_experts"].items()))
+
+
+def cmd_expert(args: argparse.Namespace, console: Any) -> int:
+    config = config_from_args(args)
+    quiet_libraries()
+    from fedgrpo.apps import LocalSiteExpert
+    from fedgrpo.transport.expert_service import ExpertService
+
+    expert = LocalSiteExpert(config, args.expert_id)
+    expert.client.warm_up()
+    try:
+        service = ExpertService(expert, expert.expert_id, expert.domain, host=args.host, port=args.port)
+    except OSError as exc:
+        raise FedGRPOError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
+                           "choose another --port") from None
+    console.print(f"expert {expert.expert_id} ({expert.domain}) serving on {service.url}; "
+                  f"give the site's SuperNode --node-config 'expert-url=\"{service.url}\"'")
+    if args.ready_file:
+        Path(args.ready_file).write_text(service.url)
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        service.serve_forever()
+    finally:
+        service.stop()
+    return 0
+
+
+def _keep_federation_up(config: FedGRPOConfig, out: Path, args: argparse.Namespace, console: Any) -> int:
+    import signal
+
+    from fedgrpo.apps import start_local_federation
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with start_local_federation(config, out.resolve() / "deployment", tls=not args.no_tls, auth=not args.no_auth,
+                                log=console.print) as deployment:
+        certs = (f" --superlink-root-certificates {deployment.root_certificates}"
+                 if deployment.root_certificates else "")
+        console.print(f"Federation up. Run with the same config, e.g.:\n  fedgrpo run --engine deployment "
+                      f"--superlink-address {deployment.address}{certs}\nCtrl-C stops every process.")
+        try:
+            while all(p.poll() is None for p in deployment.processes):
+                time.sleep(1)
+            console.print("a federation process exited; stopping the rest")
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_up(args: argparse.Namespace, console: Any) -> int:
+    from dataclasses import replace
+
+    config = config_from_args(args)
+    config = replace(config, engine=replace(config.engine, engine="deployment"))
+    out = start_outputs(config, "up", resuming=True)
+    if args.keep_running:
+        return _keep_federation_up(config, out, args, console)
+    from fedgrpo.apps import run_local_deployment
+
+    m = run_local_deployment(config, out, tls=not args.no_tls, auth=not args.no_auth, log=console.print)
+    print_run_report(m, console)
+    console.print(f"Results: {out / 'metrics.json'}; Flower and expert-service logs: {out / 'deployment' / 'logs'}")
     return 0
 
 
@@ -364,11 +450,14 @@ def cmd_config(args: argparse.Namespace, console: Any) -> int:
 
         print(render_config_docs(), end="")
         return 0
+    if args.run_config:
+        print(config_from_args(args).to_run_config_toml(), end="")
+        return 0
     print(config_from_args(args).to_yaml(), end="")
     return 0
 
 
-COMMANDS = {"prepare": cmd_prepare, "run": cmd_run, "evaluate": cmd_evaluate, "graph": cmd_graph, "domains": cmd_domains, "config": cmd_config}
+COMMANDS = {"prepare": cmd_prepare, "run": cmd_run, "up": cmd_up, "expert": cmd_expert, "evaluate": cmd_evaluate, "graph": cmd_graph, "domains": cmd_domains, "config": cmd_config}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -246,6 +246,50 @@ class TrainConfig:
                 raise ConfigError(f"grpo_args entry {arg!r} is not key=value; write e.g. bf16=true")
 
 
+ENGINES = ("embedded", "simulation", "deployment")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    engine: str = _f(
+        "embedded",
+        "How requests reach the experts: embedded (in-process, no servers), simulation (Flower "
+        "Simulation runtime, one virtual SuperNode per client) or deployment (an existing Flower "
+        "SuperLink at superlink_address; see docs/deployment.md).",
+    )
+    superlink_address: str = _f(
+        "127.0.0.1:9191", "Deployment: host:port of the SuperLink (one HTTP port for SuperNodes and `flwr run`)."
+    )
+    superlink_root_certificates: str | None = _f(
+        None, "Deployment: CA certificate (PEM) the SuperLink's TLS certificate is checked against; "
+        "unset = an insecure (plain HTTP) connection, for loopback tests only.",
+    )
+    node_wait_s: float = _f(
+        120.0, "Flower engines: seconds the server waits for every client's SuperNode to answer hello.",
+    )
+    reroute_failed: bool = _f(
+        True, "When an expert fails or times out, send its questions to the next-best expert by "
+        "competence and stop asking it for the rest of the run (off: its rewards stay missing).",
+    )
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError(f"unknown engine {self.engine!r}: use one of {', '.join(ENGINES)}")
+        host, sep, port = self.superlink_address.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f"superlink_address {self.superlink_address!r} is not host:port; write e.g. 127.0.0.1:9191"
+            )
+        if self.superlink_root_certificates is not None and not Path(
+                self.superlink_root_certificates).expanduser().is_file():
+            raise ConfigError(
+                f"superlink_root_certificates {self.superlink_root_certificates!r} is not a file; give "
+                "the SuperLink's CA certificate (PEM) or leave it unset for an insecure loopback link"
+            )
+        if not self.node_wait_s > 0:
+            raise ConfigError(f"node_wait_s must be > 0, got {self.node_wait_s}")
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     output_dir: str | None = _f(None, "Where this run's outputs go; unset = runs/<command>-<time>.")
@@ -258,6 +302,7 @@ class FedGRPOConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:
@@ -280,6 +325,32 @@ class FedGRPOConfig:
                 value = getattr(getattr(self, section.name), f.name)
                 out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
+
+    def to_run_config(self) -> dict[str, bool | int | float | str]:
+        """Flower run config: flat kebab-case keys and scalar values only (Flower allows no lists or
+        nulls), so a list becomes comma-separated names and an unset value an empty string."""
+        out: dict[str, bool | int | float | str] = {}
+        for name, value in self.to_flat().items():
+            if isinstance(value, list):
+                value = ",".join(value)
+            out[name.replace("_", "-")] = "" if value is None else value
+        return out
+
+    def to_run_config_toml(self) -> str:
+        """The `[tool.flwr.app.config]` table of a Flower App (pyproject.toml) for this config."""
+        def value(v: bool | int | float | str) -> str:
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            if isinstance(v, str):
+                return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            return repr(v)
+
+        return "\n".join(["[tool.flwr.app.config]"] + [f"{k} = {value(v)}" for k, v in self.to_run_config().items()]) + "\n"
+
+    @classmethod
+    def from_run_config(cls, run_config: dict[str, Any]) -> FedGRPOConfig:
+        """The inverse of `to_run_config`; unknown keys are refused with the closest known one."""
+        return build_config(cli_values=dict(run_config))
 
     def to_yaml(self) -> str:
         import yaml

@@ -6,9 +6,11 @@ unimportable, so a stray top-level import fails loudly.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +72,39 @@ def test_cli_help_imports_neither_torch_nor_trl():
     )
     assert proc.returncode == 0, proc.stderr
     assert "--aux-size" in proc.stdout
+
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "fedgrpo"
+
+
+def test_flower_stays_behind_its_adapters():
+    # flwr may be imported only by the Flower transport modules and the app module (architecture §3).
+    allowed = {"apps.py"} | {p.name for p in (SRC / "transport").glob("flower_*.py")}
+    offenders = [
+        str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
+        if re.search(r"^\s*(from|import) flwr\b", p.read_text(), re.M) and p.name not in allowed
+    ]
+    assert offenders == []
+
+
+def test_the_deployment_client_app_imports_no_torch_or_trl():
+    # Flower starts a fresh ClientApp process per message in deployment: it must stay a thin
+    # forwarder (no torch, transformers or trl), or every message pays seconds of imports.
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(
+        """
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {"torch", "transformers", "trl", "peft"}:
+                    raise ImportError("blocked heavy import: " + name)
+        sys.meta_path.insert(0, Block())
+        import fedgrpo.apps
+        from fedgrpo.transport.expert_service import ExpertServiceClient
+        """)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("module", ["fedgrpo.transport.failover", "fedgrpo.transport.expert_service"])
+def test_engine_neutral_transport_modules_need_no_flower(module):
+    proc = _run(f"import {module}")
+    assert proc.returncode == 0, proc.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,13 +23,34 @@ def generate_completions(
 
     Output: one list per prompt, in prompt order. `on_batch(n)` is called with the number of prompts
     finished after each batch (progress bars).
+
+    The caller's random state is left alone: greedy decoding draws nothing, and sampling runs from
+    `seed` inside a forked RNG. (Reseeding the global RNG here made an in-process expert reset the
+    policy's sampler at every step, so the embedded engine sampled differently from a Flower one.)
     """
+    import torch
+
+    if temperature is None:
+        return _generate(model, tokenizer, prompts, max_new_tokens, num_samples, None, batch_size, on_batch)
+    with _SAMPLING_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _generate(model, tokenizer, prompts, max_new_tokens, num_samples, temperature, batch_size,
+                         on_batch)
+
+
+# fork_rng saves and restores the process-wide generator: two threads sampling at once would
+# restore each other's state, so sampled generation takes turns.
+_SAMPLING_LOCK = threading.Lock()
+
+
+def _generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, num_samples: int,
+              temperature: float | None, batch_size: int,
+              on_batch: Callable[[int], None] | None) -> list[list[str]]:
     import torch
 
     model.eval()
     tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
     do_sample = temperature is not None
-    torch.manual_seed(seed)
     per_batch = max(1, batch_size // max(1, num_samples)) if do_sample else batch_size
     out: list[list[str]] = []
     with torch.inference_mode():

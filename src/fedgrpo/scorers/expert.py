@@ -145,6 +145,10 @@ class ExpertClient:
                 self._expert_answers[qid] = _majority([extract_answer(c) for c in completions])
         return {qid: self._expert_answers[qid] for qid, _ in questions}
 
+    def warm_up(self) -> None:
+        """Load the expert model now rather than at the first request (a long-lived service)."""
+        self._load()
+
     def _load(self) -> tuple[Any, Any]:
         if self._loaded is None:
             from fedgrpo.models.load import load_model

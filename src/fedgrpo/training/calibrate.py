@@ -12,7 +12,7 @@ Routing then fixes, for every training question, its M experts in rank order.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -52,6 +52,9 @@ class Routing:
 
     experts: dict[str, tuple[str, ...]]  # question_id -> M expert ids
     hit_rate: float  # share of questions whose experts include one of the question's own domain
+    # question_id -> every expert, the M selected first, then the rest by competence: where a failed
+    # expert's questions go (transport.failover).
+    ranking: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def table(self, questions: Sequence[Question]) -> dict[str, dict[str, int]]:
         """domain -> expert id -> how often it is selected for that domain's questions."""
@@ -77,16 +80,24 @@ def route(
     """Choose M experts per question. `expert_domains` (expert id -> its main domain) is used only by
     the oracle method and for the hit-rate diagnostic."""
     ids = list(graph.expert_ids)
+    # Competence that ranks the experts beyond the selected ones (the failover order).
+    competence = np.zeros((len(questions), len(ids)))
     if method == "graph":
         competence = graph.competences(embeddings, neighbours)  # (P, K)
         chosen = select_experts(competence, experts_per_question, overall=graph.overall(), method="top")
     elif method == "oracle":
-        own = np.array([[expert_domains[e] == q.domain for e in ids] for q in questions], dtype=float)
-        chosen = select_experts(own, experts_per_question, overall=graph.overall(), method="top")
+        competence = np.array([[expert_domains[e] == q.domain for e in ids] for q in questions], dtype=float)
+        chosen = select_experts(competence, experts_per_question, overall=graph.overall(), method="top")
     elif method == "random":
         chosen = select_experts(np.zeros((len(questions), len(ids))), experts_per_question,
                                 method="random", seed=seed)
     else:  # all
         chosen = select_experts(np.zeros((len(questions), len(ids))), len(ids), method="all")
     hit = routing_hit_rate(chosen, [expert_domains[e] for e in ids], [q.domain for q in questions])
-    return Routing({q.question_id: tuple(ids[i] for i in row) for q, row in zip(questions, chosen)}, hit)
+    order = select_experts(competence, len(ids), overall=graph.overall(), method="top")  # (P, K)
+    ranking = {
+        q.question_id: tuple(ids[i] for i in row) + tuple(ids[i] for i in full if i not in row)
+        for q, row, full in zip(questions, chosen, order)
+    }
+    return Routing({q.question_id: tuple(ids[i] for i in row) for q, row in zip(questions, chosen)}, hit,
+                   ranking)

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from fedgrpo.config import FedGRPOConfig
-from fedgrpo.data.partition import SplitSpec, Splits, build_splits
+from fedgrpo.data.partition import ClientShard, SplitSpec, Splits, build_splits
+from fedgrpo.errors import ConfigError
 from fedgrpo.models.load import base_model_dir, expert_model_dir, load_model
 from fedgrpo.progress import NullProgress, ProgressSink
 from fedgrpo.training.evaluate import DomainScore, evaluate_model, score_questions
@@ -41,23 +42,50 @@ class Prepared:
     cache_hits: dict[str, bool] = field(default_factory=dict)  # "server" / expert_id -> was cached
 
 
-def prepare(config: FedGRPOConfig, progress: ProgressSink = NullProgress()) -> Prepared:
+def prepare(config: FedGRPOConfig, progress: ProgressSink = NullProgress(), *,
+            experts: bool = True) -> Prepared:
     """Build (or fetch from the cache) everything a run needs. Idempotent and resumable: each model
-    is published to the cache as soon as it is trained, so an interrupted prepare resumes there."""
+    is published to the cache as soon as it is trained, so an interrupted prepare resumes there.
+
+    `experts=False` is the server's share of a deployment: the experts live on their sites
+    (`prepare_expert`), so `expert_dirs` stays empty."""
     splits = build_splits(split_spec(config))
     models = config.models
     server_dir, server_hit = base_model_dir(models.server_model, splits.public, models, progress)
-    if models.expert_model == models.server_model:
-        expert_base = server_dir
-    else:
-        expert_base, _ = base_model_dir(models.expert_model, splits.public, models, progress)
     expert_dirs: dict[str, Path] = {}
     hits = {"server": server_hit}
-    for index, shard in enumerate(splits.clients):
-        expert_dirs[shard.expert_id], hits[shard.expert_id] = expert_model_dir(
-            expert_base, shard.expert_id, shard.questions, models.model_seed + 1 + index, models, progress
-        )
+    if experts:
+        expert_base = _expert_base(config, splits, server_dir, progress)
+        for index, shard in enumerate(splits.clients):
+            expert_dirs[shard.expert_id], hits[shard.expert_id] = expert_model_dir(
+                expert_base, shard.expert_id, shard.questions, models.model_seed + 1 + index, models, progress
+            )
     return Prepared(config, splits, server_dir, expert_dirs, hits)
+
+
+def _expert_base(config: FedGRPOConfig, splits: Splits, server_dir: Path | None,
+                 progress: ProgressSink) -> Path:
+    models = config.models
+    if models.expert_model == models.server_model and server_dir is not None:
+        return server_dir
+    return base_model_dir(models.expert_model, splits.public, models, progress)[0]
+
+
+def prepare_expert(config: FedGRPOConfig, expert_id: str,
+                   progress: ProgressSink = NullProgress()) -> tuple[ClientShard, Path]:
+    """One site's share of `prepare`: its private shard and its expert model (the same cached model
+    `prepare` builds for it)."""
+    splits = build_splits(split_spec(config))
+    ids = [s.expert_id for s in splits.clients]
+    if expert_id not in ids:
+        raise ConfigError(f"no client {expert_id!r} in this config; use one of {', '.join(ids)}")
+    index = ids.index(expert_id)
+    shard = splits.clients[index]
+    models = config.models
+    expert_base = _expert_base(config, splits, None, progress)
+    model_dir, _ = expert_model_dir(expert_base, expert_id, shard.questions, models.model_seed + 1 + index,
+                                    models, progress)
+    return shard, model_dir
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from fedgrpo.config import FedGRPOConfig
 from fedgrpo.core.graph import ConfidenceGraph
 from fedgrpo.data.gym import is_correct
 from fedgrpo.data.prompts import extract_answer
+from fedgrpo.data.tasks import Question
 from fedgrpo.errors import ConfigError
 from fedgrpo.models.embed import embed_questions
 from fedgrpo.progress import NullProgress, ProgressSink
@@ -28,8 +29,9 @@ from fedgrpo.training.calibrate import Routing, calibrate, route
 from fedgrpo.training.evaluate import DomainScore, evaluate_model
 from fedgrpo.training.prepare import Prepared, prepare
 from fedgrpo.training.reward import FederatedReward
-from fedgrpo.transport.base import TrafficLedger
+from fedgrpo.transport.base import ExpertTransport, TrafficLedger
 from fedgrpo.transport.embedded import EmbeddedTransport
+from fedgrpo.transport.failover import FailoverTransport
 
 
 def parse_grpo_args(pairs: Sequence[str]) -> dict[str, Any]:
@@ -90,7 +92,36 @@ def _cached_json(path: Path, compute: Any) -> Any:
     return value
 
 
-def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress()) -> RunResult:
+def make_expert_client(config: FedGRPOConfig, expert_id: str, private_data: Sequence[Question],
+                       model_dir: Path) -> ExpertClient:
+    """A client as every engine builds it: the same scorer settings wherever it runs."""
+    fed = config.federation
+    return ExpertClient(
+        expert_id, private_data, model_dir, mode=fed.scorer_mode, expert_samples=fed.expert_samples,
+        max_new_tokens=config.evaluation.max_new_tokens, batch_size=config.evaluation.eval_batch_size,
+        seed=config.train.train_seed,
+    )
+
+
+# (prepared federation, expert ids in client order) -> the transport a run talks through.
+TransportFactory = Callable[[Prepared, Sequence[str]], ExpertTransport]
+
+
+def embedded_transport(prepared: Prepared, expert_ids: Sequence[str]) -> ExpertTransport:
+    config, splits = prepared.config, prepared.splits
+    clients = {
+        s.expert_id: make_expert_client(config, s.expert_id, s.questions, prepared.expert_dirs[s.expert_id])
+        for s in splits.clients
+    }
+    return EmbeddedTransport(clients, timeout_s=config.federation.expert_timeout_s,
+                             domains={s.expert_id: s.main_domain for s in splits.clients})
+
+
+def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(), *,
+        transport_factory: TransportFactory = embedded_transport, prepare_experts: bool = True) -> RunResult:
+    """The whole pipeline on any engine: `transport_factory` decides how requests reach the experts
+    (in-process by default; a Flower grid in the ServerApp). `prepare_experts=False` leaves the
+    experts to their sites (deployment)."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -100,7 +131,7 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
         return now
 
     t0 = time.perf_counter()
-    prepared = prepare(config, progress)
+    prepared = prepare(config, progress, experts=prepare_experts)
     splits = prepared.splits
     fed, train = config.federation, config.train
     use_gt = config.data.use_ground_truth
@@ -116,32 +147,34 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
             d: s.to_dict() for d, s in _evaluate_greedy(prepared.server_dir, prepared, advance).items()})
     t0 = mark("evaluate_before", t0)
 
-    expert_domains = {s.expert_id: s.main_domain for s in splits.clients}
-    clients = {
-        s.expert_id: ExpertClient(
-            s.expert_id, s.questions, prepared.expert_dirs[s.expert_id], mode=fed.scorer_mode,
-            expert_samples=fed.expert_samples, max_new_tokens=config.evaluation.max_new_tokens,
-            batch_size=config.evaluation.eval_batch_size, seed=config.train.train_seed,
-        )
-        for s in splits.clients
-    }
-    transport = EmbeddedTransport(clients, timeout_s=fed.expert_timeout_s)
+    if use_gt:
+        transport: ExpertTransport = EmbeddedTransport({})  # ground truth asks no expert
+    else:
+        with progress.phase("connect to the experts", 1):
+            transport = transport_factory(prepared, [s.expert_id for s in splits.clients])
+    # The domain each expert declares (hello, on Flower); the split's own view as a fallback.
+    expert_domains = {s.expert_id: transport.expert_domains.get(s.expert_id, s.main_domain)
+                      for s in splits.clients}
     ledger_file = _LedgerFile(transport.ledger, out / "traffic.jsonl")
 
     routing: Routing | None = None
     graph_summary: dict[str, Any] = {}
+    failover: FailoverTransport | None = None
     if not use_gt:
-        with progress.phase("calibrate experts on the auxiliary set", len(clients)):
+        with progress.phase("calibrate experts on the auxiliary set", len(splits.clients)):
             graph, routing, cal_failures = _calibrate_and_route(config, prepared, transport, out, expert_domains)
         graph_summary = {"per_domain": graph.per_domain(), "overall": dict(zip(graph.expert_ids, graph.overall().tolist())),
                          "calibration_failures": cal_failures}
+        if config.engine.reroute_failed:
+            transport = failover = FailoverTransport(transport, routing.ranking)
         t0 = mark("calibrate", t0)
 
     from fedgrpo.training.trainer import build_grpo_trainer, group_by_question, train_grpo
 
     settings = grpo_settings(config)
+    timed = _TimedTransport(transport)
     reward = FederatedReward(
-        question_index, routing.experts if routing else None, None if use_gt else transport,
+        question_index, routing.experts if routing else None, None if use_gt else timed,
         group_size=settings.num_generations, generations_per_expert=fed.generations_per_expert,
         accuracy_weight=train.accuracy_weight, format_weight=train.format_weight,
         group_by_question=group_by_question,
@@ -151,10 +184,13 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
     with progress.phase(f"GRPO training ({train.train_steps} steps)", train.train_steps) as advance:
         from transformers import TrainerCallback
 
+        step_ends: list[float] = [time.perf_counter()]
+
         class _Progress(TrainerCallback):
             def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
                 advance(1)
                 ledger_file.flush()
+                step_ends.append(time.perf_counter())
 
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -200,15 +236,23 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
                      "method": fed.selection} if routing else None),
         "graph": graph_summary,
         "failures": failures,
+        # Experts lost during training and how many of their questions went to the next-best expert.
+        "lost_experts": dict(failover.lost) if failover else {},
+        "rerouted_questions": dict(failover.rerouted) if failover else {},
+        "engine": config.engine.engine,
         "failure_details": [f.__dict__ for f in reward.log.failures[:50]],
         "wall_time_s": round(time.perf_counter() - started, 1),
+        # Seconds per optimizer step of this session (the first one includes TRL's warm-up) and the
+        # seconds training waited for expert rewards (transport round trips, scoring included).
+        "step_seconds": [round(b - a, 4) for a, b in zip(step_ends, step_ends[1:])],
+        "reward_wait_s": round(timed.seconds, 4),
         "timings_s": timings,
         "final_model": str(final_dir),
     }
     return RunResult(metrics, out)
 
 
-def _calibrate_and_route(config: FedGRPOConfig, prepared: Prepared, transport: EmbeddedTransport,
+def _calibrate_and_route(config: FedGRPOConfig, prepared: Prepared, transport: ExpertTransport,
                          out: Path, expert_domains: dict[str, str]) -> tuple[ConfidenceGraph, Routing, dict[str, str]]:
     fed = config.federation
     splits = prepared.splits
@@ -227,6 +271,28 @@ def _calibrate_and_route(config: FedGRPOConfig, prepared: Prepared, transport: E
     (out / "routing.json").write_text(json.dumps(
         {"hit_rate": routing.hit_rate, "table": routing.table(splits.pool), "experts": routing.experts}, indent=1))
     return graph, routing, failures
+
+
+class _TimedTransport:
+    """Counts the seconds spent waiting in `score` (what a step waits for its rewards)."""
+
+    def __init__(self, inner: ExpertTransport) -> None:
+        self.inner = inner
+        self.expert_ids, self.expert_domains, self.ledger = inner.expert_ids, inner.expert_domains, inner.ledger
+        self.seconds = 0.0
+
+    def calibrate(self, request: Any) -> Any:
+        return self.inner.calibrate(request)
+
+    def score(self, step: int, requests: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self.inner.score(step, requests)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 class _LedgerFile:

@@ -19,6 +19,7 @@ from fedgrpo.types import CalibrationReply, CalibrationRequest, ScoreRequest, Sc
 
 class ExpertTransport(Protocol):
     expert_ids: tuple[str, ...]
+    expert_domains: dict[str, str]  # expert id -> the domain it declares (its main one)
     ledger: TrafficLedger
 
     def calibrate(self, request: CalibrationRequest) -> tuple[dict[str, CalibrationReply], dict[str, str]]:

@@ -25,9 +25,10 @@ from fedgrpo.types import (
 
 class EmbeddedTransport:
     def __init__(self, clients: Mapping[str, ExpertClient], *, timeout_s: float = 600.0,
-                 max_workers: int | None = None) -> None:
+                 max_workers: int | None = None, domains: Mapping[str, str] | None = None) -> None:
         self._clients = dict(clients)
         self.expert_ids = tuple(self._clients)
+        self.expert_domains = dict(domains or {})
         self.timeout_s = timeout_s
         self.ledger = TrafficLedger()
         self._pool = cf.ThreadPoolExecutor(max_workers=max_workers or len(self._clients) or 1,

@@ -1,0 +1,59 @@
+"""The client side of the Flower engine: handlers for `query.hello`, `query.calibrate`, `query.score`.
+
+Each handler decodes the request, asks the site's expert (anything with `hello`, `calibrate` and
+`score`: an in-process `ExpertClient` in simulation, an `ExpertServiceClient` that forwards to the
+site's persistent expert service in deployment) and encodes the reply. A handler never raises: an
+exception becomes a Flower error reply carrying the reason, so the server records a failure instead
+of waiting (a raising ClientApp can stall a simulation, flwr #4476).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from flwr.app import Error, Message
+
+from fedgrpo.transport.flower_records import (
+    decode_calibration_request,
+    decode_score_request,
+    encode_calibration_reply,
+    encode_hello_reply,
+    encode_score_reply,
+)
+from fedgrpo.types import CalibrationReply, CalibrationRequest, ScoreReply, ScoreRequest
+
+HANDLER_ERROR = 1  # Flower error code of a reply whose handler raised
+
+
+class SiteExpert(Protocol):
+    def hello(self) -> tuple[str, str]:
+        """(expert id, domain) of this site."""
+        ...
+
+    def calibrate(self, request: CalibrationRequest) -> CalibrationReply: ...
+
+    def score(self, request: ScoreRequest) -> ScoreReply: ...
+
+
+def handle_hello(message: Message, expert: SiteExpert) -> Message:
+    return _guard(message, lambda: encode_hello_reply(*expert.hello()))
+
+
+def handle_calibrate(message: Message, expert: SiteExpert) -> Message:
+    return _guard(message, lambda: encode_calibration_reply(
+        expert.calibrate(decode_calibration_request(message.content))))
+
+
+def handle_score(message: Message, expert: SiteExpert) -> Message:
+    return _guard(message, lambda: encode_score_reply(expert.score(decode_score_request(message.content))))
+
+
+def error_reply(message: Message, exc: BaseException) -> Message:
+    return Message(Error(code=HANDLER_ERROR, reason=f"{type(exc).__name__}: {exc}"), reply_to=message)
+
+
+def _guard(message: Message, build) -> Message:  # type: ignore[no-untyped-def]
+    try:
+        return Message(build(), reply_to=message)
+    except Exception as exc:  # noqa: BLE001 - every fault goes back to the server as an error reply
+        return error_reply(message, exc)

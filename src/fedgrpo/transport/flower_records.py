@@ -1,0 +1,97 @@
+"""FedGRPO's messages as Flower records, both ways; pure functions, testable without a grid.
+
+| message type | down (server -> node)                                   | up (node -> server)                         |
+|---|---|---|
+| `query.hello`     | empty                                            | ConfigRecord `expert-id`, `domain`          |
+| `query.calibrate` | ConfigRecord: question-id, generator, question, answer (lists) | MetricRecord `correct` (one bit per item) |
+| `query.score`     | ConfigRecord: step, question-id, generator, question (lists), candidates (flat list), num-candidates | MetricRecord `step`, `rewards` (one float per candidate) |
+
+The value types (`fedgrpo.types`) stay the contract: payload bytes are counted on them
+(`core.comm.payload_bytes`) exactly as on the embedded engine, so byte counts agree across engines.
+"""
+
+from __future__ import annotations
+
+from flwr.app import ConfigRecord, MetricRecord, RecordDict
+
+from fedgrpo.types import (
+    CalibrationItem,
+    CalibrationReply,
+    CalibrationRequest,
+    ScoreItem,
+    ScoreReply,
+    ScoreRequest,
+)
+
+HELLO, CALIBRATE, SCORE = "query.hello", "query.calibrate", "query.score"
+
+
+def encode_hello_reply(expert_id: str, domain: str) -> RecordDict:
+    return RecordDict({"hello": ConfigRecord({"expert-id": expert_id, "domain": domain})})
+
+
+def decode_hello_reply(content: RecordDict) -> tuple[str, str]:
+    record = content["hello"]
+    return str(record["expert-id"]), str(record["domain"])
+
+
+def encode_calibration_request(request: CalibrationRequest) -> RecordDict:
+    items = request.items
+    return RecordDict({"calibrate": ConfigRecord({
+        "question-id": [i.question_id for i in items],
+        "generator": [i.generator for i in items],
+        "question": [i.question for i in items],
+        "answer": [i.answer for i in items],
+    })})
+
+
+def decode_calibration_request(content: RecordDict) -> CalibrationRequest:
+    r = content["calibrate"]
+    return CalibrationRequest(tuple(
+        CalibrationItem(str(q), str(g), str(t), str(a))
+        for q, g, t, a in zip(r["question-id"], r["generator"], r["question"], r["answer"], strict=True)
+    ))
+
+
+def encode_calibration_reply(reply: CalibrationReply) -> RecordDict:
+    return RecordDict({"calibration": MetricRecord({"correct": [float(b) for b in reply.correct]})})
+
+
+def decode_calibration_reply(content: RecordDict) -> CalibrationReply:
+    return CalibrationReply(tuple(float(b) for b in content["calibration"]["correct"]))
+
+
+def encode_score_request(request: ScoreRequest) -> RecordDict:
+    items = request.items
+    return RecordDict({"score": ConfigRecord({
+        "step": request.step,
+        "question-id": [i.question_id for i in items],
+        "generator": [i.generator for i in items],
+        "question": [i.question for i in items],
+        "candidates": [c for i in items for c in i.candidates],
+        "num-candidates": [len(i.candidates) for i in items],
+    })})
+
+
+def decode_score_request(content: RecordDict) -> ScoreRequest:
+    r = content["score"]
+    candidates = list(r["candidates"])
+    items, offset = [], 0
+    for qid, gen, text, n in zip(r["question-id"], r["generator"], r["question"], r["num-candidates"],
+                                 strict=True):
+        items.append(ScoreItem(str(qid), str(gen), str(text), tuple(candidates[offset:offset + n])))
+        offset += n
+    if offset != len(candidates):
+        raise ValueError(f"score request holds {len(candidates)} candidates, its items count {offset}")
+    return ScoreRequest(int(r["step"]), tuple(items))
+
+
+def encode_score_reply(reply: ScoreReply) -> RecordDict:
+    # Exactly one MetricRecord: the step it answers and one float per candidate, nothing else.
+    return RecordDict({"rewards": MetricRecord({"step": reply.step,
+                                                "rewards": [float(r) for r in reply.rewards]})})
+
+
+def decode_score_reply(content: RecordDict) -> ScoreReply:
+    record = content["rewards"]
+    return ScoreReply(int(record["step"]), tuple(float(r) for r in record["rewards"]))

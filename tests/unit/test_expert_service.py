@@ -1,0 +1,68 @@
+"""The persistent expert service and its client: the deployment ClientApp's forwarding path.
+
+Run: pytest tests/unit/test_expert_service.py
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fedgrpo.transport.expert_service import ExpertService, ExpertServiceClient, ExpertServiceError
+from fedgrpo.types import (
+    CalibrationItem,
+    CalibrationReply,
+    CalibrationRequest,
+    ScoreItem,
+    ScoreReply,
+    ScoreRequest,
+)
+
+
+class Expert:
+    def __init__(self, fail: bool = False):
+        self.fail = fail
+
+    def calibrate(self, request: CalibrationRequest) -> CalibrationReply:
+        return CalibrationReply(tuple(1.0 if i.answer == "4" else 0.0 for i in request.items))
+
+    def score(self, request: ScoreRequest) -> ScoreReply:
+        if self.fail:
+            raise RuntimeError("out of memory")
+        return ScoreReply(request.step, tuple(float(len(c) % 2) for i in request.items for c in i.candidates))
+
+
+@pytest.fixture
+def service():
+    running = ExpertService(Expert(), "client-3", "spelling").start()
+    yield running
+    running.stop()
+
+
+def test_the_service_answers_like_the_expert_it_holds(service):
+    client = ExpertServiceClient(service.url, timeout_s=5)
+    assert client.hello() == ("client-3", "spelling")
+    calibration = CalibrationRequest((CalibrationItem("a1", "basic_arithmetic", "2 + 2?", "4"),
+                                      CalibrationItem("a2", "basic_arithmetic", "2 + 3?", "6")))
+    assert client.calibrate(calibration) == CalibrationReply((1.0, 0.0))
+    request = ScoreRequest(5, (ScoreItem("q", "spell_backward", "Spell 'ab' backward.", ("ba", "b", "é")),))
+    assert client.score(request) == ScoreReply(5, (0.0, 1.0, 1.0))
+
+
+def test_a_scorer_fault_reaches_the_caller_as_one_line():
+    faulty = ExpertService(Expert(fail=True), "client-0", "arithmetic").start()
+    try:
+        with pytest.raises(ExpertServiceError, match="RuntimeError: out of memory"):
+            ExpertServiceClient(faulty.url, timeout_s=5).score(ScoreRequest(0, (ScoreItem("q", "g", "t", ("x",)),)))
+    finally:
+        faulty.stop()
+
+
+def test_an_unreachable_service_is_an_error_not_a_hang(service):
+    url = service.url
+    service.stop()
+    with pytest.raises(ExpertServiceError, match="unreachable"):
+        ExpertServiceClient(url, timeout_s=2).hello()
+
+
+def test_the_service_listens_on_the_loopback_by_default(service):
+    assert service.url.startswith("http://127.0.0.1:")
