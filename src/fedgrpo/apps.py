@@ -6,7 +6,8 @@
 - `client_app`: answers `query.hello`, `query.calibrate` and `query.score`. Who it is comes from
   `node_config`: `expert-url` (deployment: forward to the site's persistent `fedgrpo expert serve`),
   else `expert-id` or Flower's `partition-id` (simulation: the expert is built here from the run
-  config and kept loaded in a per-process cache, since Ray actors serve many messages).
+  config and kept loaded in a per-process cache, since Ray actors serve many messages); optional
+  `data-path`, `model-dir` and `domain` give the site's own private data and expert model.
 - `run_engine`: `fedgrpo run` on the configured engine; every engine writes the same results files.
 """
 
@@ -36,15 +37,27 @@ _EXPERTS_LOCK = threading.Lock()
 
 
 class LocalSiteExpert:
-    """An in-process expert with its identity: what a simulated SuperNode and the expert service hold."""
+    """An in-process expert with its identity: what a simulated SuperNode and the expert service hold.
 
-    def __init__(self, config: FedGRPOConfig, expert_id: str) -> None:
-        from fedgrpo.training.prepare import prepare_expert
+    By default the site's private shard and expert model come from the shared config (the built-in
+    federation, each site regenerating its own shard). A real site brings its own: `data_path` (its
+    questions with trusted answers, `fedgrpo.data.local`) and/or `model_dir` (its expert model, a
+    local Hugging Face directory). Given data but no model, the expert is the config's base model
+    fine-tuned on that data (cached like every model)."""
+
+    def __init__(self, config: FedGRPOConfig, expert_id: str, *, data_path: str | None = None,
+                 model_dir: str | None = None, domain: str | None = None) -> None:
+        from fedgrpo.training.prepare import prepare_expert, prepare_site_expert
         from fedgrpo.training.run import make_expert_client
 
-        shard, model_dir = prepare_expert(config, expert_id)
-        self.expert_id, self.domain = expert_id, shard.main_domain
-        self.client = make_expert_client(config, expert_id, shard.questions, model_dir)
+        if data_path is None and model_dir is None:
+            shard, resolved_model = prepare_expert(config, expert_id)
+            questions, site_domain = shard.questions, shard.main_domain
+        else:
+            questions, site_domain, resolved_model = prepare_site_expert(
+                config, expert_id, data_path=data_path, model_dir=model_dir, domain=domain)
+        self.expert_id, self.domain = expert_id, domain or site_domain
+        self.client = make_expert_client(config, expert_id, questions, resolved_model)
 
     def hello(self) -> tuple[str, str]:
         return self.expert_id, self.domain
@@ -77,10 +90,13 @@ def site_expert(context: Context, config: FedGRPOConfig | None = None) -> SiteEx
         expert_id = ids[partition]
     else:
         raise ConfigError("node_config names no expert: give expert-url (deployment), expert-id or partition-id")
-    key = (config.to_yaml(), expert_id)
+    # A site's own data and model, if its node_config names them (else the config's shard).
+    own = {name: str(node[key]) if key in node else None
+           for name, key in (("data_path", "data-path"), ("model_dir", "model-dir"), ("domain", "domain"))}
+    key = (config.to_yaml(), expert_id, *own.values())
     with _EXPERTS_LOCK:
         if key not in _EXPERTS:
-            _EXPERTS[key] = LocalSiteExpert(config, expert_id)
+            _EXPERTS[key] = LocalSiteExpert(config, expert_id, **own)
         return _EXPERTS[key]
 
 

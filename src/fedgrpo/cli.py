@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="Interface to listen on (default: 127.0.0.1).")
     p.add_argument("--port", type=int, default=8765, help="Port to listen on; 0 picks a free one (default: 8765).")
     p.add_argument("--ready-file", metavar="FILE", help="Write the service URL here once it answers.")
+    p.add_argument("--data", metavar="FILE", help="This site's own private data: JSON Lines of "
+                   '{"question", "answer"[, "generator", "domain", "question_id"]} (default: the '
+                   "config's shard for --expert-id).")
+    p.add_argument("--model", metavar="DIR", help="This site's own expert model, a local Hugging Face "
+                   "directory (default: the config's base fine-tuned on the site's data, cached).")
+    p.add_argument("--domain", metavar="NAME", help="The domain this site declares (default: the most "
+                   "common domain of its data).")
     _add_config_flags(p)
     p = sub.add_parser("evaluate", help="Held-out pass@1 per domain (greedy) and mean sampled correctness.")
     p.add_argument("--model", metavar="DIR", help="Model directory to evaluate (default: the server model "
@@ -302,7 +309,8 @@ def cmd_expert(args: argparse.Namespace, console: Any) -> int:
     from fedgrpo.apps import LocalSiteExpert
     from fedgrpo.transport.expert_service import ExpertService
 
-    expert = LocalSiteExpert(config, args.expert_id)
+    expert = LocalSiteExpert(config, args.expert_id, data_path=args.data, model_dir=args.model,
+                             domain=args.domain)
     expert.client.warm_up()
     try:
         service = ExpertService(expert, expert.expert_id, expert.domain, host=args.host, port=args.port)

@@ -8,13 +8,16 @@ expert is clearly better than the server in its own domain.
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data.partition import ClientShard, SplitSpec, Splits, build_splits
+from fedgrpo.data.tasks import Question
 from fedgrpo.errors import ConfigError
 from fedgrpo.models.load import base_model_dir, expert_model_dir, load_model
 from fedgrpo.progress import NullProgress, ProgressSink
@@ -76,16 +79,53 @@ def prepare_expert(config: FedGRPOConfig, expert_id: str,
     """One site's share of `prepare`: its private shard and its expert model (the same cached model
     `prepare` builds for it)."""
     splits = build_splits(split_spec(config))
-    ids = [s.expert_id for s in splits.clients]
-    if expert_id not in ids:
-        raise ConfigError(f"no client {expert_id!r} in this config; use one of {', '.join(ids)}")
-    index = ids.index(expert_id)
-    shard = splits.clients[index]
+    shard, index = _config_shard(splits, expert_id)
     models = config.models
     expert_base = _expert_base(config, splits, None, progress)
     model_dir, _ = expert_model_dir(expert_base, expert_id, shard.questions, models.model_seed + 1 + index,
                                     models, progress)
     return shard, model_dir
+
+
+def prepare_site_expert(config: FedGRPOConfig, expert_id: str, *, data_path: str | None,
+                        model_dir: str | None, domain: str | None,
+                        progress: ProgressSink = NullProgress()) -> tuple[tuple[Question, ...], str, Path]:
+    """A site that brings its own data and/or expert model: (private questions, domain, model dir).
+
+    Without `data_path` the private questions are the config's shard for `expert_id`; without
+    `model_dir` the expert is the config's base fine-tuned on the site's questions."""
+    if data_path is not None:
+        from fedgrpo.data.local import load_private_data
+
+        questions = tuple(load_private_data(data_path, domain))
+        site_domain = Counter(q.domain for q in questions).most_common(1)[0][0]
+    else:
+        shard, _ = _config_shard(build_splits(split_spec(config)), expert_id)
+        questions, site_domain = shard.questions, shard.main_domain
+    if model_dir is not None:
+        path = Path(model_dir).expanduser()
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"expert model {model_dir!r} is not a Hugging Face model directory (no "
+                              "config.json); give the directory your expert was saved to")
+        return questions, site_domain, path
+    splits = build_splits(split_spec(config))
+    base = _expert_base(config, splits, None, progress)
+    seed = config.models.model_seed + 1 + _site_seed_offset(expert_id)
+    path, _ = expert_model_dir(base, expert_id, questions, seed, config.models, progress)
+    return questions, site_domain, path
+
+
+def _config_shard(splits: Splits, expert_id: str) -> tuple[ClientShard, int]:
+    ids = [s.expert_id for s in splits.clients]
+    if expert_id not in ids:
+        raise ConfigError(f"no client {expert_id!r} in this config; use one of {', '.join(ids)}")
+    index = ids.index(expert_id)
+    return splits.clients[index], index
+
+
+def _site_seed_offset(expert_id: str) -> int:
+    """A stable per-site seed offset for an id that need not be one of the config's clients."""
+    return int(hashlib.sha1(expert_id.encode("utf-8")).hexdigest()[:6], 16)
 
 
 @dataclass(frozen=True)
