@@ -449,7 +449,7 @@ def cmd_domains(args: argparse.Namespace, console: Any) -> int:
 
 
 def cmd_supernode(args: argparse.Namespace, console: Any) -> int:
-    from fedgrpo.transport.fast_supernode import main as run_supernode
+    from fedgrpo.transport.flower_supernode import main as run_supernode
 
     return run_supernode(args.supernode_args)
 

@@ -212,7 +212,7 @@ class LocalDeployment:
         if fast_supernodes:
             # Flower's own knob: how often a SuperExec asks for an app process to start (default 1 s).
             # The SuperLink's starts the ServerApp once per run; each SuperNode's one ClientApp per message.
-            from fedgrpo.transport.fast_supernode import SUPEREXEC_POLL_ENV
+            from fedgrpo.transport.flower_supernode import SUPEREXEC_POLL_ENV
 
             self.env.setdefault(SUPEREXEC_POLL_ENV, "0.05")
 
@@ -251,7 +251,7 @@ class LocalDeployment:
         self._spawn("superlink", link)
         self._wait_for_port(ready_timeout_s)
         for index, node_config in enumerate(self.node_configs):
-            # `fedgrpo supernode`: flower-supernode with its poll sleeps cut (see fast_supernode.py).
+            # `fedgrpo supernode`: flower-supernode with its poll sleeps cut (see flower_supernode.py).
             launcher = ([sys.executable, "-m", "fedgrpo.cli", "supernode"] if self.fast_supernodes
                         else [flwr_executable("flower-supernode")])
             node = [*launcher, "--superlink", self.address,

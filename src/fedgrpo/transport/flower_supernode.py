@@ -95,7 +95,7 @@ def write_clientapp_launcher(directory: str) -> str:
     """A `flwr-clientapp` script in `directory` that runs `clientapp_main` with this interpreter."""
     path = os.path.join(directory, CLIENTAPP_COMMAND)
     with open(path, "w") as fh:
-        fh.write(f"#!{sys.executable}\nfrom fedgrpo.transport.fast_supernode import clientapp_main\n"
+        fh.write(f"#!{sys.executable}\nfrom fedgrpo.transport.flower_supernode import clientapp_main\n"
                  "clientapp_main()\n")
     os.chmod(path, 0o755)
     return path
