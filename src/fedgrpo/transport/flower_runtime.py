@@ -212,9 +212,9 @@ class LocalDeployment:
         if fast_supernodes:
             # Flower's own knob: how often a SuperExec asks for an app process to start (default 1 s).
             # The SuperLink's starts the ServerApp once per run; each SuperNode's one ClientApp per message.
-            from fedgrpo.transport.flower_supernode import SUPEREXEC_POLL_ENV
+            from fedgrpo.transport.flower_supernode import SUPEREXEC_POLL_ENV, poll_interval
 
-            self.env.setdefault(SUPEREXEC_POLL_ENV, "0.05")
+            self.env.setdefault(SUPEREXEC_POLL_ENV, f"{poll_interval():g}")
 
     @property
     def root_certificates(self) -> str | None:
