@@ -78,7 +78,7 @@ def test_bad_interval_is_a_one_line_error_exit_2():
 
     env = {**os.environ, fast_supernode.POLL_ENV: "abc"}
     proc = subprocess.run([sys.executable, "-m", "fedgrpo.cli", "supernode", "--insecure"], env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "FEDGRPO_SUPERNODE_POLL_S" in proc.stderr
 

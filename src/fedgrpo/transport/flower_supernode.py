@@ -84,7 +84,7 @@ def clientapp_main() -> None:
 
     spec = importlib.util.find_spec("flwr.supernode")
     assert spec is not None and spec.submodule_search_locations
-    path = os.path.join(list(spec.submodule_search_locations)[0], "cli", "flwr_clientapp.py")
+    path = os.path.join(next(iter(spec.submodule_search_locations)), "cli", "flwr_clientapp.py")
     module_spec = importlib.util.spec_from_file_location("fedgrpo_flwr_clientapp", path)
     assert module_spec is not None and module_spec.loader is not None
     module = importlib.util.module_from_spec(module_spec)
