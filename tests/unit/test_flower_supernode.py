@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -85,7 +86,7 @@ def test_bad_interval_is_a_one_line_error_exit_2():
 
 def test_clientapp_launcher_script(tmp_path):
     path = fast_supernode.write_clientapp_launcher(str(tmp_path))
-    text = open(path).read()
+    text = Path(path).read_text()
     assert text.startswith(f"#!{sys.executable}\n") and "clientapp_main()" in text
     # Flower's own flwr-clientapp parser answers --help without importing the SuperNode package.
     code = ("import sys; sys.argv=['x','--help']\n"
