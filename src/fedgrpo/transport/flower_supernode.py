@@ -2,7 +2,7 @@
 
 flwr 1.42's SuperNode loop (`flwr.supernode.start_client_internal`) sleeps a hard-coded 3 s after
 every poll of the SuperLink that finds no message, and 0.5 s per check while it waits for the
-ClientApp's reply; none of it is configurable. With one message per round, that sleep is most of a
+ClientApp's reply; none of it is configurable. With one message per round, those sleeps are up to half a
 Deployment round's cost. This launcher runs the unchanged `flower-supernode` entry point in this
 process after giving that one module a `time` whose `sleep` is capped at `FEDGRPO_SUPERNODE_POLL_S`
 seconds (default 0.2); every other module, `time.sleep` itself included, is untouched. It also
