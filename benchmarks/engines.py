@@ -1,7 +1,9 @@
 """Engines side by side: wall time per optimizer step on embedded, Simulation and a loopback
 Deployment, the bare Flower round trip with an empty handler, and the share of step time spent
 waiting for rewards; with and without amortisation (TRL's `steps_per_generation`: one message per
-selected expert per generation batch, spanning that many optimizer steps).
+selected expert per generation batch, spanning that many optimizer steps). The deployment's
+SuperNodes are `fedgrpo supernode` (fast polling); `--engines deployment-plain` runs stock
+`flower-supernode` instead.
 
 Everything runs in one invocation on the same machine, so the ratios compare like with like. The
 default federation (4 clients, models from the cache: run `fedgrpo prepare` first) trains
@@ -10,6 +12,7 @@ default federation (4 clients, models from the cache: run `fedgrpo prepare` firs
 Time per step is the mean over the steps after the first generation batch (steady state).
 
 Run: .venv/bin/python benchmarks/engines.py [--steps 12] [--steps-per-generation 1 4] [--rounds 10]
+         [--engines embedded simulation deployment deployment-plain]
 """
 
 from __future__ import annotations
@@ -34,13 +37,15 @@ from fedgrpo.apps import run_engine, run_local_deployment  # noqa: E402
 
 
 def train(engine: str, steps: int, spg: int, work: Path) -> dict:
-    config = load_config(overrides={"train_steps": steps, "save_steps": 10_000, "engine": engine,
+    config = load_config(overrides={"train_steps": steps, "save_steps": 10_000,
+                                    "engine": "deployment" if engine.startswith("deployment") else engine,
                                     "grpo_args": (f"steps_per_generation={spg}",)})
     out = work / f"{engine}-spg{spg}"
     out.mkdir(parents=True)
     started = time.perf_counter()
-    if engine == "deployment":
-        metrics = run_local_deployment(config, out, log=lambda _: None)
+    if engine.startswith("deployment"):
+        # "deployment-plain": stock `flower-supernode` instead of `fedgrpo supernode` (fast polling).
+        metrics = run_local_deployment(config, out, log=lambda _: None, fast_supernodes=engine == "deployment")
     else:
         metrics = run_engine(config, out)
     steps_s = metrics["step_seconds"]

@@ -218,11 +218,13 @@ def config_with_output(config: FedGRPOConfig, out: Path) -> FedGRPOConfig:
 
 
 def start_local_federation(config: FedGRPOConfig, workdir: Path, *, tls: bool = True, auth: bool = True,
-                           log: Any = print, ready_timeout_s: float = 1800.0) -> Any:
+                           log: Any = print, ready_timeout_s: float = 1800.0,
+                           fast_supernodes: bool = True) -> Any:
     """One expert service and one SuperNode per client and a SuperLink, all on 127.0.0.1, started
     and connected; the caller must `stop()` the returned `LocalDeployment` (it is a context manager
     for `stop` too). The server's base model is prepared first: the expert services would
-    otherwise all build the shared base at once."""
+    otherwise all build the shared base at once. The SuperNodes are `fedgrpo supernode` (fast
+    polling) unless `fast_supernodes=False` (plain `flower-supernode`)."""
     import sys
     import time
 
@@ -233,7 +235,7 @@ def start_local_federation(config: FedGRPOConfig, workdir: Path, *, tls: bool = 
     workdir.mkdir(parents=True, exist_ok=True)
     config_file = workdir / "config.yaml"
     config_file.write_text(config.to_yaml())
-    deployment = LocalDeployment(workdir, [], tls=tls, auth=auth, log=log)
+    deployment = LocalDeployment(workdir, [], tls=tls, auth=auth, log=log, fast_supernodes=fast_supernodes)
     try:
         prepare(config, experts=False)
         ready = {}
@@ -265,7 +267,7 @@ def start_local_federation(config: FedGRPOConfig, workdir: Path, *, tls: bool = 
 
 def run_local_deployment(config: FedGRPOConfig, out: Path, *, tls: bool = True, auth: bool = True,
                          log: Any = print, ready_timeout_s: float = 1800.0,
-                         on_started: Any = None) -> dict[str, Any]:
+                         on_started: Any = None, fast_supernodes: bool = True) -> dict[str, Any]:
     """`fedgrpo up`: `start_local_federation`, one run through it, then every process stopped,
     whatever happened. `on_started(deployment)` runs in a thread once the run is submitted (tests
     use it to stop a site mid-run)."""
@@ -278,7 +280,7 @@ def run_local_deployment(config: FedGRPOConfig, out: Path, *, tls: bool = True, 
     config = config_with_output(config, out)
     metrics_path = out / "metrics.json"
     with start_local_federation(config, workdir, tls=tls, auth=auth, log=log,
-                                ready_timeout_s=ready_timeout_s) as deployment:
+                                ready_timeout_s=ready_timeout_s, fast_supernodes=fast_supernodes) as deployment:
         if on_started is not None:
             threading.Thread(target=on_started, args=(deployment,), daemon=True).start()
         metrics_path.unlink(missing_ok=True)

@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain", metavar="NAME", help="The domain this site declares (default: the most "
                    "common domain of its data).")
     _add_config_flags(p)
+    p = sub.add_parser("supernode", help="Flower's `flower-supernode` (same flags, passed through) with its "
+                       "hard-coded 3 s / 0.5 s poll sleeps cut to FEDGRPO_SUPERNODE_POLL_S (default 0.2 s) and a "
+                       "lighter ClientApp start: a Deployment round costs about 2.7 s instead of 6.", add_help=False)
+    p.add_argument("supernode_args", nargs=argparse.REMAINDER, metavar="FLOWER_SUPERNODE_ARGS")
     p = sub.add_parser("evaluate", help="Held-out pass@1 per domain (greedy) and mean sampled correctness.")
     p.add_argument("--model", metavar="DIR", help="Model directory to evaluate (default: the server model "
                    "from the config, built if needed).")
@@ -452,6 +456,12 @@ def cmd_domains(args: argparse.Namespace, console: Any) -> int:
     return 0
 
 
+def cmd_supernode(args: argparse.Namespace, console: Any) -> int:
+    from fedgrpo.transport.flower_supernode import main as run_supernode
+
+    return run_supernode(args.supernode_args)
+
+
 def cmd_config(args: argparse.Namespace, console: Any) -> int:
     if args.docs:
         from fedgrpo.config import render_config_docs
@@ -465,11 +475,16 @@ def cmd_config(args: argparse.Namespace, console: Any) -> int:
     return 0
 
 
-COMMANDS = {"prepare": cmd_prepare, "run": cmd_run, "up": cmd_up, "expert": cmd_expert, "evaluate": cmd_evaluate, "graph": cmd_graph, "domains": cmd_domains, "config": cmd_config}
+COMMANDS = {"prepare": cmd_prepare, "run": cmd_run, "up": cmd_up, "expert": cmd_expert, "supernode": cmd_supernode, "evaluate": cmd_evaluate, "graph": cmd_graph, "domains": cmd_domains, "config": cmd_config}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["supernode"]:
+        # Every later argument is flower-supernode's (argparse would claim its --flags).
+        args = argparse.Namespace(command="supernode", supernode_args=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     from rich.console import Console
 
     console = Console()

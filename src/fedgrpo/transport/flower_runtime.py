@@ -190,11 +190,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 class LocalDeployment:
     """A SuperLink and N SuperNodes on 127.0.0.1, TLS on, SuperNode authentication on; `stop()`
-    ends every process it started (each in its own process group, so Flower's children go too)."""
+    ends every process it started (each in its own process group, so Flower's children go too).
+    The SuperNodes are `fedgrpo supernode` (fast polling) unless `fast_supernodes=False`, which
+    starts plain `flower-supernode`."""
 
     def __init__(self, workdir: Path, node_configs: list[str], *, tls: bool = True, auth: bool = True,
-                 host: str = "127.0.0.1", port: int | None = None, log: Callable[[str], None] = print) -> None:
+                 host: str = "127.0.0.1", port: int | None = None, log: Callable[[str], None] = print,
+                 fast_supernodes: bool = True) -> None:
         self.workdir, self.node_configs, self.tls, self.auth = workdir, node_configs, tls, auth
+        self.fast_supernodes = fast_supernodes
         self.host, self.port = host, port or free_port(host)
         self.address = f"{host}:{self.port}"
         self.processes: list[subprocess.Popen[bytes]] = []
@@ -205,6 +209,12 @@ class LocalDeployment:
         self.env = {**os.environ, **NO_INSTALL, "FLWR_HOME": str(self.home)}
         # SuperNodes start `flwr-clientapp` from PATH: make this environment's bin come first.
         self.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{self.env.get('PATH', '')}"
+        if fast_supernodes:
+            # Flower's own knob: how often a SuperExec asks for an app process to start (default 1 s).
+            # The SuperLink's starts the ServerApp once per run; each SuperNode's one ClientApp per message.
+            from fedgrpo.transport.flower_supernode import SUPEREXEC_POLL_ENV, poll_interval
+
+            self.env.setdefault(SUPEREXEC_POLL_ENV, f"{poll_interval():g}")
 
     @property
     def root_certificates(self) -> str | None:
@@ -241,7 +251,10 @@ class LocalDeployment:
         self._spawn("superlink", link)
         self._wait_for_port(ready_timeout_s)
         for index, node_config in enumerate(self.node_configs):
-            node = [flwr_executable("flower-supernode"), "--superlink", self.address,
+            # `fedgrpo supernode`: flower-supernode with its poll sleeps cut (see flower_supernode.py).
+            launcher = ([sys.executable, "-m", "fedgrpo.cli", "supernode"] if self.fast_supernodes
+                        else [flwr_executable("flower-supernode")])
+            node = [*launcher, "--superlink", self.address,
                     "--host", self.host, "--port", str(free_port(self.host)), "--node-config", node_config]
             node += ["--root-certificates", str(self.tls_files["ca"])] if self.tls else ["--insecure"]
             if self.auth:
