@@ -32,8 +32,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "echo_app"))
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE / "echo_app"), os.environ.get("PYTHONPATH")) if p)
 
-from fedgrpo import load_config  # noqa: E402
-from fedgrpo.apps import run_engine, run_local_deployment  # noqa: E402
+from fedgrpo import load_config
+from fedgrpo.apps import run_engine, run_local_deployment
 
 
 def train(engine: str, steps: int, spg: int, work: Path) -> dict:

@@ -12,5 +12,5 @@ Heavy work lives in `fedgrpo.training.prepare.prepare` and `fedgrpo.training.eva
 from fedgrpo.config import FedGRPOConfig, load_config
 from fedgrpo.errors import ConfigError, FedGRPOError
 
-__all__ = ["ConfigError", "FedGRPOError", "FedGRPOConfig", "load_config"]
+__all__ = ["ConfigError", "FedGRPOConfig", "FedGRPOError", "load_config"]
 __version__ = "0.1.0"

@@ -24,7 +24,7 @@ TINY_PRESETS = ("small", "micro")  # architectures live in fedgrpo.models.tiny
 PARTITIONS = ("domain", "dirichlet", "iid")
 
 
-def _f(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
+def _f(default: Any, help: str) -> Any:
     if isinstance(default, (list, dict, set)):
         raise TypeError("use tuples for sequence defaults")
     return field(default=default, metadata={"help": help})
@@ -338,7 +338,7 @@ class FedGRPOConfig:
 
     def to_run_config_toml(self) -> str:
         """The `[tool.flwr.app.config]` table of a Flower App (pyproject.toml) for this config."""
-        def value(v: bool | int | float | str) -> str:
+        def value(v: bool | float | str) -> str:
             if isinstance(v, bool):
                 return "true" if v else "false"
             if isinstance(v, str):

@@ -82,7 +82,7 @@ def test_flower_stays_behind_its_adapters():
     allowed = {"apps.py"} | {p.name for p in (SRC / "transport").glob("flower_*.py")}
     offenders = [
         str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
-        if re.search(r"^\s*(from|import) flwr\b", p.read_text(), re.M) and p.name not in allowed
+        if re.search(r"^\s*(from|import) flwr\b", p.read_text(), re.MULTILINE) and p.name not in allowed
     ]
     assert offenders == []
 

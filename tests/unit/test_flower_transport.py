@@ -40,7 +40,6 @@ from fedgrpo.types import (
 )
 
 
-
 class FakeClient:
     def __init__(self, behaviour="ok"):
         self.behaviour = behaviour
@@ -136,7 +135,7 @@ def test_a_raising_expert_gives_an_error_reply_not_an_exception():
 
 
 def test_the_client_app_routes_query_types_to_the_handlers(monkeypatch):
-    import fedgrpo.apps as apps
+    from fedgrpo import apps
 
     monkeypatch.setattr(apps, "site_expert", lambda context, config=None: FakeSite("client-4", "spelling"))
     context = Context(run_id=1, node_id=1, node_config={"partition-id": 0}, state=RecordDict(), run_config={})
@@ -145,7 +144,7 @@ def test_the_client_app_routes_query_types_to_the_handlers(monkeypatch):
 
 
 def test_a_node_without_an_expert_identity_gets_an_error_reply():
-    import fedgrpo.apps as apps
+    from fedgrpo import apps
 
     context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
     reply = apps.client_app(_incoming(HELLO, RecordDict()), context)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
-
-import itertools
 
 from fedgrpo.data.gym import iter_unique_questions, resolve_domain
 from fedgrpo.data.local import load_private_data

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from fedgrpo.data.partition import (
-    SplitSpec,
     Splits,
+    SplitSpec,
     build_splits,
     client_allocation,
     expert_ids,

@@ -20,7 +20,6 @@ from fedgrpo.errors import FedGRPOError
 from fedgrpo.models.cache import get_or_build, items_digest, library_versions
 from fedgrpo.progress import NullProgress, ProgressSink
 
-
 # from_pretrained enters process-global init contexts (meta device); two threads loading at once
 # (experts in the embedded engine's pool) can leave the other's weights on the meta device.
 _LOAD_LOCK = threading.Lock()

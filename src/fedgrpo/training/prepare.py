@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgrpo.config import FedGRPOConfig
-from fedgrpo.data.partition import ClientShard, SplitSpec, Splits, build_splits
+from fedgrpo.data.partition import ClientShard, Splits, SplitSpec, build_splits
 from fedgrpo.data.tasks import Question
 from fedgrpo.errors import ConfigError
 from fedgrpo.models.load import base_model_dir, expert_model_dir, load_model

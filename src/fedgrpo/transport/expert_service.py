@@ -87,13 +87,13 @@ def _handler_for(service: ExpertService) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             if self.path == "/hello":
                 self._send(200, {"expert_id": service.expert_id, "domain": service.domain})
             else:
                 self._send(404, {"error": f"no endpoint {self.path}"})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             try:
                 data = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 if self.path == "/calibrate":
@@ -143,7 +143,7 @@ class ExpertServiceClient:
         req = urllib.request.Request(self.url + path, data=body, method=method,
                                      headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310 - loopback URL
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             try:

@@ -132,7 +132,7 @@ def write_tls_files(directory: Path, host: str = "127.0.0.1") -> dict[str, Path]
     from cryptography.x509.oid import NameOID
 
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     validity = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=2))
 
     def certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str,
