@@ -39,7 +39,7 @@ from fedgrpo.apps import run_engine, run_local_deployment
 def train(engine: str, steps: int, spg: int, work: Path) -> dict:
     config = load_config(overrides={"train_steps": steps, "save_steps": 10_000,
                                     "engine": "deployment" if engine.startswith("deployment") else engine,
-                                    "grpo_args": (f"steps_per_generation={spg}",)})
+                                    "steps_per_generation": spg})
     out = work / f"{engine}-spg{spg}"
     out.mkdir(parents=True)
     started = time.perf_counter()

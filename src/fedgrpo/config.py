@@ -224,13 +224,17 @@ class TrainConfig:
     accuracy_weight: float = _f(8.0, "Weight of the experts' reward (paper code: 8).")
     format_weight: float = _f(1.0, "Weight of the server-side format reward (paper code: 1); 0 turns it off.")
     save_steps: int = _f(25, "Checkpoint every this many steps; a rerun with the same output_dir resumes.")
+    steps_per_generation: int = _f(
+        1, "Amortisation: optimizer steps per generation batch (TRL's steps_per_generation); each selected "
+        "expert gets one message per this many steps, later steps train on samples up to this-1 steps old.")
     train_seed: int = _f(0, "Seed of GRPO sampling and data order.")
     grpo_args: tuple[str, ...] = _f(
         (), "Extra GRPOConfig fields as key=value, passed to TRL untouched (e.g. bf16=true use_vllm=true)."
     )
 
     def __post_init__(self) -> None:
-        for name in ("train_steps", "prompts_per_step", "max_completion_length", "save_steps"):
+        for name in ("train_steps", "prompts_per_step", "max_completion_length", "save_steps",
+                     "steps_per_generation"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.learning_rate < 1:

@@ -33,6 +33,7 @@ from fedgrpo.training.trainer import (
     GRPOSettings,
     build_grpo_dataset,
     group_by_question,
+    grpo_config_kwargs,
     last_checkpoint,
 )
 
@@ -188,8 +189,10 @@ def test_group_by_question_rejects_other_layouts(ids, n, reason):
 
 def test_settings_reject_owned_and_derived_keys_in_extra():
     # A knob we own must be set through its field, so one value cannot hide another.
-    with pytest.raises(ConfigError, match="GRPOSettings.num_generations"):
+    with pytest.raises(ConfigError, match="set experts_per_question and generations_per_expert"):
         GRPOSettings(extra={"num_generations": 4})
+    with pytest.raises(ConfigError, match="flag --steps-per-generation"):
+        GRPOSettings(extra={"steps_per_generation": 4})
     # The batch size is derived from prompts_per_step * num_generations.
     with pytest.raises(ConfigError, match="per_device_train_batch_size"):
         GRPOSettings(extra={"per_device_train_batch_size": 4})
@@ -217,7 +220,6 @@ def test_dataset_has_prompt_id_and_domain_but_no_answer(questions):
 
 @slow
 def test_grpo_config_kwargs_pass_extra_through_and_reject_unknown_names(tmp_path):
-    from fedgrpo.training.trainer import grpo_config_kwargs
 
     settings = GRPOSettings(extra={"bf16": True, "use_vllm": True, "top_p": 0.95})
     kwargs = grpo_config_kwargs(settings, tmp_path)
@@ -237,6 +239,27 @@ def test_too_few_questions_for_one_step_is_a_config_error(model_dir, questions, 
         build_grpo_trainer(
             model_dir, questions, _toy_reward, GRPOSettings(prompts_per_step=10), tmp_path
         )
+
+
+@slow
+def test_steps_per_generation_sends_one_reward_call_per_generation_batch(model_dir, questions, tmp_path):
+    # Amortisation: with k steps per generation, one reward call (one message per selected expert)
+    # holds k steps' questions, and the k optimizer steps all happen.
+    from fedgrpo.training.trainer import build_grpo_trainer, train_grpo
+
+    calls: list[tuple[int, int]] = []
+
+    def reward(prompts, completions, question_id, trainer_state, **kwargs):
+        calls.append((trainer_state.global_step, len(completions)))
+        return _toy_reward(completions)
+
+    settings = GRPOSettings(num_generations=2, prompts_per_step=2, max_steps=4, steps_per_generation=2,
+                            max_completion_length=4, save_steps=100)
+    assert grpo_config_kwargs(settings, tmp_path)["steps_per_generation"] == 2
+    trainer = build_grpo_trainer(model_dir, questions, reward, settings, tmp_path)
+    train_grpo(trainer, resume=False)
+    assert trainer.state.global_step == 4
+    assert calls == [(0, 2 * 2 * 2), (2, 2 * 2 * 2)]
 
 
 # --- (a) the layout of a reward call --------------------------------------------------------------

@@ -62,6 +62,7 @@ def grpo_settings(config: FedGRPOConfig) -> Any:
         beta=t.beta,
         seed=t.train_seed,
         save_steps=t.save_steps,
+        steps_per_generation=t.steps_per_generation,
         extra=parse_grpo_args(t.grpo_args),
     )
 

@@ -20,7 +20,7 @@ Facts about TRL 1.16 this module relies on (pinned by ``tests/integration/test_t
   grouping. `group_by_question` checks the layout on every call rather than trusting it.
 - A reward call sees every completion of one optimizer step (with the defaults here:
   ``gradient_accumulation_steps = steps_per_generation = 1``): ``prompts_per_step`` questions.
-  With ``gradient_accumulation_steps = k`` in `extra`, one call holds the k steps' questions.
+  With ``steps_per_generation = k``, one call holds the k steps' questions.
 - ``None`` becomes NaN; a NaN reward is left out of its group's mean and std and gets advantage 0.
 - The sampler drops an incomplete last chunk of prompts, so a dataset with fewer questions than
   ``prompts_per_step`` would train on nothing; `build_grpo_trainer` refuses it.
@@ -54,6 +54,13 @@ SCALE_REWARDS: tuple[str, ...] = ("group", "batch", "none")
 _DERIVED = {
     "output_dir": "pass output_dir to build_grpo_trainer",
     "per_device_train_batch_size": "it is prompts_per_step * num_generations; set those instead",
+}
+
+# GRPOSettings fields whose FedGRPO config key has another name.
+_CONFIG_KEY = {
+    "num_generations": ("experts_per_question", "generations_per_expert"),  # their product
+    "max_steps": ("train_steps",),
+    "seed": ("train_seed",),
 }
 
 # (prompts, completions, question_id, domain, trainer_state, **kwargs) -> list[float | None]
@@ -91,6 +98,10 @@ class GRPOSettings:
         KL coefficient to a reference model; 0 loads no reference model.
     seed
         Seed of TRL's sampler, sampling and initialisation.
+    steps_per_generation
+        Optimizer steps per generation batch (TRL's own knob): one reward call, so one message per
+        selected expert, covers this many steps' questions; later steps train on samples up to
+        ``steps_per_generation - 1`` steps old, which TRL's importance ratio and clipping correct.
     save_steps
         Write a checkpoint (model, optimizer, scheduler, RNG, trainer state) every this many steps.
     extra
@@ -109,6 +120,7 @@ class GRPOSettings:
     beta: float = 0.0
     seed: int = 0
     save_steps: int = 50
+    steps_per_generation: int = 1
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -121,6 +133,7 @@ class GRPOSettings:
             ("max_completion_length", self.max_completion_length >= 1, ">= 1"),
             ("beta", self.beta >= 0, ">= 0"),
             ("save_steps", self.save_steps >= 1, ">= 1"),
+            ("steps_per_generation", self.steps_per_generation >= 1, ">= 1"),
             ("loss_type", self.loss_type in LOSS_TYPES, f"one of {', '.join(LOSS_TYPES)}"),
             ("scale_rewards", self.scale_rewards in SCALE_REWARDS,
              f"one of {', '.join(SCALE_REWARDS)}"),
@@ -131,9 +144,11 @@ class GRPOSettings:
         owned = {f.name for f in dataclasses.fields(self)} - {"extra"}
         for key in self.extra:
             if key in owned:
+                own = _CONFIG_KEY.get(key, (key,))
                 raise ConfigError(
-                    f"GRPO option {key!r} is a GRPOSettings field; set GRPOSettings.{key}, "
-                    "not extra"
+                    f"GRPO option {key!r} is one of FedGRPO's own settings, not an extra GRPOConfig "
+                    f"field; set {' and '.join(own)} "
+                    f"(flag {', '.join('--' + k.replace('_', '-') for k in own)})"
                 )
             if key in _DERIVED:
                 raise ConfigError(
@@ -188,6 +203,7 @@ def grpo_config_kwargs(settings: GRPOSettings, output_dir: str | Path) -> dict[s
         "beta": settings.beta,
         "seed": settings.seed,
         "save_steps": settings.save_steps,
+        "steps_per_generation": settings.steps_per_generation,
     }
 
 
