@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -32,7 +33,7 @@ from fedgrpo.transport.flower_client import SiteExpert, handle_calibrate, handle
 
 # Per-process cache of loaded experts: Ray keeps ClientApp actors alive across messages and one actor
 # serves several virtual SuperNodes, so the key names the expert (and the config it was built for).
-_EXPERTS: dict[tuple[str, str], SiteExpert] = {}
+_EXPERTS: dict[tuple[Any, ...], SiteExpert] = {}
 _EXPERTS_LOCK = threading.Lock()
 
 
@@ -69,6 +70,13 @@ class LocalSiteExpert:
         return self.client.score(request)
 
 
+@functools.lru_cache(maxsize=8)
+def _config_from_run_config(items: tuple[tuple[str, Any], ...]) -> FedGRPOConfig:
+    """Parsed once per run config and process: parsing costs ~10 ms, and a Ray worker answers every
+    message of a run with the same run config."""
+    return FedGRPOConfig.from_run_config(dict(items))
+
+
 def site_expert(context: Context, config: FedGRPOConfig | None = None) -> SiteExpert:
     """The expert this node serves, from its node_config (see the module docstring)."""
     node = context.node_config
@@ -77,7 +85,7 @@ def site_expert(context: Context, config: FedGRPOConfig | None = None) -> SiteEx
 
         timeout = float(context.run_config.get("expert-timeout-s", 600.0))
         return ExpertServiceClient(str(node["expert-url"]), timeout_s=timeout)
-    config = config or FedGRPOConfig.from_run_config(dict(context.run_config))
+    config = config or _config_from_run_config(tuple(sorted(context.run_config.items())))
     if "expert-id" in node:
         expert_id = str(node["expert-id"])
     elif "partition-id" in node:
@@ -93,7 +101,7 @@ def site_expert(context: Context, config: FedGRPOConfig | None = None) -> SiteEx
     # A site's own data and model, if its node_config names them (else the config's shard).
     own = {name: str(node[key]) if key in node else None
            for name, key in (("data_path", "data-path"), ("model_dir", "model-dir"), ("domain", "domain"))}
-    key = (config.to_yaml(), expert_id, *own.values())
+    key = (config, expert_id, *own.values())  # the config is a frozen, hashable dataclass
     with _EXPERTS_LOCK:
         if key not in _EXPERTS:
             _EXPERTS[key] = LocalSiteExpert(config, expert_id, **own)

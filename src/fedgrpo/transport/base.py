@@ -7,6 +7,7 @@ missing reply into NaN rewards, which get advantage 0. A reply for another step 
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import defaultdict
 from collections.abc import Mapping
@@ -14,7 +15,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from fedgrpo.core.comm import payload_bytes
-from fedgrpo.types import CalibrationReply, CalibrationRequest, ScoreRequest, ScoreResults
+from fedgrpo.types import (
+    CalibrationReply,
+    CalibrationRequest,
+    ScoreReply,
+    ScoreRequest,
+    ScoreResults,
+)
 
 
 class ExpertTransport(Protocol):
@@ -66,3 +73,30 @@ class TrafficLedger:
             if phase == "score":
                 out[step][direction] += size
         return dict(sorted(out.items()))
+
+
+# -- what every engine does with a reply that arrived (one place, so engines cannot drift apart) ----
+
+
+def accept_calibration(ledger: TrafficLedger, expert_id: str, request: CalibrationRequest,
+                       reply: CalibrationReply) -> str | None:
+    """Record an arrived calibration reply; return why it is refused (wrong length), else None."""
+    if len(reply.correct) != len(request.items):
+        return f"{len(reply.correct)} bits for {len(request.items)} items"
+    ledger.record("calibrate", -1, expert_id, "up", reply)
+    return None
+
+
+def accept_score(ledger: TrafficLedger, step: int, expert_id: str, request: ScoreRequest,
+                 reply: ScoreReply) -> ScoreReply | str:
+    """The reply to keep (infinite rewards made NaN), or why it is refused: a reply for another step
+    (stale: counted in the ledger) or the wrong number or type of rewards."""
+    if reply.step != step:
+        ledger.stale_replies += 1
+        return f"stale reply for step {reply.step}"
+    expected = request.num_candidates
+    if len(reply.rewards) != expected or not all(isinstance(r, float) for r in reply.rewards):
+        return f"{len(reply.rewards)} rewards for {expected} candidates"
+    ledger.record("score", step, expert_id, "up", reply)
+    # An infinite reward would poison the group's mean and std: treat it as missing.
+    return ScoreReply(step, tuple(math.nan if math.isinf(r) else r for r in reply.rewards))

@@ -8,11 +8,10 @@ that raises, times out, or replies with the wrong shape is reported in `.failure
 from __future__ import annotations
 
 import concurrent.futures as cf
-import math
 from collections.abc import Mapping
 
 from fedgrpo.scorers.expert import ExpertClient
-from fedgrpo.transport.base import TrafficLedger
+from fedgrpo.transport.base import TrafficLedger, accept_calibration, accept_score
 from fedgrpo.types import (
     CalibrationReply,
     CalibrationRequest,
@@ -46,11 +45,11 @@ class EmbeddedTransport:
             except Exception as exc:  # noqa: BLE001 - any expert fault is recorded, not raised
                 failures[expert_id] = _reason(exc)
                 continue
-            if len(reply.correct) != len(request.items):
-                failures[expert_id] = f"{len(reply.correct)} bits for {len(request.items)} items"
-                continue
-            self.ledger.record("calibrate", -1, expert_id, "up", reply)
-            replies[expert_id] = reply
+            refused = accept_calibration(self.ledger, expert_id, request, reply)
+            if refused:
+                failures[expert_id] = refused
+            else:
+                replies[expert_id] = reply
         return replies, failures
 
     def score(self, step: int, requests: Mapping[str, ScoreRequest]) -> ScoreResults:
@@ -66,19 +65,11 @@ class EmbeddedTransport:
             except Exception as exc:  # noqa: BLE001
                 failures.append(ExpertFailure(expert_id, step, _reason(exc)))
                 continue
-            if reply.step != step:
-                self.ledger.stale_replies += 1
-                failures.append(ExpertFailure(expert_id, step, f"stale reply for step {reply.step}"))
-                continue
-            expected = requests[expert_id].num_candidates
-            if len(reply.rewards) != expected or not all(isinstance(r, float) for r in reply.rewards):
-                failures.append(ExpertFailure(
-                    expert_id, step, f"{len(reply.rewards)} rewards for {expected} candidates"))
-                continue
-            self.ledger.record("score", step, expert_id, "up", reply)
-            # An infinite reward would poison the group's mean and std: treat it as missing.
-            replies[expert_id] = ScoreReply(
-                step, tuple(float("nan") if math.isinf(r) else r for r in reply.rewards))
+            kept = accept_score(self.ledger, step, expert_id, requests[expert_id], reply)
+            if isinstance(kept, str):
+                failures.append(ExpertFailure(expert_id, step, kept))
+            else:
+                replies[expert_id] = kept
         return ScoreResults(replies=replies, failures=tuple(failures))
 
     def close(self) -> None:

@@ -20,7 +20,6 @@ the SuperLink, so 250 ms is the default ceiling there.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -28,7 +27,7 @@ from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedgrpo.errors import FedGRPOError
-from fedgrpo.transport.base import TrafficLedger
+from fedgrpo.transport.base import TrafficLedger, accept_calibration, accept_score
 from fedgrpo.transport.flower_records import (
     CALIBRATE,
     HELLO,
@@ -123,11 +122,11 @@ class FlowerTransport:
             except (KeyError, TypeError, ValueError) as exc:
                 failures[expert_id] = f"malformed calibration reply ({exc})"
                 continue
-            if len(reply.correct) != len(request.items):
-                failures[expert_id] = f"{len(reply.correct)} bits for {len(request.items)} items"
-                continue
-            self.ledger.record("calibrate", -1, expert_id, "up", reply)
-            replies[expert_id] = reply
+            refused = accept_calibration(self.ledger, expert_id, request, reply)
+            if refused:
+                failures[expert_id] = refused
+            else:
+                replies[expert_id] = reply
         return replies, failures
 
     def score(self, step: int, requests: Mapping[str, ScoreRequest]) -> ScoreResults:
@@ -144,17 +143,11 @@ class FlowerTransport:
             except (KeyError, TypeError, ValueError) as exc:
                 failures.append(ExpertFailure(expert_id, step, f"malformed score reply ({exc})"))
                 continue
-            if reply.step != step:
-                self.ledger.stale_replies += 1
-                failures.append(ExpertFailure(expert_id, step, f"stale reply for step {reply.step}"))
-                continue
-            expected = requests[expert_id].num_candidates
-            if len(reply.rewards) != expected:
-                failures.append(ExpertFailure(expert_id, step, f"{len(reply.rewards)} rewards for {expected} candidates"))
-                continue
-            self.ledger.record("score", step, expert_id, "up", reply)
-            # An infinite reward would poison the group's mean and std: treat it as missing.
-            replies[expert_id] = ScoreReply(step, tuple(math.nan if math.isinf(r) else r for r in reply.rewards))
+            kept = accept_score(self.ledger, step, expert_id, requests[expert_id], reply)
+            if isinstance(kept, str):
+                failures.append(ExpertFailure(expert_id, step, kept))
+            else:
+                replies[expert_id] = kept
         return ScoreResults(replies=replies, failures=tuple(failures))
 
     def close(self) -> None:
