@@ -2,8 +2,9 @@
 Deployment, the bare Flower round trip with an empty handler, and the share of step time spent
 waiting for rewards; with and without amortisation (TRL's `steps_per_generation`: one message per
 selected expert per generation batch, spanning that many optimizer steps). The deployment's
-SuperNodes are `fedgrpo supernode` (fast polling); `--engines deployment-plain` runs stock
-`flower-supernode` instead.
+SuperNodes are `fedgrpo supernode` (fast polling, one warm ClientApp process per SuperNode);
+`--engines deployment-cold` runs them without the warm ClientApp (Flower's process per message) and
+`deployment-plain` runs stock `flower-supernode`.
 
 Everything runs in one invocation on the same machine, so the ratios compare like with like. The
 default federation (4 clients, models from the cache: run `fedgrpo prepare` first) trains
@@ -12,7 +13,7 @@ default federation (4 clients, models from the cache: run `fedgrpo prepare` firs
 Time per step is the mean over the steps after the first generation batch (steady state).
 
 Run: .venv/bin/python benchmarks/engines.py [--steps 12] [--steps-per-generation 1 4] [--rounds 10]
-         [--engines embedded simulation deployment deployment-plain]
+         [--engines embedded simulation deployment deployment-cold deployment-plain]
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE / "echo_app"), o
 
 from fedgrpo import load_config
 from fedgrpo.apps import run_engine, run_local_deployment
+from fedgrpo.transport.flower_clientapp_worker import WARM_ENV
 
 
 def train(engine: str, steps: int, spg: int, work: Path) -> dict:
@@ -44,8 +46,14 @@ def train(engine: str, steps: int, spg: int, work: Path) -> dict:
     out.mkdir(parents=True)
     started = time.perf_counter()
     if engine.startswith("deployment"):
-        # "deployment-plain": stock `flower-supernode` instead of `fedgrpo supernode` (fast polling).
-        metrics = run_local_deployment(config, out, log=lambda _: None, fast_supernodes=engine == "deployment")
+        # "deployment-plain": stock `flower-supernode` instead of `fedgrpo supernode` (fast polling);
+        # "deployment-cold": `fedgrpo supernode` without its warm ClientApp (a process per message).
+        os.environ[WARM_ENV] = "0" if engine == "deployment-cold" else "1"
+        try:
+            metrics = run_local_deployment(config, out, log=lambda _: None,
+                                           fast_supernodes=engine != "deployment-plain")
+        finally:
+            os.environ.pop(WARM_ENV, None)
     else:
         metrics = run_engine(config, out)
     steps_s = metrics["step_seconds"]
@@ -60,6 +68,8 @@ def train(engine: str, steps: int, spg: int, work: Path) -> dict:
         "reward_wait_s": metrics["reward_wait_s"],
         "reward_wait_share": metrics["reward_wait_s"] / sum(steps_s),
         "score_messages": sum(1 for _ in metrics["bytes"]["per_step"]),
+        # One reward round trip per generation batch: the mean wall time of one.
+        "round_s": metrics["reward_wait_s"] / max(1, sum(1 for _ in metrics["bytes"]["per_step"])),
         "bytes": metrics["bytes"]["totals"],
         "mean_after": metrics["mean_after"],
         "wall_s": round(time.perf_counter() - started, 1),
@@ -110,19 +120,33 @@ def main(argv: list[str]) -> None:
             for engine in args.engines:
                 row = train(engine, args.steps, spg, work)
                 rows.append(row)
-                print(f"{engine:10s} spg={spg}: {row['mean_step_s']:.3f} s/step (median {row['median_step_s']:.3f}), "
+                print(f"{engine:16s} spg={spg}: {row['mean_step_s']:.3f} s/step (median {row['median_step_s']:.3f}), "
                       f"waiting for rewards {100 * row['reward_wait_share']:.0f}%, wall {row['wall_s']} s", flush=True)
         bare = bare_round_trips(args.rounds, 4, work)
-    for runtime, by in bare.items():
-        print(f"bare {runtime}: " + ", ".join(f"{k} median {v['median_s']:.3f} s" for k, v in by.items()))
     for spg in args.steps_per_generation:
         base = next(r for r in rows if r["engine"] == "embedded" and r["steps_per_generation"] == spg)
         for r in rows:
             if r["steps_per_generation"] == spg:
                 r["vs_embedded"] = r["mean_step_s"] / base["mean_step_s"]
+                runtime = "simulation" if r["engine"] == "simulation" else "deployment"
+                if r["engine"] != "embedded" and runtime in bare:
+                    # The same requests to the same experts: an embedded round is their scoring
+                    # alone, so what a Flower round adds is the rest; compared with the bare round
+                    # trip of an empty handler on the same runtime (FedGRPO's transport).
+                    r["round_minus_scoring_s"] = r["round_s"] - base["round_s"]
+                    r["over_bare"] = r["round_minus_scoring_s"] / bare[runtime]["flower_transport"]["median_s"] - 1
+    for runtime, by in bare.items():
+        # FedGRPO's transport against Flower's own send_and_receive, both with an empty handler.
+        print(f"bare {runtime}: FedGRPO transport {by['flower_transport']['median_s']:.3f} s vs Flower "
+              f"send_and_receive {by['send_and_receive']['median_s']:.3f} s "
+              f"({100 * (by['flower_transport']['median_s'] / by['send_and_receive']['median_s'] - 1):+.0f}%)")
     path = write_result("engines", {"args": vars(args), "runs": rows, "bare_round_trip": bare})
     for r in rows:
-        print(f"{r['engine']:10s} spg={r['steps_per_generation']}: {r['vs_embedded']:.2f}x embedded")
+        extra = ""
+        if "over_bare" in r:
+            extra = (f"; round {r['round_s']:.2f} s, minus scoring {r['round_minus_scoring_s']:.2f} s "
+                     f"= {100 * r['over_bare']:+.0f}% over the bare round trip")
+        print(f"{r['engine']:16s} spg={r['steps_per_generation']}: {r['vs_embedded']:.2f}x embedded{extra}")
     print(f"Results: {path}")
 
 

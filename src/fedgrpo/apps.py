@@ -161,6 +161,12 @@ def make_server_app(config: FedGRPOConfig | None = None, out: Path | None = None
         from fedgrpo.cli import quiet_libraries
 
         quiet_libraries()  # this process is the ServerApp's own: same quiet output as the CLI
+        from flwr.superlink.grid import http_grid
+
+        from fedgrpo.transport.flower_supernode import retry_object_pulls_sooner
+
+        # A reply is listed before its objects have all reached the SuperLink: retry in 20 ms, not 1 s.
+        retry_object_pulls_sooner(http_grid, "pull_objects")
         cfg = FedGRPOConfig.from_run_config(dict(context.run_config))
         if not cfg.output.output_dir:
             raise ConfigError("the run config has no output-dir: set it so the results have a place")
@@ -250,9 +256,12 @@ def start_local_federation(config: FedGRPOConfig, workdir: Path, *, tls: bool = 
         for expert_id in expert_ids(config.data.clients):
             ready[expert_id] = workdir / f"{expert_id}.url"
             ready[expert_id].unlink(missing_ok=True)
+            # All sites share this machine's cores: one torch thread per expert service, or N
+            # services scoring at once oversubscribe the cores (a real site keeps torch's default).
             deployment.spawn(f"expert-{expert_id}", [
                 sys.executable, "-m", "fedgrpo.cli", "expert", "serve", "--expert-id", expert_id,
-                "--port", "0", "--ready-file", str(ready[expert_id]), "--config", str(config_file)])
+                "--port", "0", "--ready-file", str(ready[expert_id]), "--config", str(config_file)],
+                extra_env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
         deadline = time.monotonic() + ready_timeout_s
         while not all(path.is_file() for path in ready.values()):
             for expert_id in ready:

@@ -107,6 +107,16 @@ def test_the_deployment_leaves_no_process_running(deployment):
     assert _processes_with_env(f"FLWR_HOME={local.home}") == []
 
 
+def test_the_deployment_served_its_clientapps_from_warm_workers(deployment):
+    out, _, _ = deployment
+    logs = "".join(p.read_text(errors="replace") for p in (out / "deployment" / "logs").glob("supernode-*.log"))
+    done = [line for line in logs.splitlines() if "fedgrpo warm ClientApp: message" in line]
+    # Per SuperNode at least a hello and a calibration (scoring depends on routing); a message that
+    # came before its worker was listening would have run the one-shot way, so allow for one each.
+    assert len(done) >= 3 * 2 - 3
+    assert all(line.endswith("(exit code 0)") for line in done)
+
+
 def _processes_with_env(entry: str) -> list[int]:
     found = []
     for environ in Path("/proc").glob("[0-9]*/environ"):

@@ -18,11 +18,14 @@ from fedgrpo.transport.flower_supernode import CappedTime, patch_supernode, poll
 def test_capped_time_caps_sleep_and_passes_the_rest_through(monkeypatch):
     slept = []
     monkeypatch.setattr(time, "sleep", slept.append)
-    capped = CappedTime(0.05)
-    capped.sleep(3)
-    capped.sleep(0.5)
-    capped.sleep(0.01)
-    assert slept == [0.05, 0.05, 0.01]
+    capped = CappedTime(0.2, local_cap_s=0.02)
+    capped.sleep(3)  # after an empty SuperLink poll: the poll interval
+    capped.sleep(0.5)  # waiting for the node's own state: the finer local cap
+    capped.sleep(0.01)  # already shorter than both: unchanged
+    assert slept == [0.2, 0.02, 0.01]
+    slept.clear()
+    CappedTime(0.01, local_cap_s=0.02).sleep(0.5)  # the local cap never exceeds the poll cap
+    assert slept == [0.01]
     assert capped.monotonic is time.monotonic and capped.time is time.time
 
 
@@ -96,3 +99,31 @@ def test_clientapp_launcher_script(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert "Run a Flower ClientApp" in out.stdout
     assert out.stdout.strip().endswith("False")
+
+
+def test_object_pulls_retry_sooner_and_keep_flowers_limits():
+    import types
+
+    from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError, pull_objects
+
+    from fedgrpo.transport.flower_supernode import retry_object_pulls_sooner
+
+    module = types.ModuleType("fake_flower_module")
+    module.pull_objects = pull_objects
+    retry_object_pulls_sooner(module, "pull_objects")
+    retry_object_pulls_sooner(module, "pull_objects")  # idempotent: wraps Flower's function once
+    assert module.pull_objects.func is pull_objects
+    assert module.pull_objects.keywords == {"initial_backoff": fast_supernode.OBJECT_PULL_BACKOFF_S,
+                                            "backoff_cap": fast_supernode.OBJECT_PULL_BACKOFF_CAP_S}
+    misses = {"a": 2}
+
+    def pull(object_id):  # the object arrives on the third ask, as when a SuperNode is still fetching it
+        if misses[object_id]:
+            misses[object_id] -= 1
+            raise ObjectUnavailableError(object_id)
+        return b"content"
+
+    started = time.perf_counter()
+    assert module.pull_objects(object_ids=["a"], pull_object_fn=pull) == {"a": b"content"}
+    # Flower's own backoff would wait about 1 s + 2 s before the third ask.
+    assert time.perf_counter() - started < 1.0

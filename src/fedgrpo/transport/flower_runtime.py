@@ -209,26 +209,28 @@ class LocalDeployment:
         self.env = {**os.environ, **NO_INSTALL, "FLWR_HOME": str(self.home)}
         # SuperNodes start `flwr-clientapp` from PATH: make this environment's bin come first.
         self.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{self.env.get('PATH', '')}"
+        # Flower's own knob: how often a SuperExec asks for an app process to start (default 1 s).
+        # The SuperLink's SuperExec (set here) starts the ServerApp once per run, asking the
+        # SuperLink; `fedgrpo supernode` sets its own SuperExec's, which asks only its SuperNode.
+        self.superlink_env: dict[str, str] = {}
         if fast_supernodes:
-            # Flower's own knob: how often a SuperExec asks for an app process to start (default 1 s).
-            # The SuperLink's starts the ServerApp once per run; each SuperNode's one ClientApp per message.
             from fedgrpo.transport.flower_supernode import SUPEREXEC_POLL_ENV, poll_interval
 
-            self.env.setdefault(SUPEREXEC_POLL_ENV, f"{poll_interval():g}")
+            self.superlink_env[SUPEREXEC_POLL_ENV] = os.environ.get(SUPEREXEC_POLL_ENV, f"{poll_interval():g}")
 
     @property
     def root_certificates(self) -> str | None:
         return str(self.tls_files["ca"]) if self.tls else None
 
-    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start a process that `stop()` will end (its output goes to logs/<name>.log)."""
-        return self._spawn(name, argv)
+        return self._spawn(name, argv, extra_env)
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         logs = self.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         with (logs / f"{name}.log").open("wb") as fh:
-            proc = subprocess.Popen(argv, env=self.env, stdout=fh, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(argv, env={**self.env, **(extra_env or {})}, stdout=fh, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
         self.processes.append(proc)
         self.names[name] = proc
@@ -248,7 +250,7 @@ class LocalDeployment:
         if self.auth:
             link += ["--enable-supernode-auth"]
         write_flower_home(self.home, self.address, self.root_certificates)
-        self._spawn("superlink", link)
+        self._spawn("superlink", link, self.superlink_env)
         self._wait_for_port(ready_timeout_s)
         for index, node_config in enumerate(self.node_configs):
             # `fedgrpo supernode`: flower-supernode with its poll sleeps cut (see flower_supernode.py).

@@ -1,25 +1,33 @@
-"""`fedgrpo supernode ARGS...`: Flower's own `flower-supernode`, polling fast.
+"""`fedgrpo supernode ARGS...`: Flower's own `flower-supernode`, with its per-message costs cut.
 
-flwr 1.42's SuperNode loop (`flwr.supernode.start_client_internal`) sleeps a hard-coded 3 s after
-every poll of the SuperLink that finds no message, and 0.5 s per check while it waits for the
-ClientApp's reply; none of it is configurable. With one message per round, those sleeps are up to half a
-Deployment round's cost. This launcher runs the unchanged `flower-supernode` entry point in this
-process after giving that one module a `time` whose `sleep` is capped at `FEDGRPO_SUPERNODE_POLL_S`
-seconds (default 0.2); every other module, `time.sleep` itself included, is untouched. It also
-sets Flower's own knob `FLWR_SUPEREXEC_TASK_POLL_INTERVAL` (default 1 s, how often the SuperNode's
-SuperExec asks for a ClientApp to start) to the same interval, unless it is set already, and puts
-a lighter `flwr-clientapp` first on the SuperExec's PATH: Flower's own entry point without the
-SuperNode's imports (see `clientapp_main`).
+A Deployment round pays, per SuperNode, for polling and for a fresh ClientApp process per message;
+the work itself is a fraction of it. This launcher runs the unchanged `flower-supernode` entry point
+in this process (same flags, same protocol, same SuperLink) after three changes:
 
-The flags are `flower-supernode`'s; a plain `flower-supernode` works with the same SuperLink, only
-slower per round. Costs: one request to the SuperLink per interval per SuperNode while idle, and one
-SuperExec poll of the SuperNode; with TLS and SuperNode authentication a SuperLink spends about 3 ms
-of CPU on each. At 0.05 s, 4 SuperNodes on 2 shared cores took over half a core and slowed the
-server's own training steps by up to 70%; 0.2 s keeps that cost negligible (benchmarks/engines.py).
+- **Poll sleeps.** flwr 1.42's SuperNode loop (`flwr.supernode.start_client_internal`) sleeps a
+  hard-coded 3 s after a poll of the SuperLink finds no message, and 0.5 s per check of its own
+  state while a ClientApp works; none of it is configurable. That one module gets a `time` whose
+  `sleep` caps the first at `FEDGRPO_SUPERNODE_POLL_S` seconds (default 0.2: each poll is a request
+  the SuperLink must answer) and the second at `LOCAL_WAIT_S` (an in-memory check). Every other
+  module, `time.sleep` itself included, is untouched.
+- **SuperExec polling.** Flower's own knob `FLWR_SUPEREXEC_TASK_POLL_INTERVAL` (default 1 s: how
+  often the SuperNode's SuperExec asks it whether a ClientApp should start) is set to
+  `SUPEREXEC_DEFAULT_POLL_S` unless set already; it asks only this SuperNode, over loopback.
+- **A warm ClientApp.** One long-lived worker process runs every message's ClientApp, and the
+  `flwr-clientapp` the SuperExec starts per message only hands the task over
+  (`flower_clientapp_worker.py`). `FEDGRPO_WARM_CLIENTAPP=0` goes back to a process per message,
+  started without the SuperNode's imports (`clientapp_main`).
+
+A plain `flower-supernode` works with the same SuperLink, only slower per round. Costs: one request to
+the SuperLink per interval per SuperNode while idle, with TLS and SuperNode authentication about
+3 ms of SuperLink CPU each. At 0.05 s, 4 SuperNodes on 2 shared cores took over half a core and
+slowed the server's own training steps by up to 70%; 0.2 s keeps that cost negligible
+(benchmarks/engines.py).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -35,20 +43,50 @@ DEFAULT_POLL_S = 0.2
 CLIENTAPP_COMMAND = "flwr-clientapp"  # what the SuperExec starts per message, found on PATH
 SUPEREXEC_POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"  # flwr.supercore.superexec.run_superexec
 SUPEREXEC_MIN_POLL_S = 0.01  # Flower refuses less
+SUPEREXEC_DEFAULT_POLL_S = 0.05  # measured: see benchmarks/engines.py and docs/deployment.md
+
+
+LOCAL_WAIT_S = 0.02  # cap on the loop's waits for its own state (a reply, an object): no SuperLink request
+_REMOTE_SLEEP_S = 1.0  # the loop's only sleep this long or longer is the 3 s after an empty SuperLink poll
 
 
 class CappedTime:
-    """Stands in for the `time` module inside one Flower module: `sleep` is capped at `cap_s`,
-    everything else is the real `time`'s."""
+    """Stands in for the `time` module inside one Flower module; everything but `sleep` is the real
+    `time`'s. The SuperNode loop sleeps for two reasons, told apart by their hard-coded lengths:
+    3 s after a poll of the SuperLink found nothing (capped at `cap_s`: each poll costs the
+    SuperLink a request), and 0.5 s between checks of the node's own in-memory state while a
+    ClientApp works (capped at `local_cap_s`: such a check costs nothing outside this process)."""
 
-    def __init__(self, cap_s: float) -> None:
-        self.cap_s = cap_s
+    def __init__(self, cap_s: float, local_cap_s: float = LOCAL_WAIT_S) -> None:
+        self.cap_s, self.local_cap_s = cap_s, min(local_cap_s, cap_s)
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(min(seconds, self.cap_s))
+        time.sleep(min(seconds, self.cap_s if seconds >= _REMOTE_SLEEP_S else self.local_cap_s))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)
+
+
+OBJECT_PULL_BACKOFF_S = 0.02  # first retry of a message object that has not arrived yet (Flower: 1 s)
+OBJECT_PULL_BACKOFF_CAP_S = 0.5  # longest wait between retries (Flower: 10 s)
+
+
+def retry_object_pulls_sooner(module: ModuleType, name: str) -> None:
+    """Make `module.name`, Flower's object puller (`pull_objects` or
+    `pull_and_inflate_object_from_tree`, as that module imported it), retry a missing object after
+    `OBJECT_PULL_BACKOFF_S` instead of 1 s, doubling up to `OBJECT_PULL_BACKOFF_CAP_S`.
+
+    flwr 1.42 announces a message before its objects (its content) are all there, at every hop:
+    the SuperNode stores a message before pulling its objects from the SuperLink, so a ClientApp
+    started at once (a warm worker) asks for objects the SuperNode is still fetching; a reply is
+    listed before its sender has pushed its objects. The puller then waits 1 s (with jitter) before
+    asking again, for an object that arrives milliseconds later: with a warm ClientApp, most rounds
+    paid it. A retry costs one request; the number of tries and the total wait keep Flower's limits.
+    Patching is idempotent and changes nothing outside `module`."""
+    current = getattr(module, name)
+    original = current.func if isinstance(current, functools.partial) else current
+    setattr(module, name, functools.partial(original, initial_backoff=OBJECT_PULL_BACKOFF_S,
+                                            backoff_cap=OBJECT_PULL_BACKOFF_CAP_S))
 
 
 def poll_interval(environ: Mapping[str, str] = os.environ) -> float:
@@ -107,15 +145,29 @@ def main(argv: Sequence[str]) -> int:
     """Run `flower-supernode argv...` with the patched loop (returns only if Flower does)."""
     import atexit
     import shutil
+    import subprocess
     import tempfile
 
+    from fedgrpo.transport.flower_clientapp_worker import warm_enabled, write_dispatcher
+
     cap = poll_interval()
-    patch_supernode(cap)
-    # The SuperExec is a child process: it reads these from the environment it inherits.
-    os.environ.setdefault(SUPEREXEC_POLL_ENV, f"{max(cap, SUPEREXEC_MIN_POLL_S):g}")
-    bin_dir = tempfile.mkdtemp(prefix="fedgrpo-supernode-bin-")
+    warm_enabled()  # a bad FEDGRPO_WARM_CLIENTAPP fails here, before anything starts
+    loop = patch_supernode(cap)
+    retry_object_pulls_sooner(loop, "pull_objects")  # a message's objects, from the SuperLink
+    # The SuperExec is a child process: it reads this from the environment it inherits. It asks
+    # only this SuperNode (on loopback) whether a ClientApp should start, so it can ask more often
+    # than the SuperNode asks the SuperLink.
+    os.environ.setdefault(SUPEREXEC_POLL_ENV, f"{max(min(cap, SUPEREXEC_DEFAULT_POLL_S), SUPEREXEC_MIN_POLL_S):g}")
+    bin_dir = tempfile.mkdtemp(prefix="fedgrpo-supernode-bin-")  # mode 0700: the socket carries tokens
     atexit.register(shutil.rmtree, bin_dir, ignore_errors=True)
-    write_clientapp_launcher(bin_dir)
+    if warm_enabled():
+        socket_path = os.path.join(bin_dir, "clientapp.sock")
+        worker = subprocess.Popen([sys.executable, "-m", "fedgrpo.transport.flower_clientapp_worker",
+                                   "--socket", socket_path, "--parent-pid", str(os.getpid())])
+        atexit.register(worker.kill)
+        write_dispatcher(bin_dir, socket_path)
+    else:
+        write_clientapp_launcher(bin_dir)
     os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     from flwr.supernode.cli.flower_supernode import flower_supernode
 
