@@ -133,7 +133,7 @@ def make_client_app(config: FedGRPOConfig | None = None) -> ClientApp:
 # --- server side ----------------------------------------------------------------------------------
 
 def run_on_grid(grid: Grid, config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(), *,
-                prepare_experts: bool, max_poll_s: float = 0.25) -> Any:
+                prepare_experts: bool, max_poll_s: float = 0.1) -> Any:
     """`training.run.run` with the experts behind a Flower grid (see FlowerTransport for `max_poll_s`)."""
     from fedgrpo.training.run import run
     from fedgrpo.transport.flower_transport import FlowerTransport

@@ -17,7 +17,12 @@ from pathlib import Path
 import pytest
 
 from fedgrpo.errors import ConfigError
-from fedgrpo.transport.flower_clientapp_worker import dispatch, parse_invocation, warm_enabled, write_dispatcher
+from fedgrpo.transport.flower_clientapp_worker import (
+    dispatch,
+    parse_invocation,
+    warm_enabled,
+    write_dispatcher,
+)
 
 # What flwr 1.42's SubprocessExecutor.launch passes (flwr/supercore/superexec/executor/subprocess_executor.py).
 SUPEREXEC_ARGS = ["--runtime-api-address", "127.0.0.1:9094", "--token", "tok-1", "--root-certificates",
@@ -104,7 +109,7 @@ def test_the_dispatcher_script_runs_without_site_packages(sock_path, tmp_path):
     script = write_dispatcher(str(tmp_path), sock_path)
     assert Path(script).read_text().startswith(f"#!{sys.executable} -S\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([script, *SUPEREXEC_ARGS], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([script, *SUPEREXEC_ARGS], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 5, proc.stderr
     worker.thread.join(5)
     assert worker.received[0]["token"] == "tok-1"

@@ -13,9 +13,10 @@ worker process per SuperNode, and puts a dispatcher first on the SuperExec's PAT
   task's token) to the worker over a Unix socket and exits with the task's exit code. When no worker
   answers (not started yet, or gone) it runs Flower's one-shot ClientApp itself, as before.
 - `serve` is the worker: it listens on that socket (mode 0600 in a private 0700 directory, since a
-  task token is a credential) and runs the tasks one at a time with `run_task`. One at a time is
-  enough (a SuperNode is one expert, asked once per round) and required: Flower's `TaskIdentity`
-  is process-global.
+  task token is a credential) and runs each task with `run_task` in a thread of its own, so a task
+  stuck on its expert does not hold up the next. (Flower's process-global `TaskIdentity`, which
+  concurrent tasks overwrite, is read only when a ClientApp creates a new instruction message;
+  FedGRPO's only replies.)
 - `run_task` is Flower's own `run_clientapp` (`flwr/supernode/runtime/run_clientapp.py`) step for
   step, with the same Runtime API client, heartbeat, `pull_task_input`, `push_message` and
   `push_task_output`, minus the process exit and signal handlers; and the FAB is installed and
@@ -27,13 +28,15 @@ worker process per SuperNode, and puts a dispatcher first on the SuperExec's PAT
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 SOCKET_ENV = "FEDGRPO_CLIENTAPP_SOCKET"
@@ -130,11 +133,18 @@ class WarmClientApp:
         from flwr.common.constant import ErrorCode, SubStatus
         from flwr.supercore.exit import ExitCode
         from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
-        from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
+        from flwr.supercore.interceptors import (
+            RuntimeTokenHttpInterceptor,
+            RuntimeVersionHttpInterceptor,
+        )
         from flwr.supercore.retry import make_simple_http_retry_invoker
         from flwr.supercore.runtime import RuntimeHttpClient
         from flwr.supercore.runtime.tracing import RuntimeTracingInterceptor
-        from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
+        from flwr.supernode.runtime.run_clientapp import (
+            pull_task_input,
+            push_message,
+            push_task_output,
+        )
 
         retry_invoker = make_simple_http_retry_invoker()
         client = RuntimeHttpClient.from_server_address(
@@ -197,27 +207,32 @@ def serve(socket_path: str, parent_pid: int | None = None) -> None:
     os.chmod(socket_path + ".tmp", 0o600)
     os.rename(socket_path + ".tmp", socket_path)  # a dispatcher never sees a half-made socket
     server.listen(16)
-    served = 0
+    counter = itertools.count(1)
     while True:
         conn, _ = server.accept()
-        with conn, conn.makefile("rwb") as channel:
-            started, returncode = time.perf_counter(), 1
-            try:
-                invocation = json.loads(channel.readline())
-                certificates_path = invocation.get("root_certificates_path")
-                certificates = open(certificates_path, "rb").read() if certificates_path else None
-                returncode = worker.run_task(invocation["runtime_api_address"], invocation["token"],
-                                             bool(invocation["insecure"]), certificates)
-            except Exception as ex:  # noqa: BLE001 - one bad task must not take the worker down
-                print(f"fedgrpo warm ClientApp: task failed: {ex!r}", file=sys.stderr, flush=True)
-            served += 1
-            print(f"fedgrpo warm ClientApp: message {served} done in {time.perf_counter() - started:.3f} s "
-                  f"(exit code {returncode})", file=sys.stderr, flush=True)
-            try:
-                channel.write(json.dumps({"returncode": returncode}).encode() + b"\n")
-                channel.flush()
-            except OSError:
-                pass  # the dispatcher left; the SuperNode has the reply already
+        # A thread per task: a task stuck on its expert must not hold up the next round's message.
+        threading.Thread(target=_serve_one, args=(worker, conn, counter), name="fedgrpo-clientapp-task",
+                         daemon=True).start()
+
+
+def _serve_one(worker: WarmClientApp, conn: socket.socket, counter: Iterator[int]) -> None:
+    with conn, conn.makefile("rwb") as channel:
+        started, returncode = time.perf_counter(), 1
+        try:
+            invocation = json.loads(channel.readline())
+            certificates_path = invocation.get("root_certificates_path")
+            certificates = Path(certificates_path).read_bytes() if certificates_path else None
+            returncode = worker.run_task(invocation["runtime_api_address"], invocation["token"],
+                                         bool(invocation["insecure"]), certificates)
+        except Exception as ex:  # noqa: BLE001 - one bad task must not take the worker down
+            print(f"fedgrpo warm ClientApp: task failed: {ex!r}", file=sys.stderr, flush=True)
+        print(f"fedgrpo warm ClientApp: message {next(counter)} done in {time.perf_counter() - started:.3f} s "
+              f"(exit code {returncode})", file=sys.stderr, flush=True)
+        try:
+            channel.write(json.dumps({"returncode": returncode}).encode() + b"\n")
+            channel.flush()
+        except OSError:
+            pass  # the dispatcher left; the SuperNode has the reply already
 
 
 def _exit_with_parent(parent_pid: int, interval_s: float = 0.5) -> None:

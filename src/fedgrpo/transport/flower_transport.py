@@ -15,7 +15,7 @@ value types before encoding, so both engines report identical payload bytes for 
 Polling starts at 5 ms and backs off to `max_poll_s`: a fast expert is not held up by a fixed sleep
 (Flower's grids sleep 0.1 s in Simulation, 3 s in Deployment between pulls). Pulling from the
 in-memory Simulation grid is cheap, so it can poll often; a Deployment pull is an HTTP request to
-the SuperLink, so 250 ms is the default ceiling there.
+the SuperLink (a few ms of its CPU), so 100 ms is the default ceiling there.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ FIRST_POLL_S = 0.005
 
 class FlowerTransport:
     def __init__(self, grid: Grid, expert_ids: Sequence[str], *, timeout_s: float = 600.0,
-                 node_wait_s: float = 120.0, max_poll_s: float = 0.25,
+                 node_wait_s: float = 120.0, max_poll_s: float = 0.1,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         """Wait (at most `node_wait_s`) until a SuperNode has said hello for every expert id."""
