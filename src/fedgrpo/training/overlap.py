@@ -128,9 +128,13 @@ class OverlappedGRPOTrainer(GRPOTrainer):
         counting, data skipping on resume and epoch boundaries are untouched.
         """
         if epoch_iterator is not self._epoch_iterator:
-            # A new epoch (or a resume): items read ahead were all handed over before the old
-            # iterator ended (a read-ahead that hits the end keeps what it fetched, in order).
+            # A new epoch, a resume or another train() call. Within a run nothing read ahead is left
+            # by then (a read-ahead never passes max_steps, and one that hits the epoch's end keeps
+            # what it fetched, handed over before the end); anything else belongs to the old
+            # iterator, and so does a batch generated from it.
             self._epoch_iterator = epoch_iterator
+            self._read_ahead.clear()
+            self._in_flight = None
         batch_samples = []
         for _ in range(num_batches):
             if self._read_ahead:
@@ -188,7 +192,7 @@ class OverlappedGRPOTrainer(GRPOTrainer):
         # Label = the first step that trains on the batch (as in a synchronous run); a batch that no
         # step would train on is never generated.
         next_step = step + generate_every
-        if next_step < self.args.max_steps:
+        if next_step < self.state.max_steps:
             upcoming = self._peek_next_rows(generate_every)
             if upcoming is not None:
                 self._in_flight = self._generate_and_request(upcoming, next_step)
@@ -264,8 +268,9 @@ class OverlappedGRPOTrainer(GRPOTrainer):
         for key in ("prompt", "completion"):
             self._logs[key].clear()
             self._logs[key].extend(batch.logs[key])
-        for column, values_ in batch.logs["extra"].items():
+        for column in list(self._logs["extra"]):
             self._logs["extra"][column].clear()
+        for column, values_ in batch.logs["extra"].items():
             self._logs["extra"][column].extend(values_)
         self._logs["rewards"][self.reward_func_names[0]].clear()
         self._logs["rewards"][self.reward_func_names[0]].extend(raw.tolist())
