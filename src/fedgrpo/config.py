@@ -229,7 +229,7 @@ class TrainConfig:
         "expert gets one message per this many steps, later steps train on samples up to this-1 steps old.")
     overlap_rewards: bool = _f(
         False, "One-step off-policy: request a generation batch's rewards in the background while training on "
-        "the previous batch (TRL's importance ratio corrects the one-batch lag; see docs/design.md).")
+        "the previous batch (TRL's importance ratio corrects the one-batch lag; docs/deployment.md, Overlap).")
     train_seed: int = _f(0, "Seed of GRPO sampling and data order.")
     grpo_args: tuple[str, ...] = _f(
         (), "Extra GRPOConfig fields as key=value, passed to TRL untouched (e.g. bf16=true use_vllm=true)."
