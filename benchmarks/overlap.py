@@ -73,7 +73,7 @@ def main(argv: list[str]) -> None:
                 for overlap in (False, True):
                     row = measure(args.steps, spg, latency, overlap, Path(tmp))
                     rows.append(row)
-                    print(f"spg {spg} latency {latency:.1f} s overlap {str(overlap):5s}: "
+                    print(f"spg {spg} latency {latency:.1f} s overlap {overlap!s:5}: "
                           f"{row['mean_step_s']:.3f} s/step, waited {row['reward_wait_s']:.1f} s of "
                           f"{row['reward_round_trip_s']:.1f} s of round trips, pass@1 {100 * row['mean_after']:.1f}",
                           flush=True)

@@ -31,16 +31,12 @@ from fedgrpo.training.trainer import GRPOSettings, group_by_question
 from fedgrpo.transport.embedded import EmbeddedTransport
 from fedgrpo.types import ScoreReply, ScoreRequest
 
-from .test_trainer import (  # noqa: F401 - module fixtures shared with the synchronous trainer tests
-    EXPERTS,
-    NUM_GENERATIONS,
-    PER_EXPERT,
-    PROMPTS_PER_STEP,
-    _offline_single_thread,
-    _permutation,
-    model_dir,
-    questions,
-)
+from . import test_trainer as _trainer_tests
+from .test_trainer import EXPERTS, NUM_GENERATIONS, PER_EXPERT, PROMPTS_PER_STEP, _permutation
+
+# The synchronous trainer tests' module fixtures: the same micro model, questions and one-thread setup.
+model_dir, questions = _trainer_tests.model_dir, _trainer_tests.questions
+_offline_single_thread = _trainer_tests._offline_single_thread
 
 pytestmark = pytest.mark.slow
 

@@ -100,7 +100,7 @@ def _deferred(clients, routing):
 def test_deferred_call_returns_placeholders_and_resolve_gives_the_synchronous_rewards():
     routing = {"q1": ("a", "b"), "q2": ("a", "b")}
     completions = ["1</answer>", "2", "2</answer>", "1</answer>"] * 2
-    call = dict(prompts=[""] * 8, completions=completions, question_id=["q1"] * 4 + ["q2"] * 4)
+    call = {"prompts": [""] * 8, "completions": completions, "question_id": ["q1"] * 4 + ["q2"] * 4}
     sync = _hook({"a": EchoClient("1"), "b": EchoClient("2", fail=True)}, routing, format_weight=0.5)
     expected = sync(**call)
     a, b = EchoClient("1"), EchoClient("2", fail=True)
