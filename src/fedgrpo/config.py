@@ -227,6 +227,9 @@ class TrainConfig:
     steps_per_generation: int = _f(
         1, "Amortisation: optimizer steps per generation batch (TRL's steps_per_generation); each selected "
         "expert gets one message per this many steps, later steps train on samples up to this-1 steps old.")
+    overlap_rewards: bool = _f(
+        False, "One-step off-policy: request a generation batch's rewards in the background while training on "
+        "the previous batch (TRL's importance ratio corrects the one-batch lag; docs/deployment.md, Overlap).")
     train_seed: int = _f(0, "Seed of GRPO sampling and data order.")
     grpo_args: tuple[str, ...] = _f(
         (), "Extra GRPOConfig fields as key=value, passed to TRL untouched (e.g. bf16=true use_vllm=true)."
@@ -319,6 +322,14 @@ class FedGRPOConfig:
         if self.federation.selection == "all" and m != k:
             raise ConfigError(
                 f"selection=all sends every question to all {k} clients: set experts_per_question={k}"
+            )
+        if (self.train.overlap_rewards and self.engine.engine == "embedded" and self.federation.expert_samples > 1
+                and not self.data.use_ground_truth):
+            # Sampled expert answers reseed the process-wide torch RNG in a forked state while the
+            # training thread samples from it: neither run would be reproducible.
+            raise ConfigError(
+                "overlap_rewards on the embedded engine needs greedy experts: set expert_samples=1, or "
+                "use engine simulation or deployment (experts in their own processes)"
             )
 
     def to_flat(self) -> dict[str, Any]:

@@ -97,6 +97,24 @@ def test_a_loopback_deployment_gives_the_embedded_run(embedded, deployment):
     assert_same_run(embedded, (out, metrics))
 
 
+@pytest.fixture(scope="module")
+def overlapped(engine_config, tmp_path_factory):
+    config = replace(engine_config, train=replace(engine_config.train, overlap_rewards=True))
+    runs = {}
+    for engine in ("embedded", "simulation"):
+        out = tmp_path_factory.mktemp(f"overlap-{engine}")
+        runs[engine] = (out, run_engine(_on(config, engine), out))
+    return runs
+
+
+def test_with_overlap_simulation_still_gives_the_embedded_run(overlapped):
+    # overlap_rewards sends every round trip from a background thread (through Flower's grid on
+    # Simulation) while the policy samples and trains: the engines must still agree bit for bit.
+    out, metrics = overlapped["simulation"]
+    assert metrics["overlap_rewards"] and metrics["engine"] == "simulation"
+    assert_same_run(overlapped["embedded"], (out, metrics))
+
+
 def test_the_deployment_leaves_no_process_running(deployment):
     out, _, local = deployment
     assert len(local.processes) == 1 + 3 + 3  # SuperLink, 3 expert services, 3 SuperNodes
@@ -147,7 +165,8 @@ class GoesOffline:
         return self.inner.score(request)
 
 
-def test_an_expert_lost_after_calibration_is_rerouted_and_reported(engine_config, embedded, tmp_path):
+@pytest.mark.parametrize("overlap", [False, True], ids=["synchronous", "overlap_rewards"])
+def test_an_expert_lost_after_calibration_is_rerouted_and_reported(engine_config, embedded, tmp_path, overlap):
     import threading
 
     state = {"lock": threading.Lock()}
@@ -157,7 +176,8 @@ def test_an_expert_lost_after_calibration_is_rerouted_and_reported(engine_config
         transport._clients = {e: GoesOffline(c, e, state) for e, c in transport._clients.items()}
         return transport
 
-    metrics = run(_on(engine_config, "embedded"), tmp_path, transport_factory=factory).metrics
+    config = replace(engine_config, train=replace(engine_config.train, overlap_rewards=overlap))
+    metrics = run(_on(config, "embedded"), tmp_path, transport_factory=factory).metrics
     lost = state["victim"]
     assert metrics["lost_experts"] == {lost: "ConnectionError: site went offline"}
     assert metrics["failures"] == {lost: 1}  # asked once; later steps go straight to substitutes

@@ -89,3 +89,24 @@ def test_cli_engine_mistakes_are_one_line_errors(capsys):
     assert main(["expert", "serve", "--expert-id", "client-7", *tiny]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "fedgrpo: error: no client 'client-7' in this config; use one of client-0, client-1"
+
+
+def test_overlap_rewards_parses_from_the_flag_the_run_config_and_text():
+    from fedgrpo.cli import build_parser
+
+    assert FedGRPOConfig().train.overlap_rewards is False  # off unless asked for
+    assert build_parser().parse_args(["config", "--overlap-rewards"]).overlap_rewards is True
+    assert FedGRPOConfig.from_run_config({"overlap-rewards": True}).train.overlap_rewards is True
+    assert load_config(overrides={"overlap_rewards": "true"}).train.overlap_rewards is True
+    with pytest.raises(ConfigError, match="overlap_rewards must be true or false"):
+        load_config(overrides={"overlap_rewards": "sometimes"})
+
+
+def test_overlap_rewards_refuses_sampling_experts_in_process_only():
+    # In-process experts that sample fork the process-wide RNG the training thread samples from.
+    with pytest.raises(ConfigError, match="set expert_samples=1, or use engine simulation or deployment"):
+        load_config(overrides={"overlap_rewards": "true", "expert_samples": "3"})
+    # Greedy experts, experts in other processes, or no experts at all (ground truth) are fine.
+    for overrides in ({"expert_samples": "1"}, {"expert_samples": "3", "engine": "simulation"},
+                      {"expert_samples": "3", "use_ground_truth": "true"}):
+        assert load_config(overrides={"overlap_rewards": "true", **overrides}).train.overlap_rewards

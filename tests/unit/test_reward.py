@@ -86,3 +86,52 @@ def test_mixed_question_blocks_are_rejected():
     hook = _hook({"a": EchoClient("1")}, {"q1": ("a", "a"), "q2": ("a", "a")})
     with pytest.raises(Exception, match="mix questions"):
         hook(prompts=[""] * 4, completions=["1"] * 4, question_id=["q1", "q2", "q1", "q2"])
+
+
+# --- deferred mode (overlap_rewards) --------------------------------------------------------------
+
+
+def _deferred(clients, routing):
+    return FederatedReward(_questions(), routing, EmbeddedTransport(clients), group_size=2 * G,
+                           generations_per_expert=G, accuracy_weight=1.0, format_weight=0.5,
+                           group_by_question=group_by_question, deferred=True)
+
+
+def test_deferred_call_returns_placeholders_and_resolve_gives_the_synchronous_rewards():
+    routing = {"q1": ("a", "b"), "q2": ("a", "b")}
+    completions = ["1</answer>", "2", "2</answer>", "1</answer>"] * 2
+    call = {"prompts": [""] * 8, "completions": completions, "question_id": ["q1"] * 4 + ["q2"] * 4}
+    sync = _hook({"a": EchoClient("1"), "b": EchoClient("2", fail=True)}, routing, format_weight=0.5)
+    expected = sync(**call)
+    a, b = EchoClient("1"), EchoClient("2", fail=True)
+    hook = _deferred({"a": a, "b": b}, routing)
+    assert hook(**call) == [0.0] * 8  # TRL gets placeholders; nothing was sent yet
+    assert a.requests == []
+    pending = hook.submit(step=7)  # labelled with the step that will train on it
+    assert hook.resolve(pending) == expected  # b failed: None (NaN, advantage 0) for its blocks
+    assert [r.step for r in a.requests] == [7]
+    # The log holds the real rewards and failures, as a synchronous call's would.
+    assert hook.log.steps[-1] == {**sync.log.steps[-1], "step": 7}
+    assert [f.expert_id for f in hook.log.failures] == ["b"]
+    hook.close()
+
+
+def test_deferred_every_expert_failing_stops_training_when_the_batch_is_needed():
+    hook = _deferred({"a": EchoClient("1", fail=True), "b": EchoClient("1", fail=True)}, {"q1": ("a", "b")})
+    hook(prompts=[""] * 4, completions=["1</answer>"] * 4, question_id=["q1"] * 4)
+    pending = hook.submit(step=0)
+    with pytest.raises(RuntimeError, match="every expert failed at step 0"):
+        hook.resolve(pending)
+    hook.close()
+
+
+def test_deferred_ground_truth_and_misuse():
+    hook = FederatedReward(_questions(), None, None, group_size=2, generations_per_expert=2,
+                           accuracy_weight=1.0, format_weight=0.0, group_by_question=group_by_question,
+                           gold_scorer=lambda q, c: 1.0 if c.startswith("4") else 0.0, deferred=True)
+    with pytest.raises(RuntimeError, match="without a staged reward call"):
+        hook.submit(step=0)
+    hook(prompts=[""] * 2, completions=["4</answer>", "5</answer>"], question_id=["q1", "q1"])
+    with pytest.raises(RuntimeError, match="never submitted"):  # two calls, one submit: a trainer bug
+        hook(prompts=[""] * 2, completions=["4</answer>", "5</answer>"], question_id=["q1", "q1"])
+    assert hook.resolve(hook.submit(step=0)) == [1.0, 0.0]  # scored locally, same as synchronous

@@ -8,11 +8,19 @@ joint pooling (tested as an invariant).
 The reward returned per candidate is accuracy_weight * expert reward + format_weight * format reward.
 It is one reward function on purpose: a missing expert reply must make the *whole* reward NaN (advantage
 0, baseline untouched); with two TRL reward functions, TRL's NaN-skipping sum would keep the format part.
+
+Deferred mode (``overlap_rewards``, driven by `training.overlap`): the TRL call only *stages* the
+batch and returns placeholder rewards; `submit` then sends the staged requests from one background
+thread and `resolve` waits for the real rewards when the batch is about to be trained. The rewards,
+the RewardLog entry and the failure list are exactly those of a synchronous call; only the moment
+the round trip happens moves.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +32,8 @@ from fedgrpo.data.tasks import Question
 from fedgrpo.transport.base import ExpertTransport
 from fedgrpo.types import ExpertFailure, ScoreItem, ScoreRequest
 
+Rewards = list[float | None]  # one per candidate, TRL order; None = missing (NaN in TRL)
+
 
 @dataclass
 class RewardLog:
@@ -31,6 +41,33 @@ class RewardLog:
 
     steps: list[dict[str, Any]] = field(default_factory=list)
     failures: list[ExpertFailure] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """One reward call's batch, held in deferred mode until `FederatedReward.submit` sends it."""
+
+    groups: list[tuple[str, slice]]
+    completions: tuple[str, ...]
+    fmt: np.ndarray  # format reward per candidate (server-side, computed at once)
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """What the scorers returned for one batch, before logging."""
+
+    accuracy: np.ndarray  # raw accuracy reward per candidate, TRL order; NaN = missing
+    failures: tuple[ExpertFailure, ...] = ()
+    all_failed: bool = False  # every asked expert failed: no reply at all
+
+
+@dataclass(frozen=True)
+class PendingRewards:
+    """A submitted batch: its step label, its format rewards and the future of its scores."""
+
+    step: int
+    fmt: np.ndarray
+    future: cf.Future[_Scored]
 
 
 class FederatedReward:
@@ -50,8 +87,13 @@ class FederatedReward:
         format_weight: float,
         group_by_question: Callable[[Sequence[str], int], list[tuple[str, slice]]],
         gold_scorer: Callable[[Question, str], float] | None = None,
+        deferred: bool = False,
     ) -> None:
-        """`gold_scorer` replaces the experts with a local verifier on gold answers (ground-truth mode)."""
+        """`gold_scorer` replaces the experts with a local verifier on gold answers (ground-truth mode).
+
+        `deferred`: TRL's call stages the batch and returns placeholders; `submit` and `resolve`
+        deliver the real rewards (see the module docstring).
+        """
         if gold_scorer is None and (routing is None or transport is None):
             raise ValueError("expert rewards need a routing and a transport")
         self.questions = questions
@@ -63,22 +105,83 @@ class FederatedReward:
         self.format_weight = format_weight
         self.group_by_question = group_by_question
         self.gold_scorer = gold_scorer
+        self.deferred = deferred
         self.log = RewardLog()
         self.calls = 0
+        self.wait_seconds = 0.0  # deferred mode: time the trainer blocked in `resolve`
+        self._staged: _Staged | None = None
+        # One thread: requests leave in generation order and at most one round trip runs at a time,
+        # so a transport never sees two concurrent `score` calls (none of them is re-entrant).
+        self._sender: cf.ThreadPoolExecutor | None = None
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[str], question_id: Sequence[str],
-                 trainer_state: Any = None, **_: Any) -> list[float | None]:
+                 trainer_state: Any = None, **_: Any) -> Rewards:
         step = int(getattr(trainer_state, "global_step", self.calls))
         self.calls += 1
         groups = self.group_by_question(list(question_id), self.group_size)
-        accuracy = np.full(len(completions), np.nan)  # one raw reward per candidate, TRL order
-        if self.gold_scorer is not None:
-            for qid, span in groups:
-                q = self.questions[qid]
-                accuracy[span] = [self.gold_scorer(q, c) for c in completions[span]]
-        else:
-            accuracy = self._expert_rewards(step, groups, completions)
         fmt = np.array([1.0 if is_well_formed(c) else 0.0 for c in completions])
+        if self.deferred:
+            if self._staged is not None:
+                raise RuntimeError("a deferred reward call was never submitted (a trainer bug)")
+            self._staged = _Staged(groups, tuple(completions), fmt)
+            # Placeholders only: the overlapped trainer overwrites the advantages TRL derives from
+            # them, and its reward metrics, with those of the real rewards (training.overlap).
+            return [0.0] * len(completions)
+        return self._finish(step, self._accuracy(step, groups, completions), fmt)
+
+    def submit(self, step: int) -> PendingRewards:
+        """Send the staged batch's requests, labelled `step` (the first step that trains on it).
+
+        Expert requests go out from the background thread; ground truth is scored here at once (a
+        local verifier: no round trip to hide, and scoring on this thread keeps runs deterministic).
+        """
+        staged, self._staged = self._staged, None
+        if staged is None:
+            raise RuntimeError("submit without a staged reward call (a trainer bug)")
+        if self.gold_scorer is not None:
+            future: cf.Future[_Scored] = cf.Future()
+            future.set_result(self._accuracy(step, staged.groups, staged.completions))
+        else:
+            if self._sender is None:
+                self._sender = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward-send")
+            future = self._sender.submit(self._accuracy, step, staged.groups, staged.completions)
+        return PendingRewards(step, staged.fmt, future)
+
+    def resolve(self, pending: PendingRewards) -> Rewards:
+        """Wait for a submitted batch's rewards; log them as a synchronous call would have."""
+        started = time.perf_counter()
+        scored = pending.future.result()  # re-raises what the round trip raised
+        self.wait_seconds += time.perf_counter() - started
+        return self._finish(pending.step, scored, pending.fmt)
+
+    def close(self) -> None:
+        """Stop the background sender (deferred mode); an unfinished request is abandoned."""
+        if self._sender is not None:
+            self._sender.shutdown(wait=False, cancel_futures=True)
+            self._sender = None
+
+    def _accuracy(self, step: int, groups: list[tuple[str, slice]], completions: Sequence[str]) -> _Scored:
+        """Raw accuracy reward per candidate (NaN = missing) and the experts that failed.
+
+        Touches no state of `self` but the transport, so it may run on the background thread.
+        """
+        if self.gold_scorer is None:
+            return self._expert_rewards(step, groups, completions)
+        accuracy = np.full(len(completions), np.nan)  # one raw reward per candidate, TRL order
+        for qid, span in groups:
+            q = self.questions[qid]
+            accuracy[span] = [self.gold_scorer(q, c) for c in completions[span]]
+        return _Scored(accuracy)
+
+    def _finish(self, step: int, scored: _Scored, fmt: np.ndarray) -> Rewards:
+        """Log one batch and combine its parts into the reward TRL sees."""
+        self.log.failures.extend(scored.failures)
+        if scored.all_failed:
+            raise RuntimeError(
+                f"every expert failed at step {step}: "
+                + "; ".join(f"{f.expert_id}: {f.reason}" for f in scored.failures)
+            )
+        accuracy = scored.accuracy
         total = self.accuracy_weight * accuracy + self.format_weight * fmt  # NaN stays NaN
         self.log.steps.append({
             "step": step,
@@ -89,8 +192,7 @@ class FederatedReward:
         })
         return [None if math.isnan(r) else float(r) for r in total]
 
-    def _expert_rewards(self, step: int, groups: list[tuple[str, slice]],
-                        completions: Sequence[str]) -> np.ndarray:
+    def _expert_rewards(self, step: int, groups: list[tuple[str, slice]], completions: Sequence[str]) -> _Scored:
         assert self.routing is not None and self.transport is not None
         items: dict[str, list[ScoreItem]] = {}
         spans: dict[str, list[slice]] = {}
@@ -103,7 +205,6 @@ class FederatedReward:
                 spans.setdefault(expert_id, []).append(block)
         requests = {e: ScoreRequest(step, tuple(its)) for e, its in items.items()}
         results = self.transport.score(step, requests)
-        self.log.failures.extend(results.failures)
         rewards = np.full(len(completions), np.nan)
         for expert_id, reply in results.replies.items():
             flat = np.asarray(reply.rewards, dtype=float)
@@ -111,12 +212,7 @@ class FederatedReward:
             for block in spans[expert_id]:
                 rewards[block] = flat[offset:offset + self.g]
                 offset += self.g
-        if results.failures and not results.replies:
-            raise RuntimeError(
-                f"every expert failed at step {step}: "
-                + "; ".join(f"{f.expert_id}: {f.reason}" for f in results.failures)
-            )
-        return rewards
+        return _Scored(rewards, tuple(results.failures), bool(results.failures) and not results.replies)
 
 
 def _nanmean(x: np.ndarray) -> float:

@@ -63,6 +63,7 @@ def grpo_settings(config: FedGRPOConfig) -> Any:
         seed=t.train_seed,
         save_steps=t.save_steps,
         steps_per_generation=t.steps_per_generation,
+        overlap_rewards=t.overlap_rewards,
         extra=parse_grpo_args(t.grpo_args),
     )
 
@@ -180,6 +181,7 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
         accuracy_weight=train.accuracy_weight, format_weight=train.format_weight,
         group_by_question=group_by_question,
         gold_scorer=(lambda q, c: 1.0 if is_correct(q, extract_answer(c)) else 0.0) if use_gt else None,
+        deferred=settings.overlap_rewards,
     )
     trainer = build_grpo_trainer(prepared.server_dir, train_questions, reward, settings, out / "checkpoints")
     with progress.phase(f"GRPO training ({train.train_steps} steps)", train.train_steps) as advance:
@@ -200,7 +202,10 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(_Progress())
-        train_grpo(trainer, resume=True)
+        try:
+            train_grpo(trainer, resume=True)
+        finally:
+            reward.close()  # overlap_rewards' background sender; nothing is in flight after the last step
     final_dir = out / "final-model"
     trainer.save_model(str(final_dir))
     trainer.processing_class.save_pretrained(str(final_dir))
@@ -243,10 +248,13 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
         "engine": config.engine.engine,
         "failure_details": [f.__dict__ for f in reward.log.failures[:50]],
         "wall_time_s": round(time.perf_counter() - started, 1),
-        # Seconds per optimizer step of this session (the first one includes TRL's warm-up) and the
-        # seconds training waited for expert rewards (transport round trips, scoring included).
+        # Seconds per optimizer step of this session (the first one includes TRL's warm-up), the
+        # seconds training waited for expert rewards, and the seconds the transport round trips took
+        # (scoring included). They are equal unless overlap_rewards hides round trips behind training.
         "step_seconds": [round(b - a, 4) for a, b in zip(step_ends, step_ends[1:])],
-        "reward_wait_s": round(timed.seconds, 4),
+        "reward_wait_s": round(reward.wait_seconds if settings.overlap_rewards else timed.seconds, 4),
+        "reward_round_trip_s": round(timed.seconds, 4),
+        "overlap_rewards": settings.overlap_rewards,
         "timings_s": timings,
         "final_model": str(final_dir),
     }

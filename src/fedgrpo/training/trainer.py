@@ -4,7 +4,8 @@ FedGRPO owns a handful of GRPO knobs (`GRPOSettings`); every other ``GRPOConfig`
 through `GRPOSettings.extra` untouched (``bf16``, ``use_vllm``, ``gradient_accumulation_steps``,
 ...), so GPU options need no code here. The federated reward enters through TRL's public
 ``reward_funcs`` hook only: no subclass, no private method, which keeps this module small across
-TRL releases.
+TRL releases. The one exception is opt-in: ``overlap_rewards`` builds `training.overlap`'s
+``GRPOTrainer`` subclass (one-step off-policy; it overrides two methods).
 
 The federated group is TRL's group (``flower-trl-notes.md`` section 2.5): with ``num_generations =
 M*G`` TRL samples M*G candidates per question and normalises over all of them, which is
@@ -104,6 +105,10 @@ class GRPOSettings:
         ``steps_per_generation - 1`` steps old, which TRL's importance ratio and clipping correct.
     save_steps
         Write a checkpoint (model, optimizer, scheduler, RNG, trainer state) every this many steps.
+    overlap_rewards
+        One-step off-policy training (`training.overlap`): each generation batch's rewards are
+        requested in the background while the previous batch trains; needs a deferred reward
+        function. Off: TRL's synchronous schedule.
     extra
         Any other ``GRPOConfig`` field, passed through unchanged and overriding this module's CPU
         defaults (e.g. ``{"bf16": True, "use_vllm": True}``). An unknown name is a `ConfigError`.
@@ -121,6 +126,7 @@ class GRPOSettings:
     seed: int = 0
     save_steps: int = 50
     steps_per_generation: int = 1
+    overlap_rewards: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -259,6 +265,10 @@ def build_grpo_trainer(
     step, ``output_dir/completions/completions_<step:05d>.parquet`` holds one row per completion of
     that step's reward call, in call order, with the columns ``step``, ``prompt``, ``completion``,
     one per reward function, any ``log_extra`` columns, and ``advantage``.
+
+    With ``settings.overlap_rewards`` the trainer is `training.overlap.OverlappedGRPOTrainer` and
+    `reward_fn` must be deferred (``FederatedReward(deferred=True)``); unsupported GRPOConfig
+    settings are a `ConfigError` before any model is loaded.
     """
     from trl import GRPOConfig, GRPOTrainer
 
@@ -272,13 +282,21 @@ def build_grpo_trainer(
         )
     dataset = build_grpo_dataset(questions)
     args = GRPOConfig(**grpo_config_kwargs(settings, output_dir))
+    trainer_kwargs: dict[str, Any] = {}
+    trainer_class = GRPOTrainer
+    if settings.overlap_rewards:
+        from fedgrpo.training.overlap import OverlappedGRPOTrainer, check_overlap_args
+
+        check_overlap_args(args, reward_fn)
+        trainer_class, trainer_kwargs = OverlappedGRPOTrainer, {"deferred_reward": reward_fn}
     model, tokenizer = load_model(model_dir)
-    return GRPOTrainer(
+    return trainer_class(
         model=model,
         reward_funcs=[reward_fn],
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
+        **trainer_kwargs,
     )
 
 
