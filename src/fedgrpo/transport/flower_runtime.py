@@ -209,14 +209,10 @@ class LocalDeployment:
         self.env = {**os.environ, **NO_INSTALL, "FLWR_HOME": str(self.home)}
         # SuperNodes start `flwr-clientapp` from PATH: make this environment's bin come first.
         self.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{self.env.get('PATH', '')}"
-        # Flower's own knob: how often a SuperExec asks for an app process to start (default 1 s).
-        # The SuperLink's SuperExec (set here) starts the ServerApp once per run, asking the
-        # SuperLink; `fedgrpo supernode` sets its own SuperExec's, which asks only its SuperNode.
-        self.superlink_env: dict[str, str] = {}
-        if fast_supernodes:
-            from fedgrpo.transport.flower_supernode import SUPEREXEC_POLL_ENV, poll_interval
-
-            self.superlink_env[SUPEREXEC_POLL_ENV] = os.environ.get(SUPEREXEC_POLL_ENV, f"{poll_interval():g}")
+        # Flower's FLWR_SUPEREXEC_TASK_POLL_INTERVAL (how often a SuperExec asks for an app process
+        # to start) stays at its default 1 s for the SuperLink's SuperExec: it starts the ServerApp
+        # once per run, so a shorter interval would save under a second per run and cost the
+        # SuperLink a request per interval all run long. `fedgrpo supernode` sets its own.
 
     @property
     def root_certificates(self) -> str | None:
@@ -250,7 +246,7 @@ class LocalDeployment:
         if self.auth:
             link += ["--enable-supernode-auth"]
         write_flower_home(self.home, self.address, self.root_certificates)
-        self._spawn("superlink", link, self.superlink_env)
+        self._spawn("superlink", link)
         self._wait_for_port(ready_timeout_s)
         for index, node_config in enumerate(self.node_configs):
             # `fedgrpo supernode`: flower-supernode with its poll sleeps cut (see flower_supernode.py).
