@@ -225,8 +225,9 @@ class TrainConfig:
     format_weight: float = _f(1.0, "Weight of the server-side format reward (paper code: 1); 0 turns it off.")
     save_steps: int = _f(25, "Checkpoint every this many steps; a rerun with the same output_dir resumes.")
     steps_per_generation: int = _f(
-        1, "Amortisation: optimizer steps per generation batch (TRL's steps_per_generation); each selected "
-        "expert gets one message per this many steps, later steps train on samples up to this-1 steps old.")
+        4, "Amortisation: optimizer steps per generation batch (TRL's steps_per_generation); each selected "
+        "expert gets one message per this many steps, later steps train on samples up to this-1 steps old "
+        "(4: the same mean gain as 1 over 5 seeds, a quarter of the messages, faster on every engine).")
     overlap_rewards: bool = _f(
         False, "One-step off-policy: request a generation batch's rewards in the background while training on "
         "the previous batch (TRL's importance ratio corrects the one-batch lag; docs/deployment.md, Overlap).")

@@ -32,8 +32,10 @@ from .conftest import TINY_OVERRIDES
 
 pytestmark = [pytest.mark.slow, pytest.mark.flower]
 
+# One message per step (not the default 4 steps per generation): two scoring rounds in two steps, so
+# parity covers consecutive rounds and a fault in the first is re-routed in the second.
 ENGINE_OVERRIDES = {**TINY_OVERRIDES, "num_clients": 3, "neighbours": 4, "train_steps": 2, "prompts_per_step": 4,
-                    "save_steps": 1, "learning_rate": 1e-3}
+                    "save_steps": 1, "learning_rate": 1e-3, "steps_per_generation": 1}
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,10 @@ from .conftest import TINY_OVERRIDES
 
 pytestmark = pytest.mark.slow
 
+# One scoring round per step (not the default 4 steps per generation), so that per-step bytes, routing
+# and resuming at a step boundary are each seen over several rounds in a 2-3 step run.
 RUN_OVERRIDES = {**TINY_OVERRIDES, "neighbours": 4, "train_steps": 2, "prompts_per_step": 4, "save_steps": 1,
-                 "learning_rate": 1e-3}
+                 "learning_rate": 1e-3, "steps_per_generation": 1}
 
 
 @pytest.fixture(scope="module")
