@@ -254,6 +254,7 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
         "step_seconds": [round(b - a, 4) for a, b in zip(step_ends, step_ends[1:])],
         "reward_wait_s": round(reward.wait_seconds if settings.overlap_rewards else timed.seconds, 4),
         "reward_round_trip_s": round(timed.seconds, 4),
+        "reward_round_trips_s": [round(x, 4) for x in timed.rounds],
         "overlap_rewards": settings.overlap_rewards,
         "timings_s": timings,
         "final_model": str(final_dir),
@@ -289,6 +290,7 @@ class _TimedTransport:
         self.inner = inner
         self.expert_ids, self.expert_domains, self.ledger = inner.expert_ids, inner.expert_domains, inner.ledger
         self.seconds = 0.0
+        self.rounds: list[float] = []  # one per scoring round, in order
 
     def calibrate(self, request: Any) -> Any:
         return self.inner.calibrate(request)
@@ -298,7 +300,8 @@ class _TimedTransport:
         try:
             return self.inner.score(step, requests)
         finally:
-            self.seconds += time.perf_counter() - started
+            self.rounds.append(time.perf_counter() - started)
+            self.seconds += self.rounds[-1]
 
     def close(self) -> None:
         self.inner.close()
