@@ -229,8 +229,9 @@ class TrainConfig:
         "expert gets one message per this many steps, later steps train on samples up to this-1 steps old "
         "(4: the same mean gain as 1 over 5 seeds, a quarter of the messages, faster on every engine).")
     overlap_rewards: bool = _f(
-        False, "One-step off-policy: request a generation batch's rewards in the background while training on "
-        "the previous batch (TRL's importance ratio corrects the one-batch lag; docs/deployment.md, Overlap).")
+        True, "One-step off-policy: request a generation batch's rewards in the background while training on "
+        "the previous batch (TRL's importance ratio corrects the one-batch lag; docs/deployment.md, Overlap). "
+        "Same mean gain as off over 5 seeds; hides the round trip on Flower engines.")
     train_seed: int = _f(0, "Seed of GRPO sampling and data order.")
     grpo_args: tuple[str, ...] = _f(
         (), "Extra GRPOConfig fields as key=value, passed to TRL untouched (e.g. bf16=true use_vllm=true)."
@@ -329,8 +330,9 @@ class FedGRPOConfig:
             # Sampled expert answers reseed the process-wide torch RNG in a forked state while the
             # training thread samples from it: neither run would be reproducible.
             raise ConfigError(
-                "overlap_rewards on the embedded engine needs greedy experts: set expert_samples=1, or "
-                "use engine simulation or deployment (experts in their own processes)"
+                "overlap_rewards on the embedded engine needs greedy experts: set expert_samples=1, turn "
+                "overlap off (--no-overlap-rewards), or use engine simulation or deployment (experts in "
+                "their own processes)"
             )
 
     def to_flat(self) -> dict[str, Any]:

@@ -94,7 +94,8 @@ def test_cli_engine_mistakes_are_one_line_errors(capsys):
 def test_overlap_rewards_parses_from_the_flag_the_run_config_and_text():
     from fedgrpo.cli import build_parser
 
-    assert FedGRPOConfig().train.overlap_rewards is False  # off unless asked for
+    assert FedGRPOConfig().train.overlap_rewards is True  # on unless turned off
+    assert build_parser().parse_args(["config", "--no-overlap-rewards"]).overlap_rewards is False
     assert build_parser().parse_args(["config", "--overlap-rewards"]).overlap_rewards is True
     assert FedGRPOConfig.from_run_config({"overlap-rewards": True}).train.overlap_rewards is True
     assert load_config(overrides={"overlap_rewards": "true"}).train.overlap_rewards is True
