@@ -105,7 +105,7 @@ def test_overlap_rewards_parses_from_the_flag_the_run_config_and_text():
 
 def test_overlap_rewards_refuses_sampling_experts_in_process_only():
     # In-process experts that sample fork the process-wide RNG the training thread samples from.
-    with pytest.raises(ConfigError, match="set expert_samples=1, or use engine simulation or deployment"):
+    with pytest.raises(ConfigError, match="set expert_samples=1, turn overlap off \(--no-overlap-rewards\), or use engine simulation or deployment"):
         load_config(overrides={"overlap_rewards": "true", "expert_samples": "3"})
     # Greedy experts, experts in other processes, or no experts at all (ground truth) are fine.
     for overrides in ({"expert_samples": "1"}, {"expert_samples": "3", "engine": "simulation"},
