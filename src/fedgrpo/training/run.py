@@ -289,8 +289,7 @@ class _TimedTransport:
     def __init__(self, inner: ExpertTransport) -> None:
         self.inner = inner
         self.expert_ids, self.expert_domains, self.ledger = inner.expert_ids, inner.expert_domains, inner.ledger
-        self.seconds = 0.0
-        self.rounds: list[float] = []  # one per scoring round, in order
+        self.rounds: list[float] = []  # wall seconds of each scoring round, in order
 
     def calibrate(self, request: Any) -> Any:
         return self.inner.calibrate(request)
@@ -301,7 +300,10 @@ class _TimedTransport:
             return self.inner.score(step, requests)
         finally:
             self.rounds.append(time.perf_counter() - started)
-            self.seconds += self.rounds[-1]
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.rounds)
 
     def close(self) -> None:
         self.inner.close()

@@ -35,7 +35,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ _ARGS_WITH_VALUE = {"--runtime-api-address", "--token", "--root-certificates", "
 _FLAGS = {"--insecure"}
 
 
-def warm_enabled(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+def warm_enabled(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether `fedgrpo supernode` starts the warm worker (`FEDGRPO_WARM_CLIENTAPP`, default on)."""
     from fedgrpo.errors import ConfigError
 
@@ -112,17 +112,20 @@ class WarmClientApp:
 
     def __init__(self) -> None:
         self._apps: dict[str, Any] = {}  # FAB hash -> loaded ClientApp
+        # Tasks run in threads: two first messages of a run must not install the same FAB at once.
+        self._apps_lock = threading.Lock()
 
     def _client_app(self, run: Any, fab: Any) -> Any:
-        app = self._apps.get(fab.hash_str)
-        if app is None:
-            from flwr.cli.install import install_from_fab
-            from flwr.clientapp.utils import get_load_client_app_fn
+        with self._apps_lock:
+            app = self._apps.get(fab.hash_str)
+            if app is None:
+                from flwr.cli.install import install_from_fab
+                from flwr.clientapp.utils import get_load_client_app_fn
 
-            install_from_fab(fab.content, skip_prompt=True)
-            load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
-            app = self._apps[fab.hash_str] = load(run.fab_id, run.fab_version, fab.hash_str)
-        return app
+                install_from_fab(fab.content, skip_prompt=True)
+                load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
+                app = self._apps[fab.hash_str] = load(run.fab_id, run.fab_version, fab.hash_str)
+            return app
 
     def run_task(self, runtime_api_address: str, token: str, insecure: bool,
                  certificates: bytes | None) -> int:
