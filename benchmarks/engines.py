@@ -34,14 +34,15 @@ sys.path.insert(0, str(HERE / "echo_app"))
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE / "echo_app"), os.environ.get("PYTHONPATH")) if p)
 
 from fedgrpo import load_config
-from fedgrpo.apps import run_engine, run_local_deployment
-from fedgrpo.transport.flower_clientapp_worker import WARM_ENV
+from fedgrpo.engines.clientapp_worker import WARM_ENV
+from fedgrpo.engines.local_deployment import run_local_deployment
+from fedgrpo.engines.switch import run_engine
 
 
 def train(engine: str, steps: int, spg: int, overlap: bool, work: Path) -> dict:
     config = load_config(overrides={"train_steps": steps, "save_steps": 10_000,
                                     "engine": "deployment" if engine.startswith("deployment") else engine,
-                                    "steps_per_generation": spg, "overlap_rewards": overlap})
+                                    "steps_per_generation": spg, "overlap_rewards": "on" if overlap else "off"})
     out = work / f"{engine}-spg{spg}-overlap{int(overlap)}"
     out.mkdir(parents=True)
     started = time.perf_counter()
@@ -81,12 +82,14 @@ def train(engine: str, steps: int, spg: int, overlap: bool, work: Path) -> dict:
 def bare_round_trips(rounds: int, nodes: int, work: Path) -> dict:
     from echo_app import build_apps
 
-    from fedgrpo.transport.flower_runtime import LocalDeployment, run_app, simulate
+    from fedgrpo.engines.deployment import run_app
+    from fedgrpo.engines.local_deployment import LocalDeployment
+    from fedgrpo.engines.simulation import simulate_apps
 
     out: dict = {}
     results: dict = {}
     server, client = build_apps(rounds, nodes, 2000, results)
-    simulate(server, client, num_supernodes=nodes)
+    simulate_apps(server, client, num_supernodes=nodes)
     out["simulation"] = dict(results)
     app_dir = work / "echo-app"
     shutil.copytree(HERE / "echo_app", app_dir, ignore=shutil.ignore_patterns("__pycache__"))

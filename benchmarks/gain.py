@@ -20,7 +20,7 @@ from typing import Any
 from common import write_result
 
 from fedgrpo import load_config
-from fedgrpo.training.run import run
+from fedgrpo.engines.run import run
 
 
 def main(argv: list[str]) -> None:
@@ -38,7 +38,7 @@ def main(argv: list[str]) -> None:
             config = load_config(overrides={**shared, "use_ground_truth": use_gt})
             out = Path(tmp) / mode
             out.mkdir()
-            metrics = run(config, out).metrics
+            metrics = run(config, out).to_dict()
             runs[mode] = {
                 "before": {d: s["pass_at_1"] for d, s in metrics["accuracy_before"].items()},
                 "after": {d: s["pass_at_1"] for d, s in metrics["accuracy_after"].items()},

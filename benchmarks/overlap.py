@@ -22,7 +22,8 @@ from typing import Any
 from common import write_result
 
 from fedgrpo import load_config
-from fedgrpo.training.run import embedded_transport, run
+from fedgrpo.engines.experts import embedded_transport
+from fedgrpo.engines.run import Connector, run
 
 
 class _Delayed:
@@ -32,12 +33,12 @@ class _Delayed:
         self.inner, self.latency = inner, latency
         self.expert_ids, self.expert_domains, self.ledger = inner.expert_ids, inner.expert_domains, inner.ledger
 
-    def calibrate(self, request: Any) -> Any:
-        return self.inner.calibrate(request)
+    def calibrate_round(self, request: Any) -> Any:
+        return self.inner.calibrate_round(request)
 
-    def score(self, step: int, requests: Any) -> Any:
+    def score_round(self, step: int, requests: Any) -> Any:
         time.sleep(self.latency)
-        return self.inner.score(step, requests)
+        return self.inner.score_round(step, requests)
 
     def close(self) -> None:
         self.inner.close()
@@ -45,10 +46,11 @@ class _Delayed:
 
 def measure(steps: int, spg: int, latency: float, overlap: bool, work: Path) -> dict[str, Any]:
     config = load_config(overrides={"train_steps": steps, "save_steps": 10_000, "steps_per_generation": spg,
-                                    "overlap_rewards": overlap})
+                                    "overlap_rewards": "on" if overlap else "off"})
     out = work / f"spg{spg}-lat{latency}-{'overlap' if overlap else 'sync'}"
     out.mkdir(parents=True)
-    metrics = run(config, out, transport_factory=lambda p, ids: _Delayed(embedded_transport(p, ids), latency)).metrics
+    delayed = Connector(lambda prepared: _Delayed(embedded_transport(prepared), latency))
+    metrics = run(config, out, connector=delayed).to_dict()
     steps_s = metrics["step_seconds"]
     steady = steps_s[spg:]  # the first generation batch pays TRL's warm-up
     return {

@@ -17,10 +17,9 @@ from common import write_result
 
 from fedgrpo import load_config
 from fedgrpo.models.embed import embed_questions
-from fedgrpo.scorers.expert import ExpertClient
+from fedgrpo.engines.experts import embedded_transport
 from fedgrpo.training.calibrate import calibrate, route
 from fedgrpo.training.prepare import prepare
-from fedgrpo.transport.embedded import EmbeddedTransport
 
 
 def main(argv: list[str]) -> None:
@@ -33,8 +32,7 @@ def main(argv: list[str]) -> None:
     prepared = prepare(config)
     splits = prepared.splits
     domains = {s.expert_id: s.main_domain for s in splits.clients}
-    transport = EmbeddedTransport({s.expert_id: ExpertClient(s.expert_id, s.questions, prepared.expert_dirs[s.expert_id])
-                                   for s in splits.clients})
+    transport = embedded_transport(prepared)
     results = {}
     for encoder in ("server", "ngram"):
         started = time.perf_counter()

@@ -35,15 +35,13 @@ def build_apps(rounds: int, nodes: int, request_bytes: int, results: dict | None
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        from flwr.superlink.grid import http_grid
-
-        from fedgrpo.transport.flower_supernode import retry_object_pulls_sooner
+        from fedgrpo.engines.flower_patches import patch_serverapp_grid
         from fedgrpo.transport.flower_transport import FlowerTransport
         from fedgrpo.types import ScoreItem, ScoreRequest
 
-        # The ServerApp-side setting FedGRPO's own ServerApp makes (fedgrpo.apps), so that the bare
-        # round trip and a FedGRPO round run on the same Flower settings.
-        retry_object_pulls_sooner(http_grid, "pull_objects")
+        # The ServerApp-side setting FedGRPO's own ServerApp makes (engines.flower_app), so that the
+        # bare round trip and a FedGRPO round run on the same Flower settings.
+        patch_serverapp_grid()
 
         cfg = context.run_config
         r = int(cfg.get("rounds", rounds))

@@ -44,7 +44,10 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, dest=name, nargs="+", metavar="NAME", default=argparse.SUPPRESS,
                                help=help_text)
         else:
-            group.add_argument(flag, dest=name, metavar="VALUE", default=argparse.SUPPRESS, help=help_text)
+            # A closed set of names shows them; the config checks the value (a one-line error).
+            choices = f.metadata.get("choices")
+            group.add_argument(flag, dest=name, metavar="|".join(choices) if choices else "VALUE",
+                               default=argparse.SUPPRESS, help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,16 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> FedGRPOConfig:
+    """The config from `--config` and the flags, its domains checked at once (before any output)."""
+    from fedgrpo.data.gym import check_domains
+
     overrides = {name: getattr(args, name) for name in field_index() if hasattr(args, name)}
-    return load_config(args.config, overrides)
+    return load_config(args.config, overrides, check_data=lambda data: check_domains(data.domains, data.difficulty))
 
 
 # --- output directory and console -----------------------------------------------------------------
 
 def prepare_output_dir(config: FedGRPOConfig, command: str) -> Path:
     """Create the run's output directory and prove it is writable before any long work starts."""
-    raw = config.output.output_dir or f"runs/{command}-{datetime.now():%Y%m%d-%H%M%S}"
-    out = Path(raw).expanduser()
+    chosen = config.output.output_dir or f"runs/{command}-{datetime.now():%Y%m%d-%H%M%S}"
+    out = Path(chosen).expanduser()
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -137,7 +143,9 @@ def start_outputs(config: FedGRPOConfig, command: str, resuming: bool = False) -
     if resuming:
         check_resumable(out, config)
     (out / "config.yaml").write_text(config.to_yaml())
-    quiet_libraries()
+    from fedgrpo.engines.environment import prepare_process
+
+    prepare_process()
     return out
 
 
@@ -194,26 +202,6 @@ class RichProgress:
 
     def log(self, message: str) -> None:
         self.console.print(message)
-
-
-def quiet_libraries() -> None:
-    """Offline, and no library chatter between our own progress bars (CLI only, never at import)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import warnings
-
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    import logging
-
-    # math-verify warns once per process that we run it without signal timeouts, which we do on
-    # purpose (it scores in worker threads).
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 
 # --- commands -------------------------------------------------------------------------------------
@@ -275,7 +263,7 @@ def cmd_prepare(args: argparse.Namespace, console: Any) -> int:
 def cmd_run(args: argparse.Namespace, console: Any) -> int:
     config = config_from_args(args)
     out = start_outputs(config, "run", resuming=True)
-    from fedgrpo.apps import run_engine
+    from fedgrpo.engines.switch import run_engine
 
     m = run_engine(config, out, RichProgress(console))
     print_run_report(m, console)
@@ -316,15 +304,17 @@ def print_run_report(m: dict[str, Any], console: Any) -> None:
 
 def cmd_expert(args: argparse.Namespace, console: Any) -> int:
     config = config_from_args(args)
-    quiet_libraries()
-    from fedgrpo.apps import LocalSiteExpert
-    from fedgrpo.transport.expert_service import ExpertService
+    from fedgrpo.engines.environment import prepare_process
 
-    expert = LocalSiteExpert(config, args.expert_id, data_path=args.data, model_dir=args.model,
-                             domain=args.domain)
-    expert.client.warm_up()
+    prepare_process()
+    from fedgrpo.engines.expert_service import ExpertService
+    from fedgrpo.engines.experts import build_site_expert
+
+    expert = build_site_expert(config, args.expert_id, data_path=args.data, model_dir=args.model,
+                               domain=args.domain)
+    expert.warm_up()
     try:
-        service = ExpertService(expert, expert.expert_id, expert.domain, host=args.host, port=args.port)
+        service = ExpertService(expert, host=args.host, port=args.port)
     except OSError as exc:
         raise FedGRPOError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
                            "choose another --port") from None
@@ -345,7 +335,7 @@ def cmd_expert(args: argparse.Namespace, console: Any) -> int:
 def _keep_federation_up(config: FedGRPOConfig, out: Path, args: argparse.Namespace, console: Any) -> int:
     import signal
 
-    from fedgrpo.apps import start_local_federation
+    from fedgrpo.engines.local_deployment import start_local_federation
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with start_local_federation(config, out.resolve() / "deployment", tls=not args.no_tls, auth=not args.no_auth,
@@ -371,7 +361,7 @@ def cmd_up(args: argparse.Namespace, console: Any) -> int:
     out = start_outputs(config, "up", resuming=True)
     if args.keep_running:
         return _keep_federation_up(config, out, args, console)
-    from fedgrpo.apps import run_local_deployment
+    from fedgrpo.engines.local_deployment import run_local_deployment
 
     m = run_local_deployment(config, out, tls=not args.no_tls, auth=not args.no_auth, log=console.print)
     print_run_report(m, console)
@@ -389,10 +379,9 @@ def cmd_evaluate(args: argparse.Namespace, console: Any) -> int:
     from fedgrpo.data.partition import build_splits
     from fedgrpo.models.load import base_model_dir, load_model
     from fedgrpo.training.evaluate import evaluate_model, mean_over_domains
-    from fedgrpo.training.prepare import split_spec
 
     progress = RichProgress(console)
-    splits = build_splits(split_spec(config))
+    splits = build_splits(config.data)
     if args.model:
         model_dir = Path(args.model).expanduser()
     else:
@@ -464,7 +453,7 @@ def cmd_domains(args: argparse.Namespace, console: Any) -> int:
 
 
 def cmd_supernode(args: argparse.Namespace, console: Any) -> int:
-    from fedgrpo.transport.flower_supernode import main as run_supernode
+    from fedgrpo.engines.supernode import main as run_supernode
 
     return run_supernode(args.supernode_args)
 

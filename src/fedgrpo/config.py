@@ -12,6 +12,7 @@ import difflib
 import os
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,11 @@ TINY_PRESETS = ("small", "micro")  # architectures live in fedgrpo.models.tiny
 PARTITIONS = ("domain", "dirichlet", "iid")
 
 
-def _f(default: Any, help: str) -> Any:
+def _f(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A config field: its default, its one help text, and for a closed set of names their list."""
     if isinstance(default, (list, dict, set)):
         raise TypeError("use tuples for sequence defaults")
-    return field(default=default, metadata={"help": help})
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -55,15 +57,9 @@ class DataConfig:
             raise ConfigError("domains is empty: name at least one domain (see `fedgrpo domains`)")
         if len(set(self.domains)) != len(self.domains):
             raise ConfigError(f"domains lists a domain twice ({', '.join(self.domains)}): list each once")
-        from fedgrpo.data.gym import resolve_domain  # lazy: keeps `import fedgrpo.config` light
-
-        for name in self.domains:
-            spec = resolve_domain(name)
-            if self.difficulty > spec.max_difficulty:
-                raise ConfigError(
-                    f"difficulty {self.difficulty} is above domain {name!r}'s highest level "
-                    f"({spec.max_difficulty}); lower difficulty"
-                )
+        # Whether each name is a domain, and has this difficulty level, is checked where the data is
+        # built (`data.gym.check_domains`, also run by the CLI as it loads a config): the config
+        # imports nothing above it.
         if self.difficulty < 0:
             raise ConfigError("difficulty must be 0 or more")
         if self.data_seed < 0:
@@ -129,8 +125,8 @@ class ModelConfig:
             raise ConfigError(f"sft_learning_rate must be in (0, 1), got {self.sft_learning_rate}")
 
     def resolved_cache_dir(self) -> Path:
-        raw = self.cache_dir or os.environ.get("FEDGRPO_CACHE") or "~/.cache/fedgrpo"
-        return Path(raw).expanduser()
+        chosen = self.cache_dir or os.environ.get("FEDGRPO_CACHE") or "~/.cache/fedgrpo"
+        return Path(chosen).expanduser()
 
 
 def check_model_spec(name: str, spec: str) -> None:
@@ -170,6 +166,23 @@ class EvalConfig:
 SELECTIONS = ("graph", "random", "oracle", "all")
 ENCODER_NAMES = ("server", "ngram")
 SCALE_REWARDS = ("none", "group", "batch")
+# TRL 1.16's accepted values (`grpo_config.py`; its trainer raises on others only mid-training).
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
+OVERLAP_MODES = ("auto", "on", "off")
+# GRPOConfig fields FedGRPO sets from its own keys (field -> the keys that set it); grpo_args may
+# not set them.
+GRPO_OWNED: dict[str, tuple[str, ...]] = {
+    "num_generations": ("experts_per_question", "generations_per_expert"),  # their product M*G
+    "max_steps": ("train_steps",),
+    "seed": ("train_seed",),
+    **{key: (key,) for key in ("learning_rate", "temperature", "max_completion_length", "loss_type",
+                               "scale_rewards", "beta", "save_steps", "steps_per_generation")},
+}
+# GRPOConfig fields derived from other settings.
+GRPO_DERIVED = {
+    "output_dir": "it is the run's output directory (output_dir / checkpoints)",
+    "per_device_train_batch_size": "it is prompts_per_step * M * G; set those instead",
+}
 SCORER_MODES = ("gated", "model", "answer")
 
 
@@ -220,7 +233,7 @@ class TrainConfig:
     max_completion_length: int = _f(24, "Longest candidate, in tokens.")
     scale_rewards: str = _f("group", "Advantage scaling: group (paper Eq. 8's std), none (official code), batch.")
     beta: float = _f(0.0, "KL coefficient to the reference model (0 loads none).")
-    loss_type: str = _f("dr_grpo", "TRL loss aggregation: dr_grpo, grpo, bnpo, dapo, ...")
+    loss_type: str = _f("dr_grpo", "TRL loss aggregation: " + ", ".join(LOSS_TYPES) + " (TRL's own default: dapo).")
     accuracy_weight: float = _f(8.0, "Weight of the experts' reward (paper code: 8).")
     format_weight: float = _f(1.0, "Weight of the server-side format reward (paper code: 1); 0 turns it off.")
     save_steps: int = _f(25, "Checkpoint every this many steps; a rerun with the same output_dir resumes.")
@@ -228,10 +241,12 @@ class TrainConfig:
         4, "Amortisation: optimizer steps per generation batch (TRL's steps_per_generation); each selected "
         "expert gets one message per this many steps, later steps train on samples up to this-1 steps old "
         "(4: the same mean gain as 1 over 5 seeds, a quarter of the messages, faster on every engine).")
-    overlap_rewards: bool = _f(
-        True, "One-step off-policy: request a generation batch's rewards in the background while training on "
+    overlap_rewards: str = _f(
+        "auto", "One-step off-policy: request a generation batch's rewards in the background while training on "
         "the previous batch (TRL's importance ratio corrects the one-batch lag; docs/deployment.md, Overlap). "
-        "Same mean gain as off over 5 seeds; hides the round trip on Flower engines.")
+        "auto = on for engine deployment, where it hides the round trip (a loopback step 1.37x embedded "
+        "with it, 1.52x without), off elsewhere, where it buys nothing measurable and training uses TRL's "
+        "public API only; on; off.", choices=OVERLAP_MODES)
     train_seed: int = _f(0, "Seed of GRPO sampling and data order.")
     grpo_args: tuple[str, ...] = _f(
         (), "Extra GRPOConfig fields as key=value, passed to TRL untouched (e.g. bf16=true use_vllm=true)."
@@ -250,9 +265,36 @@ class TrainConfig:
             raise ConfigError(f"unknown scale_rewards {self.scale_rewards!r}: use one of {', '.join(SCALE_REWARDS)}")
         if self.accuracy_weight <= 0 or self.format_weight < 0:
             raise ConfigError("accuracy_weight must be > 0 and format_weight >= 0")
+        if self.loss_type not in LOSS_TYPES:
+            raise ConfigError(f"unknown loss_type {self.loss_type!r}: use one of {', '.join(LOSS_TYPES)}")
+        self.grpo_extra  # noqa: B018 - parses and checks grpo_args now, not when training starts
+
+    @property
+    def grpo_extra(self) -> dict[str, Any]:
+        """`grpo_args` as GRPOConfig keyword arguments, values read as YAML scalars (true, 0.5, text).
+
+        A key FedGRPO sets itself is refused with the setting to use instead; whether a key is a
+        GRPOConfig field at all is checked against the installed TRL when the trainer is built."""
+        import yaml
+
+        extra: dict[str, Any] = {}
         for arg in self.grpo_args:
-            if "=" not in arg:
+            key, sep, text = arg.partition("=")
+            key = key.strip()
+            if not sep or not key:
                 raise ConfigError(f"grpo_args entry {arg!r} is not key=value; write e.g. bf16=true")
+            if key in GRPO_OWNED:
+                own = GRPO_OWNED[key]
+                raise ConfigError(
+                    f"GRPO option {key!r} is one of FedGRPO's own settings, not an extra GRPOConfig "
+                    f"field; set {' and '.join(own)} (flag {', '.join('--' + k.replace('_', '-') for k in own)})")
+            if key in GRPO_DERIVED:
+                raise ConfigError(f"GRPO option {key!r} cannot be set through grpo_args: {GRPO_DERIVED[key]}")
+            try:
+                extra[key] = yaml.safe_load(text)
+            except yaml.YAMLError:
+                raise ConfigError(f"grpo_args {arg!r}: the value is not a valid scalar") from None
+        return extra
 
 
 ENGINES = ("embedded", "simulation", "deployment")
@@ -325,15 +367,24 @@ class FedGRPOConfig:
             raise ConfigError(
                 f"selection=all sends every question to all {k} clients: set experts_per_question={k}"
             )
-        if (self.train.overlap_rewards and self.engine.engine == "embedded" and self.federation.expert_samples > 1
+        if (self.uses_overlap and self.engine.engine == "embedded" and self.federation.expert_samples > 1
                 and not self.data.use_ground_truth):
             # Sampled expert answers reseed the process-wide torch RNG in a forked state while the
             # training thread samples from it: neither run would be reproducible.
             raise ConfigError(
-                "overlap_rewards on the embedded engine needs greedy experts: set expert_samples=1, turn "
-                "overlap off (--no-overlap-rewards), or use engine simulation or deployment (experts in "
-                "their own processes)"
+                "overlap_rewards on the embedded engine needs greedy experts: set expert_samples=1, "
+                "overlap_rewards=off (or auto), or use engine simulation or deployment (experts in their "
+                "own processes)"
             )
+
+    @property
+    def uses_overlap(self) -> bool:
+        """`overlap_rewards` resolved: auto is on for a Flower Deployment with expert rewards only
+        (the only engine where the round trip costs enough to hide; ground truth asks no expert)."""
+        mode = self.train.overlap_rewards
+        if mode == "auto":
+            return self.engine.engine == "deployment" and not self.data.use_ground_truth
+        return mode == "on"
 
     def to_flat(self) -> dict[str, Any]:
         """Every field under its flat name, in declaration order (YAML-friendly values)."""
@@ -447,8 +498,13 @@ def _coerce(name: str, value: Any, tp: Any, from_text: bool) -> Any:
             raise ConfigError(f"{name} must be a number, got {value!r}")
         return float(value)
     if tp is str:
+        choices = field_index()[name][1].metadata.get("choices")
+        if choices and isinstance(value, bool) and "on" in choices:
+            value = "on" if value else "off"  # YAML reads on/off/true/false as booleans
         if not isinstance(value, str):
             raise ConfigError(f"{name} must be a string, got {value!r}")
+        if choices and value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
         return value
     raise TypeError(f"unsupported config type {tp!r} for {name}")
 
@@ -457,11 +513,11 @@ def _normalise_key(key: str) -> str:
     return key.strip().replace("-", "_")
 
 
-def flatten_file_values(raw: dict[str, Any]) -> dict[str, Any]:
+def flatten_file_values(values: dict[str, Any]) -> dict[str, Any]:
     """Accept flat keys or keys grouped under section tables (data:, models:, ...)."""
     sections = {s.name for s in _sections()}
     flat: dict[str, Any] = {}
-    for key, value in raw.items():
+    for key, value in values.items():
         key = _normalise_key(str(key))
         if key in sections and isinstance(value, dict):
             flat.update({_normalise_key(str(k)): v for k, v in value.items()})
@@ -480,11 +536,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         if path.suffix == ".toml":
             import tomllib
 
-            raw = tomllib.loads(text)
+            parsed = tomllib.loads(text)
         elif path.suffix in (".yaml", ".yml"):
             import yaml
 
-            raw = yaml.safe_load(text) or {}
+            parsed = yaml.safe_load(text) or {}
         else:
             raise ConfigError(f"config file {str(path)!r}: use a .yaml, .yml or .toml file")
     except ConfigError:
@@ -492,17 +548,21 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except Exception as exc:  # yaml.YAMLError, tomllib.TOMLDecodeError
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"config file {str(path)!r} is malformed ({first_line}); fix its syntax") from None
-    if not isinstance(raw, dict):
+    if not isinstance(parsed, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of key: value pairs")
-    return flatten_file_values(raw)
+    return flatten_file_values(parsed)
 
 
 def build_config(
-    file_values: dict[str, Any] | None = None, cli_values: dict[str, Any] | None = None
+    file_values: dict[str, Any] | None = None, cli_values: dict[str, Any] | None = None,
+    check_data: Callable[[DataConfig], Any] | None = None,
 ) -> FedGRPOConfig:
     """Merge defaults < file values < CLI values, type-check each value and run every check once.
 
     File values must already have their declared types (YAML/TOML carry them); CLI values may be text.
+    `check_data` runs on the data section before the checks across sections, so a wrong domain
+    name is reported before what it would imply (the CLI passes `data.gym.check_domains`'s check;
+    the config itself imports nothing above it).
     """
     index = field_index()
     merged: dict[str, tuple[Any, bool]] = {}
@@ -518,12 +578,16 @@ def build_config(
     for name, (value, from_text) in merged.items():
         section, f = index[name]
         per_section[section][name] = _coerce(name, value, field_type(name), from_text)
-    return FedGRPOConfig(**{s.name: s.type(**per_section[s.name]) for s in _sections()})
+    sections = {s.name: s.type(**per_section[s.name]) for s in _sections()}
+    if check_data is not None:
+        check_data(sections["data"])
+    return FedGRPOConfig(**sections)
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> FedGRPOConfig:
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                check_data: Callable[[DataConfig], Any] | None = None) -> FedGRPOConfig:
     """The public entry point: an optional file plus overrides (CLI text or typed values)."""
-    return build_config(read_config_file(path) if path else None, overrides)
+    return build_config(read_config_file(path) if path else None, overrides, check_data)
 
 
 def render_config_docs() -> str:

@@ -6,6 +6,8 @@ each build costs seconds of CPU even at this size.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from fedgrpo.config import load_config
@@ -43,3 +45,12 @@ def prepared(tiny_config):
     from fedgrpo.training.prepare import prepare
 
     return prepare(tiny_config)
+
+
+def grpo_settings(**changes):
+    """The default config's GRPO settings at one step per generation and without overlap (each reward
+    call then covers one optimizer step), with a test's `changes`."""
+    from fedgrpo.training.trainer import GRPOSettings
+
+    base = GRPOSettings.from_config(load_config(overrides={"steps_per_generation": 1, "overlap_rewards": "off"}))
+    return dataclasses.replace(base, **changes)

@@ -22,20 +22,23 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedgrpo.apps import run_engine, run_local_deployment
 from fedgrpo.config import load_config
+from fedgrpo.engines.experts import make_local_expert
+from fedgrpo.engines.local_deployment import group_alive, run_local_deployment
+from fedgrpo.engines.run import Connector, run
+from fedgrpo.engines.switch import run_engine
 from fedgrpo.models.load import load_model
-from fedgrpo.training.run import embedded_transport, run
-from fedgrpo.transport.flower_runtime import group_alive
+from fedgrpo.transport.embedded import EmbeddedTransport
 
 from .conftest import TINY_OVERRIDES
 
 pytestmark = [pytest.mark.slow, pytest.mark.flower]
 
 # One message per step (not the default 4 steps per generation): two scoring rounds in two steps, so
-# parity covers consecutive rounds and a fault in the first is re-routed in the second.
+# parity covers consecutive rounds and a fault in the first is re-routed in the second. Overlap is
+# pinned off (auto would turn it on for the deployment only): the same schedule on every engine.
 ENGINE_OVERRIDES = {**TINY_OVERRIDES, "num_clients": 3, "neighbours": 4, "train_steps": 2, "prompts_per_step": 4,
-                    "save_steps": 1, "learning_rate": 1e-3, "steps_per_generation": 1}
+                    "save_steps": 1, "learning_rate": 1e-3, "steps_per_generation": 1, "overlap_rewards": "off"}
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +104,7 @@ def test_a_loopback_deployment_gives_the_embedded_run(embedded, deployment):
 
 @pytest.fixture(scope="module")
 def overlapped(engine_config, tmp_path_factory):
-    config = replace(engine_config, train=replace(engine_config.train, overlap_rewards=True))
+    config = replace(engine_config, train=replace(engine_config.train, overlap_rewards="on"))
     runs = {}
     for engine in ("embedded", "simulation"):
         out = tmp_path_factory.mktemp(f"overlap-{engine}")
@@ -156,6 +159,9 @@ class GoesOffline:
     def __init__(self, inner, expert_id, state):
         self.inner, self.expert_id, self.state = inner, expert_id, state
 
+    def hello(self):
+        return self.inner.hello()
+
     def calibrate(self, request):
         return self.inner.calibrate(request)
 
@@ -173,13 +179,15 @@ def test_an_expert_lost_after_calibration_is_rerouted_and_reported(engine_config
 
     state = {"lock": threading.Lock()}
 
-    def factory(prepared, expert_ids):
-        transport = embedded_transport(prepared, expert_ids)
-        transport._clients = {e: GoesOffline(c, e, state) for e, c in transport._clients.items()}
-        return transport
+    def factory(prepared):
+        config = prepared.config
+        return EmbeddedTransport({
+            s.expert_id: GoesOffline(make_local_expert(config, s.expert_id, s.questions,
+                                                       prepared.expert_dirs[s.expert_id]), s.expert_id, state)
+            for s in prepared.splits.clients})
 
-    config = replace(engine_config, train=replace(engine_config.train, overlap_rewards=overlap))
-    metrics = run(_on(config, "embedded"), tmp_path, transport_factory=factory).metrics
+    config = replace(engine_config, train=replace(engine_config.train, overlap_rewards="on" if overlap else "off"))
+    metrics = run(_on(config, "embedded"), tmp_path, connector=Connector(factory)).to_dict()
     lost = state["victim"]
     assert metrics["lost_experts"] == {lost: "ConnectionError: site went offline"}
     assert metrics["failures"] == {lost: 1}  # asked once; later steps go straight to substitutes

@@ -27,11 +27,12 @@ import pytest
 from fedgrpo.core.advantage import federated_advantages
 from fedgrpo.errors import ConfigError
 from fedgrpo.training.reward import FederatedReward
-from fedgrpo.training.trainer import GRPOSettings, group_by_question
+from fedgrpo.training.trainer import group_by_question
 from fedgrpo.transport.embedded import EmbeddedTransport
 from fedgrpo.types import ScoreReply, ScoreRequest
 
 from . import test_trainer as _trainer_tests
+from .conftest import grpo_settings
 from .test_trainer import EXPERTS, NUM_GENERATIONS, PER_EXPERT, PROMPTS_PER_STEP, _permutation
 
 # The synchronous trainer tests' module fixtures: the same micro model, questions and one-thread setup.
@@ -80,7 +81,7 @@ class OverlapRun:
             group_size=NUM_GENERATIONS, generations_per_expert=PER_EXPERT, accuracy_weight=1.0,
             format_weight=0.0, group_by_question=group_by_question, deferred=True,
         )
-        self.settings = GRPOSettings(
+        self.settings = grpo_settings(
             num_generations=NUM_GENERATIONS, prompts_per_step=PROMPTS_PER_STEP, max_steps=max_steps,
             max_completion_length=8, save_steps=save_steps, seed=seed, overlap_rewards=True,
         )
@@ -231,7 +232,7 @@ def test_interrupted_run_resumes_and_trains_every_question_once(model_dir, quest
 def test_unsupported_settings_are_refused_before_loading_the_model(model_dir, questions, tmp_path):
     from fedgrpo.training.trainer import build_grpo_trainer
 
-    settings = GRPOSettings(num_generations=NUM_GENERATIONS, prompts_per_step=PROMPTS_PER_STEP,
+    settings = grpo_settings(num_generations=NUM_GENERATIONS, prompts_per_step=PROMPTS_PER_STEP,
                             overlap_rewards=True)
     # A synchronous reward function cannot be overlapped.
     with pytest.raises(ConfigError, match="deferred reward function"):
@@ -240,7 +241,7 @@ def test_unsupported_settings_are_refused_before_loading_the_model(model_dir, qu
     deferred = FederatedReward({}, {}, EmbeddedTransport({}), group_size=NUM_GENERATIONS,
                                generations_per_expert=PER_EXPERT, accuracy_weight=1.0, format_weight=0.0,
                                group_by_question=group_by_question, deferred=True)
-    accumulating = GRPOSettings(num_generations=NUM_GENERATIONS, prompts_per_step=PROMPTS_PER_STEP,
+    accumulating = grpo_settings(num_generations=NUM_GENERATIONS, prompts_per_step=PROMPTS_PER_STEP,
                                 overlap_rewards=True, extra={"gradient_accumulation_steps": 2})
     with pytest.raises(ConfigError, match="gradient_accumulation_steps=1"):
         build_grpo_trainer(model_dir, questions, deferred, accumulating, tmp_path)

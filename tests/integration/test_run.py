@@ -11,7 +11,7 @@ import torch
 from fedgrpo.cli import main
 from fedgrpo.config import load_config
 from fedgrpo.models.load import load_model
-from fedgrpo.training.run import run
+from fedgrpo.engines.run import run
 
 from .conftest import TINY_OVERRIDES
 
@@ -27,20 +27,20 @@ RUN_OVERRIDES = {**TINY_OVERRIDES, "neighbours": 4, "train_steps": 2, "prompts_p
 def run_result(tmp_path_factory, cache_dir, prepared):
     config = load_config(overrides={**RUN_OVERRIDES, "cache_dir": str(cache_dir)})
     out = tmp_path_factory.mktemp("run")
-    return config, run(config, out)
+    return config, out, run(config, out).to_dict()
 
 
 def test_training_changes_the_weights(run_result, prepared):
-    _, result = run_result
+    _, _, metrics = run_result
     base, _ = load_model(prepared.server_dir)
-    trained, _ = load_model(result.metrics["final_model"])
+    trained, _ = load_model(metrics["final_model"])
     changed = [not torch.equal(a, b) for a, b in zip(base.state_dict().values(), trained.state_dict().values())]
     assert any(changed)
 
 
 def test_bytes_add_up_to_the_per_message_sum(run_result):
-    _, result = run_result
-    b = result.metrics["bytes"]
+    _, _, metrics = run_result
+    b = metrics["bytes"]
     per_step_down = sum(s["down"] for s in b["per_step"].values())
     per_expert_down = sum(e["down"] for e in b["per_expert"].values())
     # Scoring traffic per step plus calibration equals the per-expert totals equals the grand total.
@@ -53,21 +53,20 @@ def test_bytes_add_up_to_the_per_message_sum(run_result):
 
 
 def test_routing_and_report(run_result):
-    config, result = run_result
-    m = result.metrics
+    config, out, m = run_result
     assert m["mode"] == "experts" and m["failures"] == {}
     assert 0.0 <= m["routing"]["hit_rate"] <= 1.0
     assert set(m["accuracy_after"]) == {"arithmetic", "spelling"}
     assert len(m["reward_curve"]) == 2
-    assert (result.output_dir / "graph.json").is_file() and (result.output_dir / "routing.json").is_file()
+    assert (out / "graph.json").is_file() and (out / "routing.json").is_file()
 
 
 def test_a_rerun_resumes_from_the_last_checkpoint(run_result, cache_dir):
-    config, result = run_result
+    config, out, _ = run_result
     longer = replace(config, train=replace(config.train, train_steps=3))
-    again = run(longer, result.output_dir)
+    again = run(longer, out)
     # Only the missing step ran: the reward curve continues from the checkpoint's log history.
-    assert [p["step"] for p in again.metrics["reward_curve"]] == [1, 2, 3]
+    assert [p["step"] for p in again.reward_curve] == [1, 2, 3]
 
 
 def test_ground_truth_mode_needs_no_experts(tmp_path, cache_dir, prepared):
@@ -85,12 +84,12 @@ def test_ground_truth_mode_needs_no_experts(tmp_path, cache_dir, prepared):
 def test_overlapped_runs_with_in_process_experts_are_reproducible(tmp_path, cache_dir, prepared):
     # overlap_rewards on the embedded engine: the experts (real micro models, greedy) score on a
     # background thread while the policy samples and trains on the main one. Same seeds, same run.
-    config = load_config(overrides={**RUN_OVERRIDES, "train_steps": 3, "save_steps": 10, "overlap_rewards": "true",
+    config = load_config(overrides={**RUN_OVERRIDES, "train_steps": 3, "save_steps": 10, "overlap_rewards": "on",
                                     "cache_dir": str(cache_dir)})
     outs = [tmp_path / name for name in ("a", "b")]
     for out in outs:
         out.mkdir()
-    first, second = (run(config, out).metrics for out in outs)
+    first, second = (run(config, out).to_dict() for out in outs)
     assert first["overlap_rewards"] and first["reward_curve"] == second["reward_curve"]
     assert len(first["reward_curve"]) == 3 and all(p["reward"] is not None for p in first["reward_curve"])
     a, _ = load_model(first["final_model"])

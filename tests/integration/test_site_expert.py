@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from fedgrpo.apps import LocalSiteExpert
+from fedgrpo.engines.experts import build_site_expert
 from fedgrpo.errors import ConfigError
 from fedgrpo.types import ScoreItem, ScoreRequest
 
@@ -23,8 +23,8 @@ def own_data(prepared, tmp_path_factory):
 
 def test_own_data_and_model_score_held_questions_by_their_answers(prepared, tiny_config, own_data):
     path, held = own_data
-    expert = LocalSiteExpert(tiny_config, "hospital-a", data_path=str(path), domain="spelling",
-                             model_dir=str(prepared.expert_dirs["client-1"]))
+    expert = build_site_expert(tiny_config, "hospital-a", data_path=str(path), domain="spelling",
+                               model_dir=str(prepared.expert_dirs["client-1"]))
     assert expert.hello() == ("hospital-a", "spelling")
     q = held[0]
     # The server sends the question without its answer; the site recognises it and uses its own.
@@ -35,8 +35,8 @@ def test_own_data_and_model_score_held_questions_by_their_answers(prepared, tiny
 
 def test_own_data_without_a_model_fine_tunes_the_config_base_on_it(prepared, tiny_config, own_data):
     path, _ = own_data
-    expert = LocalSiteExpert(tiny_config, "hospital-b", data_path=str(path), domain="spelling")
-    model_dir = expert.client._model_dir
+    expert = build_site_expert(tiny_config, "hospital-b", data_path=str(path), domain="spelling")
+    model_dir = expert._model_dir
     assert model_dir.parent == tiny_config.models.resolved_cache_dir()
     assert model_dir not in prepared.expert_dirs.values()  # trained on the site's data, not a shard
 
@@ -44,5 +44,5 @@ def test_own_data_without_a_model_fine_tunes_the_config_base_on_it(prepared, tin
 def test_a_model_directory_that_is_not_a_model_is_refused(tiny_config, own_data, tmp_path):
     path, _ = own_data
     with pytest.raises(ConfigError, match="config.json"):
-        LocalSiteExpert(tiny_config, "hospital-c", data_path=str(path), domain="spelling",
-                        model_dir=str(tmp_path))
+        build_site_expert(tiny_config, "hospital-c", data_path=str(path), domain="spelling",
+                          model_dir=str(tmp_path))

@@ -27,6 +27,7 @@ import pytest
 
 from fedgrpo.data.prompts import render_prompt
 from fedgrpo.data.tasks import Question
+from fedgrpo.config import load_config
 from fedgrpo.errors import ConfigError
 from fedgrpo.training.trainer import (
     GroupLayoutError,
@@ -36,6 +37,8 @@ from fedgrpo.training.trainer import (
     grpo_config_kwargs,
     last_checkpoint,
 )
+
+from .conftest import grpo_settings
 
 slow = pytest.mark.slow
 
@@ -134,7 +137,7 @@ def observed(model_dir, questions, tmp_path_factory) -> ObservedRun:
         return rewards
 
     output_dir = tmp_path_factory.mktemp("observed-run")
-    settings = GRPOSettings(
+    settings = grpo_settings(
         num_generations=NUM_GENERATIONS,
         prompts_per_step=PROMPTS_PER_STEP,
         max_steps=2,
@@ -187,22 +190,26 @@ def test_group_by_question_rejects_other_layouts(ids, n, reason):
 # --- settings and dataset (no trainer) ------------------------------------------------------------
 
 
-def test_settings_reject_owned_and_derived_keys_in_extra():
-    # A knob we own must be set through its field, so one value cannot hide another.
+def test_settings_reject_owned_and_derived_keys_in_grpo_args():
+    # A knob we own must be set through its own key, so one value cannot hide another.
     with pytest.raises(ConfigError, match="set experts_per_question and generations_per_expert"):
-        GRPOSettings(extra={"num_generations": 4})
+        load_config(overrides={"grpo_args": ("num_generations=4",)})
     with pytest.raises(ConfigError, match="flag --steps-per-generation"):
-        GRPOSettings(extra={"steps_per_generation": 4})
+        load_config(overrides={"grpo_args": ("steps_per_generation=4",)})
     # The batch size is derived from prompts_per_step * num_generations.
     with pytest.raises(ConfigError, match="per_device_train_batch_size"):
-        GRPOSettings(extra={"per_device_train_batch_size": 4})
+        load_config(overrides={"grpo_args": ("per_device_train_batch_size=4",)})
     with pytest.raises(ConfigError, match="loss_type"):
-        GRPOSettings(loss_type="ppo")
+        load_config(overrides={"loss_type": "ppo"})
 
 
-def test_settings_extra_is_a_frozen_copy():
+def test_settings_derive_from_the_config_and_extra_is_a_frozen_copy():
+    config = load_config(overrides={"experts_per_question": 1, "generations_per_expert": 6, "train_steps": 7,
+                                    "grpo_args": ("bf16=true",)})
+    settings = GRPOSettings.from_config(config)
+    assert (settings.num_generations, settings.max_steps, settings.extra) == (6, 7, {"bf16": True})
     extra = {"bf16": True}
-    settings = GRPOSettings(extra=extra)
+    settings = grpo_settings(extra=extra)
     extra["bf16"] = False  # the caller's dict changes later ...
     assert settings.extra["bf16"] is True  # ... the settings do not
 
@@ -221,13 +228,13 @@ def test_dataset_has_prompt_id_and_domain_but_no_answer(questions):
 @slow
 def test_grpo_config_kwargs_pass_extra_through_and_reject_unknown_names(tmp_path):
 
-    settings = GRPOSettings(extra={"bf16": True, "use_vllm": True, "top_p": 0.95})
+    settings = grpo_settings(extra={"bf16": True, "use_vllm": True, "top_p": 0.95})
     kwargs = grpo_config_kwargs(settings, tmp_path)
     # Pass-through options reach GRPOConfig unchanged and override our CPU defaults.
     assert (kwargs["bf16"], kwargs["use_vllm"], kwargs["top_p"]) == (True, True, 0.95)
     assert kwargs["per_device_train_batch_size"] == 16 * 8  # counts completions
     with pytest.raises(ConfigError, match="'bf17'.*did you mean 'bf16'"):
-        grpo_config_kwargs(GRPOSettings(extra={"bf17": True}), tmp_path)
+        grpo_config_kwargs(grpo_settings(extra={"bf17": True}), tmp_path)
 
 
 @slow
@@ -237,7 +244,7 @@ def test_too_few_questions_for_one_step_is_a_config_error(model_dir, questions, 
     # TRL's sampler drops incomplete batches: 9 questions and 10 per step would train on nothing.
     with pytest.raises(ConfigError, match="prompts_per_step=10"):
         build_grpo_trainer(
-            model_dir, questions, _toy_reward, GRPOSettings(prompts_per_step=10), tmp_path
+            model_dir, questions, _toy_reward, grpo_settings(prompts_per_step=10), tmp_path
         )
 
 
@@ -253,7 +260,7 @@ def test_steps_per_generation_sends_one_reward_call_per_generation_batch(model_d
         calls.append((trainer_state.global_step, len(completions)))
         return _toy_reward(completions)
 
-    settings = GRPOSettings(num_generations=2, prompts_per_step=2, max_steps=4, steps_per_generation=2,
+    settings = grpo_settings(num_generations=2, prompts_per_step=2, max_steps=4, steps_per_generation=2,
                             max_completion_length=4, save_steps=100)
     assert grpo_config_kwargs(settings, tmp_path)["steps_per_generation"] == 2
     trainer = build_grpo_trainer(model_dir, questions, reward, settings, tmp_path)
@@ -405,7 +412,7 @@ def test_interrupted_run_resumes_from_its_checkpoint_to_max_steps(model_dir, que
             if FirstWeights.weights is None:
                 FirstWeights.weights = {k: v.clone() for k, v in model.state_dict().items()}
 
-    settings = GRPOSettings(
+    settings = grpo_settings(
         num_generations=NUM_GENERATIONS, prompts_per_step=PROMPTS_PER_STEP, max_steps=3,
         max_completion_length=8, save_steps=2, seed=5,
     )

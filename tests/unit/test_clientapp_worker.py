@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from fedgrpo.errors import ConfigError
-from fedgrpo.transport.flower_clientapp_worker import (
+from fedgrpo.engines.clientapp_worker import (
     dispatch,
     parse_invocation,
     warm_enabled,

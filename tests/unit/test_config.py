@@ -138,6 +138,30 @@ def test_unknown_key_without_a_close_match_points_at_help():
 
 
 @pytest.mark.parametrize(
+    ("cli_values", "expected"),
+    [
+        ({"domains": "arith"}, "unknown domain 'arith'"),
+        ({"domains": "rg:rubiks_cube"}, "choose a generator that has one"),
+        ({"domains": "rg:no_such_generator"}, "list them with `fedgrpo domains --all`"),
+        ({"difficulty": "3"}, "lower difficulty"),
+        # rg:<generator> has level 0 only
+        ({"domains": "rg:lcm", "difficulty": "1"}, "lower difficulty"),
+    ],
+)
+def test_domain_mistakes_are_refused_where_the_data_is_built_and_by_the_cli(cli_values, expected, capsys):
+    # The config holds names only (it imports nothing above it); the data layer resolves them,
+    # and the CLI does so as it loads a config, before any output or long work.
+    from fedgrpo.cli import main
+    from fedgrpo.data.gym import check_domains
+
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(")):
+        load_config(overrides=cli_values, check_data=lambda data: check_domains(data.domains, data.difficulty))
+    flags = [a for key, value in cli_values.items() for a in ("--" + key.replace("_", "-"), *value.split(","))]
+    assert main(["config", *flags]) == 2
+    assert expected in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
     ("file_values", "cli_values", "expected"),
     [
         ({"pool_size": "3"}, None, "pool_size must be an integer"),  # file text is not parsed
@@ -162,13 +186,8 @@ def test_wrong_type_names_the_field_and_the_expected_type(file_values, cli_value
     ("cli_values", "expected"),
     [
         ({"aux_size": "3000"}, "lower aux_size or raise pool_size"),
-        ({"domains": "arith"}, "unknown domain 'arith'"),
-        ({"domains": "rg:rubiks_cube"}, "choose a generator that has one"),
         ({"domains": "arithmetic,spelling,arithmetic"}, "list each once"),
         ({"domains": ","}, "name at least one domain"),
-        ({"difficulty": "3"}, "lower difficulty"),
-        # rg:<generator> has level 0 only
-        ({"domains": "rg:lcm", "difficulty": "1"}, "lower difficulty"),
         ({"difficulty": "-1"}, "difficulty must be 0 or more"),
         ({"partition": "random"}, "use one of domain, dirichlet, iid"),
         ({"num_clients": "2"}, "raise num_clients or use partition=dirichlet"),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fedgrpo.config import FedGRPOConfig, load_config
+from fedgrpo.config import FedGRPOConfig, build_config, load_config
 from fedgrpo.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +67,7 @@ def test_the_repository_builds_as_a_flower_app_bundle(tmp_path):
     import os
     import subprocess
 
-    from fedgrpo.transport.flower_runtime import flwr_executable
+    from fedgrpo.engines.deployment import flwr_executable
 
     # `flwr run .` first builds a FAB from the checkout: the pyproject must validate and the
     # bundle (sources only, fab-include) stay far below Flower's 10 MB cap.
@@ -91,23 +91,41 @@ def test_cli_engine_mistakes_are_one_line_errors(capsys):
     assert err == "fedgrpo: error: no client 'client-7' in this config; use one of client-0, client-1"
 
 
-def test_overlap_rewards_parses_from_the_flag_the_run_config_and_text():
+def test_overlap_rewards_is_auto_by_default_and_parses_from_every_source():
     from fedgrpo.cli import build_parser
 
-    assert FedGRPOConfig().train.overlap_rewards is True  # on unless turned off
-    assert build_parser().parse_args(["config", "--no-overlap-rewards"]).overlap_rewards is False
-    assert build_parser().parse_args(["config", "--overlap-rewards"]).overlap_rewards is True
-    assert FedGRPOConfig.from_run_config({"overlap-rewards": True}).train.overlap_rewards is True
-    assert load_config(overrides={"overlap_rewards": "true"}).train.overlap_rewards is True
-    with pytest.raises(ConfigError, match="overlap_rewards must be true or false"):
+    assert FedGRPOConfig().train.overlap_rewards == "auto"
+    assert build_parser().parse_args(["config", "--overlap-rewards", "off"]).overlap_rewards == "off"
+    assert FedGRPOConfig.from_run_config({"overlap-rewards": "on"}).train.overlap_rewards == "on"
+    assert load_config(overrides={"overlap_rewards": "on"}).train.overlap_rewards == "on"
+    # YAML reads on/off/true/false as booleans: they mean on and off.
+    assert build_config(file_values={"overlap_rewards": False}).train.overlap_rewards == "off"
+    assert build_config(file_values={"overlap_rewards": True}).train.overlap_rewards == "on"
+    with pytest.raises(ConfigError, match="overlap_rewards must be one of auto, on, off"):
         load_config(overrides={"overlap_rewards": "sometimes"})
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({}, False),  # embedded: nothing measurable to hide, TRL's public API only
+    ({"engine": "simulation"}, False),
+    ({"engine": "deployment"}, True),  # where the round trip costs enough to hide
+    ({"engine": "deployment", "use_ground_truth": "true"}, False),  # ground truth asks no expert
+    ({"overlap_rewards": "on"}, True),
+    ({"engine": "deployment", "overlap_rewards": "off"}, False),
+])
+def test_auto_overlap_is_on_for_the_deployment_engine_only(overrides, expected):
+    assert load_config(overrides=overrides).uses_overlap is expected
 
 
 def test_overlap_rewards_refuses_sampling_experts_in_process_only():
     # In-process experts that sample fork the process-wide RNG the training thread samples from.
-    with pytest.raises(ConfigError, match="set expert_samples=1, turn overlap off \(--no-overlap-rewards\), or use engine simulation or deployment"):
-        load_config(overrides={"overlap_rewards": "true", "expert_samples": "3"})
-    # Greedy experts, experts in other processes, or no experts at all (ground truth) are fine.
-    for overrides in ({"expert_samples": "1"}, {"expert_samples": "3", "engine": "simulation"},
-                      {"expert_samples": "3", "use_ground_truth": "true"}):
-        assert load_config(overrides={"overlap_rewards": "true", **overrides}).train.overlap_rewards
+    with pytest.raises(ConfigError, match=r"set expert_samples=1, overlap_rewards=off \(or auto\), or use engine "
+                                          "simulation or deployment"):
+        load_config(overrides={"overlap_rewards": "on", "expert_samples": "3"})
+    # Greedy experts, experts in other processes, no experts at all (ground truth), or auto (off on
+    # the embedded engine) are fine.
+    for overrides in ({"overlap_rewards": "on", "expert_samples": "1"},
+                      {"overlap_rewards": "on", "expert_samples": "3", "engine": "simulation"},
+                      {"overlap_rewards": "on", "expert_samples": "3", "use_ground_truth": "true"},
+                      {"expert_samples": "3"}):
+        assert load_config(overrides=overrides).federation.expert_samples >= 1

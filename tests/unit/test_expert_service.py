@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from fedgrpo.transport.expert_service import ExpertService, ExpertServiceClient, ExpertServiceError
+from fedgrpo.engines.expert_service import ExpertService, ExpertServiceError, RemoteExpert
 from fedgrpo.types import (
     CalibrationItem,
     CalibrationReply,
@@ -19,8 +19,11 @@ from fedgrpo.types import (
 
 
 class Expert:
-    def __init__(self, fail: bool = False):
-        self.fail = fail
+    def __init__(self, expert_id: str = "client-3", domain: str = "spelling", fail: bool = False):
+        self.expert_id, self.domain, self.fail = expert_id, domain, fail
+
+    def hello(self) -> tuple[str, str]:
+        return self.expert_id, self.domain
 
     def calibrate(self, request: CalibrationRequest) -> CalibrationReply:
         return CalibrationReply(tuple(1.0 if i.answer == "4" else 0.0 for i in request.items))
@@ -33,13 +36,13 @@ class Expert:
 
 @pytest.fixture
 def service():
-    running = ExpertService(Expert(), "client-3", "spelling").start()
+    running = ExpertService(Expert("client-3", "spelling")).start()
     yield running
     running.stop()
 
 
 def test_the_service_answers_like_the_expert_it_holds(service):
-    client = ExpertServiceClient(service.url, timeout_s=5)
+    client = RemoteExpert(service.url, timeout_s=5)
     assert client.hello() == ("client-3", "spelling")
     calibration = CalibrationRequest((CalibrationItem("a1", "basic_arithmetic", "2 + 2?", "4"),
                                       CalibrationItem("a2", "basic_arithmetic", "2 + 3?", "6")))
@@ -49,10 +52,10 @@ def test_the_service_answers_like_the_expert_it_holds(service):
 
 
 def test_a_scorer_fault_reaches_the_caller_as_one_line():
-    faulty = ExpertService(Expert(fail=True), "client-0", "arithmetic").start()
+    faulty = ExpertService(Expert("client-0", "arithmetic", fail=True)).start()
     try:
         with pytest.raises(ExpertServiceError, match="RuntimeError: out of memory"):
-            ExpertServiceClient(faulty.url, timeout_s=5).score(ScoreRequest(0, (ScoreItem("q", "g", "t", ("x",)),)))
+            RemoteExpert(faulty.url, timeout_s=5).score(ScoreRequest(0, (ScoreItem("q", "g", "t", ("x",)),)))
     finally:
         faulty.stop()
 
@@ -61,7 +64,7 @@ def test_an_unreachable_service_is_an_error_not_a_hang(service):
     url = service.url
     service.stop()
     with pytest.raises(ExpertServiceError, match="unreachable"):
-        ExpertServiceClient(url, timeout_s=2).hello()
+        RemoteExpert(url, timeout_s=2).hello()
 
 
 def test_the_service_listens_on_the_loopback_by_default(service):

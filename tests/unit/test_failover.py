@@ -19,6 +19,9 @@ class Expert:
     def __init__(self, value: float, fails: bool = False):
         self.value, self.fails, self.asked = value, fails, 0
 
+    def hello(self) -> tuple[str, str]:
+        return "expert", "arithmetic"
+
     def score(self, request: ScoreRequest) -> ScoreReply:
         self.asked += 1
         if self.fails:
@@ -43,7 +46,7 @@ def _setup(**fails):
 def test_a_failed_experts_questions_go_to_the_next_best_free_expert():
     experts, transport = _setup(a=True)
     # q1 is scored by a and b (its top 2); q2 by c and a.
-    results = transport.score(0, {"a": ScoreRequest(0, (_item("q1"), _item("q2"))),
+    results = transport.score_round(0, {"a": ScoreRequest(0, (_item("q1"), _item("q2"))),
                                   "b": ScoreRequest(0, (_item("q1"),)),
                                   "c": ScoreRequest(0, (_item("q2"),))})
     # q1's next-best after a and b is c; q2's next-best after c and a is b. The rewards come back
@@ -56,15 +59,15 @@ def test_a_failed_experts_questions_go_to_the_next_best_free_expert():
 
 def test_a_lost_expert_is_not_asked_again():
     experts, transport = _setup(a=True)
-    transport.score(0, {"a": ScoreRequest(0, (_item("q1"),))})
-    transport.score(1, {"a": ScoreRequest(1, (_item("q1"),))})
+    transport.score_round(0, {"a": ScoreRequest(0, (_item("q1"),))})
+    transport.score_round(1, {"a": ScoreRequest(1, (_item("q1"),))})
     assert experts["a"].asked == 1  # step 1 went straight to the substitute, without a second timeout
     assert transport.rerouted == {"a": 2}
 
 
 def test_a_failing_substitute_is_lost_in_turn_and_the_next_one_answers():
     experts, transport = _setup(a=True, b=True)
-    results = transport.score(0, {"a": ScoreRequest(0, (_item("q1"),))})
+    results = transport.score_round(0, {"a": ScoreRequest(0, (_item("q1"),))})
     assert results.replies["a"].rewards == (3.0, 3.0)  # a, then b failed; c answered
     assert set(transport.lost) == {"a", "b"}
     assert [f.expert_id for f in results.failures] == ["a", "b"]
@@ -72,7 +75,7 @@ def test_a_failing_substitute_is_lost_in_turn_and_the_next_one_answers():
 
 def test_with_no_expert_left_the_rewards_stay_missing():
     experts, transport = _setup(a=True, b=True, c=True, d=True)
-    results = transport.score(0, {"a": ScoreRequest(0, (_item("q1"),))})
+    results = transport.score_round(0, {"a": ScoreRequest(0, (_item("q1"),))})
     assert "a" not in results.replies  # missing, so NaN in the reward hook: advantage 0
     assert {f.expert_id for f in results.failures} == {"a", "b", "c", "d"}
 
@@ -80,13 +83,13 @@ def test_with_no_expert_left_the_rewards_stay_missing():
 def test_questions_without_a_free_expert_get_nan_while_the_others_are_rerouted():
     experts, transport = _setup(a=True)
     # q3 has no ranking beyond a: nothing to re-route it to.
-    results = transport.score(0, {"a": ScoreRequest(0, (_item("q1"), _item("q3")))})
+    results = transport.score_round(0, {"a": ScoreRequest(0, (_item("q1"), _item("q3")))})
     rewards = results.replies["a"].rewards
     assert rewards[:2] == (2.0, 2.0) and all(math.isnan(r) for r in rewards[2:])
 
 
 def test_healthy_experts_pass_through_unchanged():
     experts, transport = _setup()
-    results = transport.score(0, {"a": ScoreRequest(0, (_item("q1"),)), "c": ScoreRequest(0, (_item("q2"),))})
+    results = transport.score_round(0, {"a": ScoreRequest(0, (_item("q1"),)), "c": ScoreRequest(0, (_item("q2"),))})
     assert results.replies == {"a": ScoreReply(0, (1.0, 1.0)), "c": ScoreReply(0, (3.0, 3.0))}
     assert not results.failures and transport.lost == {} and transport.rerouted == {}

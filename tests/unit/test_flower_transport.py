@@ -40,9 +40,12 @@ from fedgrpo.types import (
 )
 
 
-class FakeClient:
+class FakeExpert:
     def __init__(self, behaviour="ok"):
         self.behaviour = behaviour
+
+    def hello(self) -> tuple[str, str]:
+        return "expert", "arithmetic"
 
     def score(self, request: ScoreRequest) -> ScoreReply:
         n = request.num_candidates
@@ -104,7 +107,7 @@ def test_a_request_whose_candidate_counts_do_not_add_up_is_refused():
 
 # --- ClientApp handlers ---------------------------------------------------------------------------
 
-class FakeSite(FakeClient):
+class FakeSite(FakeExpert):
     def __init__(self, expert_id="client-0", domain="arithmetic", **kw):
         super().__init__(**kw)
         self.expert_id, self.domain = expert_id, domain
@@ -136,8 +139,9 @@ def test_a_raising_expert_gives_an_error_reply_not_an_exception():
 
 def test_the_client_app_routes_query_types_to_the_handlers(monkeypatch):
     from fedgrpo import apps
+    from fedgrpo.engines import flower_app
 
-    monkeypatch.setattr(apps, "site_expert", lambda context, config=None: FakeSite("client-4", "spelling"))
+    monkeypatch.setattr(flower_app, "site_expert", lambda context, config=None: FakeSite("client-4", "spelling"))
     context = Context(run_id=1, node_id=1, node_config={"partition-id": 0}, state=RecordDict(), run_config={})
     reply = apps.client_app(_incoming(HELLO, RecordDict()), context)
     assert dict(reply.content["hello"]) == {"expert-id": "client-4", "domain": "spelling"}
@@ -198,7 +202,7 @@ def test_hello_maps_expert_ids_to_nodes_in_the_callers_order():
     transport = _transport(grid)
     assert transport.expert_ids == ("client-0", "client-1")
     assert transport.expert_domains == {"client-0": "arithmetic", "client-1": "spelling"}
-    transport.score(0, {"client-1": _score_request(0)})
+    transport.score_round(0, {"client-1": _score_request(0)})
     # The request for client-1 went to the node that said it is client-1.
     assert grid.pushed[-1].metadata.dst_node_id == 901
 
@@ -220,15 +224,15 @@ def test_the_same_traffic_costs_the_same_bytes_as_on_the_embedded_engine():
     flower = _transport(FakeGrid({10: sites["client-0"], 11: sites["client-1"]}))
     embedded = EmbeddedTransport(sites)
     for transport in (flower, embedded):
-        transport.calibrate(_calibration_request())
-        results = transport.score(4, {"client-0": _score_request(4), "client-1": _score_request(4)})
+        transport.calibrate_round(_calibration_request())
+        results = transport.score_round(4, {"client-0": _score_request(4), "client-1": _score_request(4)})
         assert set(results.replies) == {"client-0", "client-1"} and not results.failures
     assert flower.ledger.records == embedded.ledger.records
 
 
 def test_errors_and_wrong_shapes_are_failures_never_zeros():
     grid = FakeGrid({1: FakeSite("client-0", behaviour="raise"), 2: FakeSite("client-1", behaviour="short")})
-    results = _transport(grid).score(2, {"client-0": _score_request(2), "client-1": _score_request(2)})
+    results = _transport(grid).score_round(2, {"client-0": _score_request(2), "client-1": _score_request(2)})
     assert results.replies == {}
     reasons = {f.expert_id: f.reason for f in results.failures}
     assert "model crashed" in reasons["client-0"] and "5 rewards for 6 candidates" == reasons["client-1"]
@@ -238,11 +242,11 @@ def test_a_late_reply_times_out_then_is_dropped_and_counted_in_the_next_round():
     grid = FakeGrid({1: FakeSite("client-0"), 2: FakeSite("client-1")})
     transport = _transport(grid, timeout_s=0.05)
     grid.held.add(2)
-    first = transport.score(0, {"client-0": _score_request(0), "client-1": _score_request(0)})
+    first = transport.score_round(0, {"client-0": _score_request(0), "client-1": _score_request(0)})
     assert set(first.replies) == {"client-0"}
     assert [(f.expert_id, f.reason) for f in first.failures] == [("client-1", "timed out after 0.05 s")]
     grid.release()  # step 0's reply from client-1 now arrives, during step 1
-    second = transport.score(1, {"client-1": _score_request(1)})
+    second = transport.score_round(1, {"client-1": _score_request(1)})
     assert second.replies["client-1"].step == 1 and not second.failures
     assert transport.ledger.stale_replies == 1
     # The late reply was never counted as traffic of either step.
@@ -255,7 +259,7 @@ def test_an_infinite_reward_is_treated_as_missing():
         def score(self, request):
             return ScoreReply(request.step, (math.inf,) + (1.0,) * (request.num_candidates - 1))
 
-    results = _transport(FakeGrid({1: Inf("client-0")}), ids=("client-0",)).score(1, {"client-0": _score_request(1)})
+    results = _transport(FakeGrid({1: Inf("client-0")}), ids=("client-0",)).score_round(1, {"client-0": _score_request(1)})
     assert math.isnan(results.replies["client-0"].rewards[0])
 
 

@@ -13,9 +13,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from fedgrpo.config import DataConfig
 from fedgrpo.data.partition import (
     Splits,
-    SplitSpec,
     build_splits,
     client_allocation,
     expert_ids,
@@ -26,7 +26,7 @@ from fedgrpo.errors import ConfigError
 DOMAINS = ("arithmetic", "spelling")
 
 
-def make_spec(**overrides) -> SplitSpec:
+def make_spec(**overrides) -> DataConfig:
     base = dict(
         domains=DOMAINS,
         difficulty=0,
@@ -41,7 +41,7 @@ def make_spec(**overrides) -> SplitSpec:
         dirichlet_beta=0.1,
     )
     base.update(overrides)
-    return SplitSpec(**base)
+    return DataConfig(**base)
 
 
 def all_questions(splits: Splits) -> dict[str, list[Question]]:
@@ -221,7 +221,7 @@ def test_dirichlet_client_with_no_items_raises_config_error():
 # --- client_allocation (cheap, no items generated) ----------------------------------------------
 
 
-def _alloc_spec(**overrides) -> SplitSpec:
+def _alloc_spec(**overrides) -> DataConfig:
     base = dict(domains=("a", "b", "c", "d"), num_clients=5, client_size=100)
     base.update(overrides)
     return make_spec(**base)
@@ -277,7 +277,7 @@ def test_small_dirichlet_beta_concentrates_each_domain_on_few_clients():
 def test_unknown_partition_raises_config_error():
     with pytest.raises(ConfigError) as info:
         client_allocation(_alloc_spec(partition="random"))
-    assert "use domain, dirichlet or iid" in str(info.value)
+    assert "use one of domain, dirichlet, iid" in str(info.value)
 
 
 # --- the server's view --------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import pytest
@@ -15,12 +16,15 @@ from fedgrpo.types import ScoreReply, ScoreRequest
 G = 2
 
 
-class EchoClient:
+class EchoExpert:
     """Rewards a candidate 1.0 when its text (before the tag) equals this client's favourite answer."""
 
     def __init__(self, favourite: str, fail: bool = False):
         self.favourite, self.fail = favourite, fail
         self.requests: list[ScoreRequest] = []
+
+    def hello(self) -> tuple[str, str]:
+        return "expert", "arithmetic"
 
     def score(self, request: ScoreRequest) -> ScoreReply:
         self.requests.append(request)
@@ -35,6 +39,11 @@ def _questions():
     return {qid: Question(qid, "arithmetic", "basic_arithmetic", f"Calculate {qid}.", None) for qid in ("q1", "q2")}
 
 
+def ask(hook, **kwargs):
+    """What TRL does with the async reward function: await it (here on a fresh event loop)."""
+    return asyncio.run(hook(**kwargs))
+
+
 def _hook(clients, routing, format_weight=0.0):
     return FederatedReward(_questions(), routing, EmbeddedTransport(clients), group_size=2 * G,
                            generations_per_expert=G, accuracy_weight=1.0, format_weight=format_weight,
@@ -42,33 +51,33 @@ def _hook(clients, routing, format_weight=0.0):
 
 
 def test_blocks_of_g_go_to_the_selected_experts_in_order():
-    a, b = EchoClient("1"), EchoClient("2")
+    a, b = EchoExpert("1"), EchoExpert("2")
     hook = _hook({"a": a, "b": b}, {"q1": ("a", "b"), "q2": ("b", "a")})
     completions = ["1</answer>", "2</answer>", "2</answer>", "1</answer>",   # q1: a gets [0,2), b [2,4)
                    "1</answer>", "1</answer>", "2</answer>", "2</answer>"]   # q2: b gets [4,6), a [6,8)
-    rewards = hook(prompts=[""] * 8, completions=completions, question_id=["q1"] * 4 + ["q2"] * 4)
+    rewards = ask(hook, prompts=[""] * 8, completions=completions, question_id=["q1"] * 4 + ["q2"] * 4)
     assert rewards == [1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
     # One message per expert per call, carrying all of its blocks.
     assert len(a.requests) == 1 and [i.question_id for i in a.requests[0].items] == ["q1", "q2"]
 
 
 def test_a_failed_expert_gives_none_for_its_blocks_only():
-    hook = _hook({"a": EchoClient("1"), "b": EchoClient("1", fail=True)}, {"q1": ("a", "b"), "q2": ("a", "b")})
-    rewards = hook(prompts=[""] * 8, completions=["1</answer>"] * 8, question_id=["q1"] * 4 + ["q2"] * 4)
+    hook = _hook({"a": EchoExpert("1"), "b": EchoExpert("1", fail=True)}, {"q1": ("a", "b"), "q2": ("a", "b")})
+    rewards = ask(hook, prompts=[""] * 8, completions=["1</answer>"] * 8, question_id=["q1"] * 4 + ["q2"] * 4)
     # None (TRL: NaN, advantage 0) - never a silent zero.
     assert rewards == [1.0, 1.0, None, None, 1.0, 1.0, None, None]
     assert [f.expert_id for f in hook.log.failures] == ["b"]
 
 
 def test_every_expert_failing_stops_training():
-    hook = _hook({"a": EchoClient("1", fail=True)}, {"q1": ("a", "a")})
+    hook = _hook({"a": EchoExpert("1", fail=True)}, {"q1": ("a", "a")})
     with pytest.raises(RuntimeError, match="every expert failed"):
-        hook(prompts=[""] * 4, completions=["1</answer>"] * 4, question_id=["q1"] * 4)
+        ask(hook, prompts=[""] * 4, completions=["1</answer>"] * 4, question_id=["q1"] * 4)
 
 
 def test_format_reward_adds_but_cannot_revive_a_missing_reward():
-    hook = _hook({"a": EchoClient("1"), "b": EchoClient("1", fail=True)}, {"q1": ("a", "b")}, format_weight=0.5)
-    rewards = hook(prompts=[""] * 4, completions=["1</answer>", "9", "1</answer>", "1</answer>"],
+    hook = _hook({"a": EchoExpert("1"), "b": EchoExpert("1", fail=True)}, {"q1": ("a", "b")}, format_weight=0.5)
+    rewards = ask(hook, prompts=[""] * 4, completions=["1</answer>", "9", "1</answer>", "1</answer>"],
                    question_id=["q1"] * 4)
     assert rewards[:2] == [1.5, 0.0]  # well-formed right answer; unclosed answer gets neither part
     assert rewards[2:] == [None, None]
@@ -78,14 +87,14 @@ def test_ground_truth_mode_scores_locally_without_transport():
     hook = FederatedReward(_questions(), None, None, group_size=2, generations_per_expert=2,
                            accuracy_weight=1.0, format_weight=0.0, group_by_question=group_by_question,
                            gold_scorer=lambda q, c: 1.0 if c.startswith("4") else 0.0)
-    assert hook(prompts=[""] * 2, completions=["4</answer>", "5</answer>"], question_id=["q1", "q1"]) == [1.0, 0.0]
+    assert ask(hook, prompts=[""] * 2, completions=["4</answer>", "5</answer>"], question_id=["q1", "q1"]) == [1.0, 0.0]
     assert math.isclose(hook.log.steps[-1]["reward"], 0.5)
 
 
 def test_mixed_question_blocks_are_rejected():
-    hook = _hook({"a": EchoClient("1")}, {"q1": ("a", "a"), "q2": ("a", "a")})
+    hook = _hook({"a": EchoExpert("1")}, {"q1": ("a", "a"), "q2": ("a", "a")})
     with pytest.raises(Exception, match="mix questions"):
-        hook(prompts=[""] * 4, completions=["1"] * 4, question_id=["q1", "q2", "q1", "q2"])
+        ask(hook, prompts=[""] * 4, completions=["1"] * 4, question_id=["q1", "q2", "q1", "q2"])
 
 
 # --- deferred mode (overlap_rewards) --------------------------------------------------------------
@@ -101,11 +110,11 @@ def test_deferred_call_returns_placeholders_and_resolve_gives_the_synchronous_re
     routing = {"q1": ("a", "b"), "q2": ("a", "b")}
     completions = ["1</answer>", "2", "2</answer>", "1</answer>"] * 2
     call = {"prompts": [""] * 8, "completions": completions, "question_id": ["q1"] * 4 + ["q2"] * 4}
-    sync = _hook({"a": EchoClient("1"), "b": EchoClient("2", fail=True)}, routing, format_weight=0.5)
-    expected = sync(**call)
-    a, b = EchoClient("1"), EchoClient("2", fail=True)
+    sync = _hook({"a": EchoExpert("1"), "b": EchoExpert("2", fail=True)}, routing, format_weight=0.5)
+    expected = ask(sync, **call)
+    a, b = EchoExpert("1"), EchoExpert("2", fail=True)
     hook = _deferred({"a": a, "b": b}, routing)
-    assert hook(**call) == [0.0] * 8  # TRL gets placeholders; nothing was sent yet
+    assert ask(hook, **call) == [0.0] * 8  # TRL gets placeholders; nothing was sent yet
     assert a.requests == []
     pending = hook.submit(step=7)  # labelled with the step that will train on it
     assert hook.resolve(pending) == expected  # b failed: None (NaN, advantage 0) for its blocks
@@ -117,8 +126,8 @@ def test_deferred_call_returns_placeholders_and_resolve_gives_the_synchronous_re
 
 
 def test_deferred_every_expert_failing_stops_training_when_the_batch_is_needed():
-    hook = _deferred({"a": EchoClient("1", fail=True), "b": EchoClient("1", fail=True)}, {"q1": ("a", "b")})
-    hook(prompts=[""] * 4, completions=["1</answer>"] * 4, question_id=["q1"] * 4)
+    hook = _deferred({"a": EchoExpert("1", fail=True), "b": EchoExpert("1", fail=True)}, {"q1": ("a", "b")})
+    ask(hook, prompts=[""] * 4, completions=["1</answer>"] * 4, question_id=["q1"] * 4)
     pending = hook.submit(step=0)
     with pytest.raises(RuntimeError, match="every expert failed at step 0"):
         hook.resolve(pending)
@@ -131,7 +140,7 @@ def test_deferred_ground_truth_and_misuse():
                            gold_scorer=lambda q, c: 1.0 if c.startswith("4") else 0.0, deferred=True)
     with pytest.raises(RuntimeError, match="without a staged reward call"):
         hook.submit(step=0)
-    hook(prompts=[""] * 2, completions=["4</answer>", "5</answer>"], question_id=["q1", "q1"])
+    ask(hook, prompts=[""] * 2, completions=["4</answer>", "5</answer>"], question_id=["q1", "q1"])
     with pytest.raises(RuntimeError, match="never submitted"):  # two calls, one submit: a trainer bug
-        hook(prompts=[""] * 2, completions=["4</answer>", "5</answer>"], question_id=["q1", "q1"])
+        ask(hook, prompts=[""] * 2, completions=["4</answer>", "5</answer>"], question_id=["q1", "q1"])
     assert hook.resolve(hook.submit(step=0)) == [1.0, 0.0]  # scored locally, same as synchronous

@@ -13,15 +13,15 @@ import pytest
 
 from fedgrpo.data.tasks import Question
 from fedgrpo.scorers.base import ScorerError
-from fedgrpo.scorers.expert import ExpertClient, _majority
+from fedgrpo.scorers.expert import LocalExpert, _majority
 from fedgrpo.scorers.verifier import answers_agree, score_against
 from fedgrpo.types import CalibrationItem, CalibrationRequest, ScoreItem, ScoreRequest
 
 GEN = "basic_arithmetic"
 
 
-def _client(private=(), mode="gated", seeded=None, scorer=None) -> ExpertClient:
-    client = ExpertClient("client-0", list(private), Path("/nonexistent"), mode=mode, scorer=scorer)
+def _client(private=(), mode="gated", seeded=None, scorer=None) -> LocalExpert:
+    client = LocalExpert("client-0", list(private), Path("/nonexistent"), mode=mode, scorer=scorer)
     client._expert_answers.update(seeded or {})  # stands in for the expert model's own answers
     return client
 

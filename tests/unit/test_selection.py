@@ -112,7 +112,7 @@ def test_m_outside_one_to_k_names_the_fix(m):
 
 
 def test_unknown_method_names_the_options():
-    with pytest.raises(ConfigError, match="top, random, all"):
+    with pytest.raises(ConfigError, match="graph, random, oracle, all"):
         select_experts(np.zeros((2, 3)), 1, method="best")  # type: ignore[arg-type]
 
 

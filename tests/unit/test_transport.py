@@ -11,9 +11,12 @@ from fedgrpo.transport.embedded import EmbeddedTransport
 from fedgrpo.types import CalibrationReply, CalibrationRequest, ScoreItem, ScoreReply, ScoreRequest
 
 
-class FakeClient:
+class FakeExpert:
     def __init__(self, behaviour="ok", delay=0.0):
         self.behaviour, self.delay = behaviour, delay
+
+    def hello(self) -> tuple[str, str]:
+        return "expert", "arithmetic"
 
     def score(self, request: ScoreRequest) -> ScoreReply:
         time.sleep(self.delay)
@@ -38,8 +41,8 @@ def _request(step=5, g=4) -> ScoreRequest:
 
 
 def test_replies_arrive_and_bytes_add_up_per_message():
-    transport = EmbeddedTransport({"a": FakeClient(), "b": FakeClient()})
-    results = transport.score(5, {"a": _request(), "b": _request()})
+    transport = EmbeddedTransport({"a": FakeExpert(), "b": FakeExpert()})
+    results = transport.score_round(5, {"a": _request(), "b": _request()})
     assert set(results.replies) == {"a", "b"} and not results.failures
     assert results.replies["a"].rewards == (0.0, 1.0, 0.0, 1.0)
     totals = transport.ledger.totals()
@@ -52,8 +55,8 @@ def test_replies_arrive_and_bytes_add_up_per_message():
 @pytest.mark.parametrize("behaviour, reason", [("raise", "RuntimeError"), ("short", "3 rewards for 4"),
                                                ("stale", "stale reply")])
 def test_a_faulty_expert_is_a_recorded_failure(behaviour, reason):
-    transport = EmbeddedTransport({"good": FakeClient(), "bad": FakeClient(behaviour)})
-    results = transport.score(5, {"good": _request(), "bad": _request()})
+    transport = EmbeddedTransport({"good": FakeExpert(), "bad": FakeExpert(behaviour)})
+    results = transport.score_round(5, {"good": _request(), "bad": _request()})
     assert list(results.replies) == ["good"]
     [failure] = results.failures
     assert failure.expert_id == "bad" and reason in failure.reason and failure.step == 5
@@ -61,20 +64,20 @@ def test_a_faulty_expert_is_a_recorded_failure(behaviour, reason):
 
 
 def test_a_slow_expert_times_out():
-    transport = EmbeddedTransport({"slow": FakeClient(delay=0.5), "fast": FakeClient()}, timeout_s=0.1)
-    results = transport.score(1, {"slow": _request(1), "fast": _request(1)})
+    transport = EmbeddedTransport({"slow": FakeExpert(delay=0.5), "fast": FakeExpert()}, timeout_s=0.1)
+    results = transport.score_round(1, {"slow": _request(1), "fast": _request(1)})
     assert list(results.replies) == ["fast"]
     assert results.failures[0].reason == "timed out"
 
 
 def test_calibration_failures_are_reported_per_expert():
-    transport = EmbeddedTransport({"a": FakeClient(), "b": FakeClient("raise")})
+    transport = EmbeddedTransport({"a": FakeExpert(), "b": FakeExpert("raise")})
     request = CalibrationRequest(())
-    replies, failures = transport.calibrate(request)
+    replies, failures = transport.calibrate_round(request)
     assert set(replies) == {"a"} and "RuntimeError" in failures["b"]
 
 
 def test_every_reply_holds_only_floats():
-    reply = EmbeddedTransport({"a": FakeClient()}).score(2, {"a": _request(2)}).replies["a"]
+    reply = EmbeddedTransport({"a": FakeExpert()}).score_round(2, {"a": _request(2)}).replies["a"]
     assert set(vars(reply)) == {"step", "rewards"}
     assert all(type(r) is float for r in reply.rewards)

@@ -64,12 +64,12 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from fedgrpo.config import SCALE_REWARDS
 from fedgrpo.errors import ConfigError
 
 Pooling = Literal["joint", "per_expert"]
 ScaleRewards = Literal["none", "group", "batch"]
 POOLINGS: tuple[str, ...] = ("joint", "per_expert")
-SCALE_REWARDS: tuple[str, ...] = ("none", "group", "batch")
 
 
 def federated_advantages(

@@ -4,11 +4,14 @@ Notation: P questions, K experts in the federation, m (the paper's M) experts ke
 ``competence[p, k]`` is r^p_k(x_p), expert k's mean correctness on question p's L auxiliary
 neighbours (``fedgrpo.core.graph``).
 
-Methods:
+Methods (the config's `selection` names, `fedgrpo.config.SELECTIONS`):
 
-- ``"top"`` (the paper): C(x_p) = Top-m_k r^p_k(x_p). Selection is top-m, not a threshold.
-  Ties, unspecified in the paper, are broken by overall competence on all of D_p (descending), then
-  by expert index (ascending): deterministic, no RNG. Output is ordered best first.
+- ``"graph"`` (the paper): C(x_p) = Top-m_k r^p_k(x_p), with ``competence`` the confidence graph's.
+  Selection is top-m, not a threshold. Ties, unspecified in the paper, are broken by overall
+  competence on all of D_p (descending), then by expert index (ascending): deterministic, no RNG.
+  Output is ordered best first.
+- ``"oracle"``: the same top-m rule, with ``competence`` 1 where the expert's domain is the
+  question's and 0 elsewhere (a diagnostic upper bound of routing).
 - ``"random"`` (the official code's behaviour, ``random.sample(range(num_clients), num_group)``):
   m distinct experts drawn uniformly per question from ``np.random.default_rng(seed)``; same seed,
   same draw. A project baseline.
@@ -18,7 +21,7 @@ Example
 -------
 >>> import numpy as np
 >>> competence = np.array([[0.2, 0.9, 0.9, 0.5]])          # P=1, K=4; experts 1 and 2 tie
->>> select_experts(competence, 2, overall=np.array([0.0, 0.3, 0.6, 0.9]))
+>>> select_experts(competence, 2, method="graph", overall=np.array([0.0, 0.3, 0.6, 0.9]))
 array([[2, 1]])
 >>> routing_hit_rate(np.array([[2, 1]]), ["a", "b", "c", "d"], ["c"])
 1.0
@@ -27,23 +30,19 @@ array([[2, 1]])
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
-
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from fedgrpo.config import SELECTIONS
 from fedgrpo.errors import ConfigError
-
-Method = Literal["top", "random", "all"]
-METHODS: tuple[str, ...] = ("top", "random", "all")
 
 
 def select_experts(
     competence: ArrayLike,
     m: int,
     *,
+    method: str = "graph",
     overall: ArrayLike | None = None,
-    method: Method = "top",
     seed: int = 0,
 ) -> NDArray[np.intp]:
     """Indices (P, m) of the experts chosen for each question.
@@ -51,15 +50,15 @@ def select_experts(
     Parameters
     ----------
     competence
-        Shape (P, K): competence of each of K experts for each of P questions (used by ``"top"``;
-        ``"random"`` and ``"all"`` only read its shape).
+        Shape (P, K): competence of each of K experts for each of P questions (ranked by
+        ``"graph"`` and ``"oracle"``; ``"random"`` and ``"all"`` only read its shape).
     m
         Experts per question, 1 <= m <= K.
     overall
-        Shape (K,): competence on the whole auxiliary set, the first tie-break of ``"top"``.
+        Shape (K,): competence on the whole auxiliary set, the first tie-break of the ranking.
         None means no tie-break beyond expert index.
     method
-        ``"top"``, ``"random"`` or ``"all"``.
+        One of `fedgrpo.config.SELECTIONS`: ``"graph"``, ``"oracle"``, ``"random"``, ``"all"``.
     seed
         Seed of ``"random"``.
     """
@@ -67,8 +66,8 @@ def select_experts(
     if c.ndim != 2 or c.shape[1] == 0:
         raise ConfigError(f"competence must have shape (P, K) with K >= 1; got shape {c.shape}")
     P, K = c.shape
-    if method not in METHODS:
-        raise ConfigError(f"selection method must be one of {', '.join(METHODS)}; got {method!r}")
+    if method not in SELECTIONS:
+        raise ConfigError(f"selection method must be one of {', '.join(SELECTIONS)}; got {method!r}")
     if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or not 1 <= m <= K:
         raise ConfigError(
             f"experts_per_question must be an integer between 1 and the number of experts K={K}; "

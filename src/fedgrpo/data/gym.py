@@ -161,6 +161,18 @@ def resolve_domain(name: str) -> DomainSpec:
     )
 
 
+def check_domains(names: tuple[str, ...] | list[str], difficulty: int) -> list[DomainSpec]:
+    """Resolve every domain name and check it has level `difficulty`; ConfigError names the fix."""
+    specs = [resolve_domain(name) for name in names]
+    for spec in specs:
+        if difficulty > spec.max_difficulty:
+            raise ConfigError(
+                f"difficulty {difficulty} is above domain {spec.name!r}'s highest level "
+                f"({spec.max_difficulty}); lower difficulty"
+            )
+    return specs
+
+
 @functools.cache
 def _registered_generators() -> frozenset[str]:
     from reasoning_gym.factory import DATASETS

@@ -20,26 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedgrpo.data.gym import iter_unique_questions, resolve_domain
+from fedgrpo.config import DataConfig
+from fedgrpo.data.gym import check_domains, iter_unique_questions
 from fedgrpo.data.tasks import Question
 from fedgrpo.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class SplitSpec:
-    """Everything that decides the splits; the model cache keys on it."""
-
-    domains: tuple[str, ...]
-    difficulty: int
-    data_seed: int
-    pool_size: int
-    aux_size: int
-    public_size: int
-    eval_size: int
-    client_size: int
-    num_clients: int
-    partition: str
-    dirichlet_beta: float
 
 
 @dataclass(frozen=True)
@@ -100,49 +84,49 @@ def _largest_remainder(total: int, weights: np.ndarray) -> list[int]:
     return counts.tolist()
 
 
-def client_allocation(spec: SplitSpec) -> np.ndarray:
+def client_allocation(data: DataConfig) -> np.ndarray:
     """Items of each domain (columns) held by each client (rows); shape (num_clients, D)."""
-    k, d = spec.num_clients, len(spec.domains)
+    k, d = data.clients, len(data.domains)
     alloc = np.zeros((k, d), dtype=int)
-    if spec.partition == "domain":
+    if data.partition == "domain":
         for domain in range(d):
             owners = [c for c in range(k) if c % d == domain]
             for c in owners:
-                alloc[c, domain] = spec.client_size
-    elif spec.partition == "iid":
+                alloc[c, domain] = data.client_size
+    elif data.partition == "iid":
         for c in range(k):
-            alloc[c] = _even_shares(spec.client_size, d)
-    elif spec.partition == "dirichlet":
-        rng = np.random.default_rng([spec.data_seed, *b"dirichlet"])
-        per_domain = _even_shares(spec.client_size * k, d)
+            alloc[c] = _even_shares(data.client_size, d)
+    elif data.partition == "dirichlet":
+        rng = np.random.default_rng([data.data_seed, *b"dirichlet"])
+        per_domain = _even_shares(data.client_size * k, d)
         for domain in range(d):
-            q = rng.dirichlet(np.full(k, spec.dirichlet_beta))
+            q = rng.dirichlet(np.full(k, data.dirichlet_beta))
             alloc[:, domain] = _largest_remainder(per_domain[domain], q)
-    else:  # checked by the config; kept for direct callers
-        raise ConfigError(f"unknown partition {spec.partition!r}: use domain, dirichlet or iid")
-    return alloc
+    return alloc  # any other partition name is refused by the config
 
 
-def build_splits(spec: SplitSpec) -> Splits:
-    """Generate every split for `spec`. Deterministic: the same spec gives the same ids in order."""
-    d = len(spec.domains)
-    alloc = client_allocation(spec)
-    aux_shares = _even_shares(spec.aux_size, d)
-    pool_shares = _even_shares(spec.pool_size, d)
+def build_splits(data: DataConfig) -> Splits:
+    """Generate every split of the data config `data` (the model cache keys on the same settings).
+    Deterministic: the same config gives the same ids in order. Unknown domains: ConfigError."""
+    domains = check_domains(data.domains, data.difficulty)
+    d = len(domains)
+    alloc = client_allocation(data)
+    aux_shares = _even_shares(data.aux_size, d)
+    pool_shares = _even_shares(data.pool_size, d)
 
     pool: list[Question] = []
     aux: list[Question] = []
     public: list[Question] = []
     evals: dict[str, tuple[Question, ...]] = {}
-    client_items: list[list[Question]] = [[] for _ in range(spec.num_clients)]
+    client_items: list[list[Question]] = [[] for _ in range(data.clients)]
     taken: set[str] = set()
-    for col, name in enumerate(spec.domains):
-        domain = resolve_domain(name)
-        wanted = [spec.eval_size, aux_shares[col], pool_shares[col], spec.public_size, *alloc[:, col]]
+    for col, domain in enumerate(domains):
+        name = domain.name
+        wanted = [data.eval_size, aux_shares[col], pool_shares[col], data.public_size, *alloc[:, col]]
         # Two domains may share a generator (spelling and rg:spell_backward): skip texts already
         # placed by an earlier domain, so no text is ever in two roles.
         stream = (
-            q for q in iter_unique_questions(domain, spec.difficulty, spec.data_seed)
+            q for q in iter_unique_questions(domain, data.difficulty, data.data_seed)
             if q.question not in taken
         )
         blocks = []
@@ -151,7 +135,7 @@ def build_splits(spec: SplitSpec) -> Splits:
             taken.update(q.question for q in block)
             if len(block) < size:
                 raise ConfigError(
-                    f"domain {name!r} at difficulty {spec.difficulty} has too few distinct questions "
+                    f"domain {name!r} at difficulty {data.difficulty} has too few distinct questions "
                     f"for the requested split sizes; lower eval_size, pool_size, public_size or "
                     f"client_size, or raise `difficulty`"
                 )
@@ -163,22 +147,22 @@ def build_splits(spec: SplitSpec) -> Splits:
         for c, block in enumerate(blocks[4:]):
             client_items[c] += block
 
-    for expert_id, items in zip(expert_ids(spec.num_clients), client_items):
+    for expert_id, items in zip(expert_ids(data.clients), client_items):
         if not items:
             raise ConfigError(
-                f"{expert_id} received no private items (partition={spec.partition}, "
-                f"dirichlet_beta={spec.dirichlet_beta}); raise dirichlet_beta or client_size, "
+                f"{expert_id} received no private items (partition={data.partition}, "
+                f"dirichlet_beta={data.dirichlet_beta}); raise dirichlet_beta or client_size, "
                 "or change data_seed"
             )
     # Interleave domains in a seeded order so no consumer sees one domain after another. Each role
     # has its own generator, so resizing one role never reorders another.
     def shuffle(items: list[Question], role: str) -> tuple[Question, ...]:
-        rng = np.random.default_rng([spec.data_seed, *role.encode()])
+        rng = np.random.default_rng([data.data_seed, *role.encode()])
         return tuple(items[i] for i in rng.permutation(len(items)))
 
     clients = tuple(
         ClientShard(expert_id, shuffle(items, expert_id))
-        for expert_id, items in zip(expert_ids(spec.num_clients), client_items)
+        for expert_id, items in zip(expert_ids(data.clients), client_items)
     )
     return Splits(
         pool=shuffle(pool, "pool"), aux=shuffle(aux, "aux"), public=shuffle(public, "public"),

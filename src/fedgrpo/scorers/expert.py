@@ -1,4 +1,5 @@
-"""A client: its private data, its expert model and its scorer, behind two calls.
+"""An expert in this process: a client's private data, its expert model and its scorer, behind the
+calls of the `transport.base.Expert` protocol.
 
 `calibrate` answers the auxiliary questions with the expert model and returns one correctness bit per
 item (its row of the confidence graph). `score` returns one raw reward per candidate, chosen by the
@@ -40,8 +41,9 @@ def _normalise(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
-class ExpertClient:
-    """One client. Holds its data and model privately; exposes only `calibrate` and `score`."""
+class LocalExpert:
+    """One client's expert. Holds its data and model privately; exposes only `hello`, `calibrate`
+    and `score`."""
 
     def __init__(
         self,
@@ -49,6 +51,7 @@ class ExpertClient:
         private_data: Sequence[Question],
         model_dir: Path,
         *,
+        domain: str | None = None,
         mode: str = "gated",
         expert_samples: int = 1,
         max_new_tokens: int = 24,
@@ -59,6 +62,9 @@ class ExpertClient:
         if mode not in SCORER_MODES:
             raise ValueError(f"unknown scorer mode {mode!r}: use one of {', '.join(SCORER_MODES)}")
         self.expert_id = expert_id
+        # The domain it declares: given, else the one its private data holds most of.
+        counts = Counter(q.domain for q in private_data)
+        self.domain = domain or (counts.most_common(1)[0][0] if counts else "")
         self._by_id = {q.question_id: q.answer for q in private_data if q.answer is not None}
         self._by_text = {_normalise(q.question): q.answer for q in private_data if q.answer is not None}
         self._model_dir = model_dir
@@ -72,7 +78,10 @@ class ExpertClient:
         self._expert_answers: dict[str, str | None] = {}
         self._lock = threading.Lock()  # one request at a time per client: the model is not re-entrant
 
-    # -- the two calls a server may make -------------------------------------------------------
+    # -- the calls a server may make ------------------------------------------------------------
+
+    def hello(self) -> tuple[str, str]:
+        return self.expert_id, self.domain
 
     def calibrate(self, request: CalibrationRequest) -> CalibrationReply:
         with self._lock:

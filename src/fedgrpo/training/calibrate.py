@@ -11,14 +11,20 @@ Routing then fixes, for every training question, its M experts in rank order.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from fedgrpo.core.graph import ConfidenceGraph, build_confidence_graph
 from fedgrpo.core.selection import routing_hit_rate, select_experts
 from fedgrpo.data.tasks import Question
+from fedgrpo.models.embed import embed_questions
+from fedgrpo.progress import ProgressSink
+from fedgrpo.training.prepare import Prepared
 from fedgrpo.transport.base import ExpertTransport
 from fedgrpo.types import CalibrationItem, CalibrationRequest
 
@@ -34,7 +40,7 @@ def calibrate(
     request = CalibrationRequest(tuple(
         CalibrationItem(q.question_id, q.generator, q.question, q.answer or "") for q in aux
     ))
-    replies, failures = transport.calibrate(request)
+    replies, failures = transport.calibrate_round(request)
     correctness = np.zeros((len(transport.expert_ids), len(aux)))  # (K, N)
     for row, expert_id in enumerate(transport.expert_ids):
         if expert_id in replies:
@@ -80,24 +86,62 @@ def route(
     """Choose M experts per question. `expert_domains` (expert id -> its main domain) is used only by
     the oracle method and for the hit-rate diagnostic."""
     ids = list(graph.expert_ids)
-    # Competence that ranks the experts beyond the selected ones (the failover order).
-    competence = np.zeros((len(questions), len(ids)))
+    # Competence ranks the selected experts and, beyond them, the failover order.
     if method == "graph":
         competence = graph.competences(embeddings, neighbours)  # (P, K)
-        chosen = select_experts(competence, experts_per_question, overall=graph.overall(), method="top")
     elif method == "oracle":
         competence = np.array([[expert_domains[e] == q.domain for e in ids] for q in questions], dtype=float)
-        chosen = select_experts(competence, experts_per_question, overall=graph.overall(), method="top")
-    elif method == "random":
-        chosen = select_experts(np.zeros((len(questions), len(ids))), experts_per_question,
-                                method="random", seed=seed)
-    else:  # all
-        chosen = select_experts(np.zeros((len(questions), len(ids))), len(ids), method="all")
+    else:  # random, all: no per-question competence; failover falls back on overall competence
+        competence = np.zeros((len(questions), len(ids)))
+    chosen = select_experts(competence, experts_per_question, method=method, overall=graph.overall(),
+                            seed=seed)  # (P, M)
     hit = routing_hit_rate(chosen, [expert_domains[e] for e in ids], [q.domain for q in questions])
-    order = select_experts(competence, len(ids), overall=graph.overall(), method="top")  # (P, K)
+    order = select_experts(competence, len(ids), method="graph", overall=graph.overall())  # (P, K)
     ranking = {
         q.question_id: tuple(ids[i] for i in row) + tuple(ids[i] for i in full if i not in row)
         for q, row, full in zip(questions, chosen, order)
     }
     return Routing({q.question_id: tuple(ids[i] for i in row) for q, row in zip(questions, chosen)}, hit,
                    ranking)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The calibrate-and-route phase's result."""
+
+    graph: ConfidenceGraph
+    routing: Routing
+    failures: dict[str, str]  # calibration failures by expert id (empty when read back on resume)
+
+    def summary(self) -> dict[str, Any]:
+        """The run report's view of the graph: competence per expert and domain, and overall."""
+        return {"per_domain": self.graph.per_domain(),
+                "overall": dict(zip(self.graph.expert_ids, self.graph.overall().tolist())),
+                "calibration_failures": self.failures}
+
+
+def calibrate_and_route(prepared: Prepared, transport: ExpertTransport, out: Path,
+                        progress: ProgressSink) -> Calibration:
+    """Module 1 of the paper for a run: the confidence graph (``out/graph.json``, read back on
+    resume rather than asking the experts again) and every training question's experts
+    (``out/routing.json``)."""
+    config, splits = prepared.config, prepared.splits
+    fed = config.federation
+    graph_path = out / "graph.json"
+    with progress.phase("calibrate experts on the auxiliary set", len(splits.clients)):
+        if graph_path.is_file():
+            graph, failures = ConfidenceGraph.load(graph_path), {}
+        else:
+            aux_z = embed_questions([q.question for q in splits.aux], fed.encoder, prepared.server_dir)
+            graph, failures = calibrate(transport, splits.aux, aux_z)
+            graph.save(graph_path)
+    # The domain each expert declares (hello); the split's own view where an expert declares none.
+    expert_domains = {s.expert_id: transport.expert_domains.get(s.expert_id) or s.main_domain
+                      for s in splits.clients}
+    pool_z = embed_questions([q.question for q in splits.pool], fed.encoder, prepared.server_dir)
+    routing = route(list(splits.pool), pool_z, graph, experts_per_question=fed.experts_per_question,
+                    neighbours=fed.neighbours, method=fed.selection, expert_domains=expert_domains,
+                    seed=fed.selection_seed)
+    (out / "routing.json").write_text(json.dumps(
+        {"hit_rate": routing.hit_rate, "table": routing.table(splits.pool), "experts": routing.experts}, indent=1))
+    return Calibration(graph, routing, failures)

@@ -7,14 +7,19 @@ answer-based rewards use. The sampled estimate also tells how often a question's
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+from fedgrpo.config import EvalConfig
 from fedgrpo.data.gym import is_correct
 from fedgrpo.data.prompts import extract_answer, render_prompt
 from fedgrpo.data.tasks import Question
 from fedgrpo.models.generate import generate_completions
+from fedgrpo.progress import ProgressSink
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,26 @@ def evaluate_model(
         )
         for domain, questions in eval_sets.items()
     }
+
+
+def evaluate_greedy(model_dir: Path, eval_sets: Mapping[str, Sequence[Question]], evaluation: EvalConfig,
+                    progress: ProgressSink, description: str, cache: Path | None = None) -> dict[str, DomainScore]:
+    """Held-out greedy pass@1 per domain of the model in `model_dir` (a run's before/after phases).
+    With `cache`, the scores are read from that JSON file if it exists, else written there."""
+    if cache is not None and cache.is_file():
+        return {d: DomainScore(**s) for d, s in json.loads(cache.read_text()).items()}
+    from fedgrpo.models.load import load_model
+
+    model, tokenizer = load_model(model_dir)
+    with progress.phase(description, sum(len(v) for v in eval_sets.values())) as advance:
+        scores = evaluate_model(model, tokenizer, eval_sets, samples=0, temperature=1.0,
+                                max_new_tokens=evaluation.max_new_tokens, batch_size=evaluation.eval_batch_size,
+                                seed=0, on_batch=advance)
+    if cache is not None:
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps({d: s.to_dict() for d, s in scores.items()}, indent=2))
+        os.replace(tmp, cache)
+    return scores
 
 
 def mean_over_domains(scores: Mapping[str, DomainScore], attr: str = "pass_at_1") -> float | None:

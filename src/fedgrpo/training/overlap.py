@@ -236,23 +236,24 @@ class OverlappedGRPOTrainer(GRPOTrainer):
     def _with_real_rewards(self, batch: _Batch) -> dict[str, Any]:
         """Wait for the batch's rewards; its output with TRL's advantages of those rewards."""
         rewards = self._deferred.resolve(batch.pending)  # blocks until the replies arrived
-        raw = torch.tensor([math.nan if r is None else r for r in rewards], dtype=torch.float32)  # (B,)
-        # TRL sums the weighted reward functions; with one function a NaN (missing) reward stays NaN.
-        weighted = raw * self.reward_weights[0].cpu()  # (B,)
+        # The reward function's output (already FedGRPO's weighted sum of raw rewards), then times
+        # TRL's own reward weight; with one function a NaN (missing) reward stays NaN.
+        reward = torch.tensor([math.nan if r is None else r for r in rewards], dtype=torch.float32)  # (B,)
+        weighted = reward * self.reward_weights[0].cpu()  # (B,)
         n = self.num_generations
         advantages = federated_advantages(
             weighted.double().numpy().reshape(-1, 1, n),  # (P, 1, N): joint pooling over the group
             pooling="joint", scale_rewards=self.scale_rewards,
         ).reshape(-1)  # (B,), NaN rewards -> 0
         device = batch.output["advantages"].device
-        self._log_real_rewards(batch, raw, weighted, advantages)
+        self._log_real_rewards(batch, reward, weighted, advantages)
         return {**batch.output, "advantages": torch.tensor(advantages, dtype=torch.float32, device=device)}
 
     def _reward_metric_names(self) -> tuple[str, ...]:
         name = self.reward_func_names[0]
         return (f"rewards/{name}/mean", f"rewards/{name}/std", "reward", "reward_std", "frac_reward_zero_std")
 
-    def _log_real_rewards(self, batch: _Batch, raw: torch.Tensor, weighted: torch.Tensor,
+    def _log_real_rewards(self, batch: _Batch, reward: torch.Tensor, weighted: torch.Tensor,
                           advantages: Any) -> None:
         """TRL's reward metrics and completions-table entries, from the real rewards (TRL's formulas)."""
         n = self.num_generations
@@ -260,7 +261,7 @@ class OverlappedGRPOTrainer(GRPOTrainer):
             std = nanstd(weighted).expand_as(weighted)  # (B,)
         else:
             std = nanstd(weighted.view(-1, n), dim=1)  # (P,): one per group; same mean as per candidate
-        values = (torch.nanmean(raw).item(), nanstd(raw).item(), torch.nanmean(weighted).item(),
+        values = (torch.nanmean(reward).item(), nanstd(reward).item(), torch.nanmean(weighted).item(),
                   nanstd(weighted).item(), torch.isclose(std, torch.zeros_like(std)).float().mean().item())
         for key, value in zip(self._reward_metric_names(), values, strict=True):
             self._metrics["train"][key].append(value)
@@ -273,6 +274,6 @@ class OverlappedGRPOTrainer(GRPOTrainer):
         for column, values_ in batch.logs["extra"].items():
             self._logs["extra"][column].extend(values_)
         self._logs["rewards"][self.reward_func_names[0]].clear()
-        self._logs["rewards"][self.reward_func_names[0]].extend(raw.tolist())
+        self._logs["rewards"][self.reward_func_names[0]].extend(reward.tolist())
         self._logs["advantages"].clear()
         self._logs["advantages"].extend(advantages.tolist())

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgrpo.config import FedGRPOConfig
-from fedgrpo.data.partition import ClientShard, Splits, SplitSpec, build_splits
+from fedgrpo.data.partition import ClientShard, Splits, build_splits
 from fedgrpo.data.tasks import Question
 from fedgrpo.errors import ConfigError
 from fedgrpo.models.load import base_model_dir, expert_model_dir, load_model
@@ -24,16 +24,6 @@ from fedgrpo.progress import NullProgress, ProgressSink
 from fedgrpo.training.evaluate import DomainScore, evaluate_model, score_questions
 
 SIGNAL_PROBE_SIZE = 400  # training-pool questions sampled to measure the GRPO signal
-
-
-def split_spec(config: FedGRPOConfig) -> SplitSpec:
-    d = config.data
-    return SplitSpec(
-        domains=tuple(d.domains), difficulty=d.difficulty, data_seed=d.data_seed, pool_size=d.pool_size,
-        aux_size=d.aux_size, public_size=d.public_size, eval_size=d.eval_size,
-        client_size=d.client_size, num_clients=d.clients, partition=d.partition,
-        dirichlet_beta=d.dirichlet_beta,
-    )
 
 
 @dataclass(frozen=True)
@@ -52,7 +42,7 @@ def prepare(config: FedGRPOConfig, progress: ProgressSink = NullProgress(), *,
 
     `experts=False` is the server's share of a deployment: the experts live on their sites
     (`prepare_expert`), so `expert_dirs` stays empty."""
-    splits = build_splits(split_spec(config))
+    splits = build_splits(config.data)
     models = config.models
     server_dir, server_hit = base_model_dir(models.server_model, splits.public, models, progress)
     expert_dirs: dict[str, Path] = {}
@@ -78,7 +68,7 @@ def prepare_expert(config: FedGRPOConfig, expert_id: str,
                    progress: ProgressSink = NullProgress()) -> tuple[ClientShard, Path]:
     """One site's share of `prepare`: its private shard and its expert model (the same cached model
     `prepare` builds for it)."""
-    splits = build_splits(split_spec(config))
+    splits = build_splits(config.data)
     shard, index = _config_shard(splits, expert_id)
     models = config.models
     expert_base = _expert_base(config, splits, None, progress)
@@ -100,7 +90,7 @@ def prepare_site_expert(config: FedGRPOConfig, expert_id: str, *, data_path: str
         questions = tuple(load_private_data(data_path, domain))
         site_domain = Counter(q.domain for q in questions).most_common(1)[0][0]
     else:
-        shard, _ = _config_shard(build_splits(split_spec(config)), expert_id)
+        shard, _ = _config_shard(build_splits(config.data), expert_id)
         questions, site_domain = shard.questions, shard.main_domain
     if model_dir is not None:
         path = Path(model_dir).expanduser()
@@ -108,7 +98,7 @@ def prepare_site_expert(config: FedGRPOConfig, expert_id: str, *, data_path: str
             raise ConfigError(f"expert model {model_dir!r} is not a Hugging Face model directory (no "
                               "config.json); give the directory your expert was saved to")
         return questions, site_domain, path
-    splits = build_splits(split_spec(config))
+    splits = build_splits(config.data)
     base = _expert_base(config, splits, None, progress)
     seed = config.models.model_seed + 1 + _site_seed_offset(expert_id)
     path, _ = expert_model_dir(base, expert_id, questions, seed, config.models, progress)

@@ -5,9 +5,13 @@ over consecutively. Candidates [m*G, (m+1)*G) go to the question's m-th selected
 normalisation spans the whole federated group - exactly `core.advantage.federated_advantages` with
 joint pooling (tested as an invariant).
 
-The reward returned per candidate is accuracy_weight * expert reward + format_weight * format reward.
+The reward returned per candidate is accuracy_weight * raw_reward + format_weight * format reward,
+where raw_reward is the expert's reply (or the gold verifier's verdict) before the server weights it.
 It is one reward function on purpose: a missing expert reply must make the *whole* reward NaN (advantage
 0, baseline untouched); with two TRL reward functions, TRL's NaN-skipping sum would keep the format part.
+
+TRL's public route: `__call__` is ``async def``, so TRL awaits it on its reward event loop (the
+round trip runs in a worker thread of that loop), and a missing reward is ``None``.
 
 Deferred mode (``overlap_rewards``, driven by `training.overlap`): the TRL call only *stages* the
 batch and returns placeholder rewards; `submit` then sends the staged requests from one background
@@ -18,6 +22,7 @@ the round trip happens moves.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
 import math
 import time
@@ -56,7 +61,7 @@ class _Staged:
 class _Scored:
     """What the scorers returned for one batch, before logging."""
 
-    accuracy: np.ndarray  # raw accuracy reward per candidate, TRL order; NaN = missing
+    raw_reward: np.ndarray  # the expert's (or verifier's) reward per candidate, TRL order; NaN = missing
     failures: tuple[ExpertFailure, ...] = ()
     all_failed: bool = False  # every asked expert failed: no reply at all
 
@@ -108,14 +113,14 @@ class FederatedReward:
         self.deferred = deferred
         self.log = RewardLog()
         self.calls = 0
-        self.wait_seconds = 0.0  # deferred mode: time the trainer blocked in `resolve`
+        self.wait_seconds = 0.0  # time training blocked for expert rewards: the round trip, or `resolve`
         self._staged: _Staged | None = None
         # One thread: requests leave in generation order and at most one round trip runs at a time,
         # so a transport never sees two concurrent `score` calls (none of them is re-entrant).
         self._sender: cf.ThreadPoolExecutor | None = None
 
-    def __call__(self, prompts: Sequence[str], completions: Sequence[str], question_id: Sequence[str],
-                 trainer_state: Any = None, **_: Any) -> Rewards:
+    async def __call__(self, prompts: Sequence[str], completions: Sequence[str], question_id: Sequence[str],
+                       trainer_state: Any = None, **_: Any) -> Rewards:
         step = int(getattr(trainer_state, "global_step", self.calls))
         self.calls += 1
         groups = self.group_by_question(list(question_id), self.group_size)
@@ -127,7 +132,12 @@ class FederatedReward:
             # Placeholders only: the overlapped trainer overwrites the advantages TRL derives from
             # them, and its reward metrics, with those of the real rewards (training.overlap).
             return [0.0] * len(completions)
-        return self._finish(step, self._accuracy(step, groups, completions), fmt)
+        if self.gold_scorer is not None:  # a local verifier: no round trip to wait for
+            return self._finish(step, self._raw_rewards(step, groups, completions), fmt)
+        started = time.perf_counter()
+        scored = await asyncio.to_thread(self._raw_rewards, step, groups, completions)
+        self.wait_seconds += time.perf_counter() - started
+        return self._finish(step, scored, fmt)
 
     def submit(self, step: int) -> PendingRewards:
         """Send the staged batch's requests, labelled `step` (the first step that trains on it).
@@ -140,11 +150,11 @@ class FederatedReward:
             raise RuntimeError("submit without a staged reward call (a trainer bug)")
         if self.gold_scorer is not None:
             future: cf.Future[_Scored] = cf.Future()
-            future.set_result(self._accuracy(step, staged.groups, staged.completions))
+            future.set_result(self._raw_rewards(step, staged.groups, staged.completions))
         else:
             if self._sender is None:
                 self._sender = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward-send")
-            future = self._sender.submit(self._accuracy, step, staged.groups, staged.completions)
+            future = self._sender.submit(self._raw_rewards, step, staged.groups, staged.completions)
         return PendingRewards(step, staged.fmt, future)
 
     def resolve(self, pending: PendingRewards) -> Rewards:
@@ -160,18 +170,18 @@ class FederatedReward:
             self._sender.shutdown(wait=False, cancel_futures=True)
             self._sender = None
 
-    def _accuracy(self, step: int, groups: list[tuple[str, slice]], completions: Sequence[str]) -> _Scored:
-        """Raw accuracy reward per candidate (NaN = missing) and the experts that failed.
+    def _raw_rewards(self, step: int, groups: list[tuple[str, slice]], completions: Sequence[str]) -> _Scored:
+        """The raw reward per candidate (NaN = missing) and the experts that failed.
 
         Touches no state of `self` but the transport, so it may run on the background thread.
         """
         if self.gold_scorer is None:
             return self._expert_rewards(step, groups, completions)
-        accuracy = np.full(len(completions), np.nan)  # one raw reward per candidate, TRL order
+        raw_reward = np.full(len(completions), np.nan)  # one per candidate, TRL order
         for qid, span in groups:
             q = self.questions[qid]
-            accuracy[span] = [self.gold_scorer(q, c) for c in completions[span]]
-        return _Scored(accuracy)
+            raw_reward[span] = [self.gold_scorer(q, c) for c in completions[span]]
+        return _Scored(raw_reward)
 
     def _finish(self, step: int, scored: _Scored, fmt: np.ndarray) -> Rewards:
         """Log one batch and combine its parts into the reward TRL sees."""
@@ -181,16 +191,16 @@ class FederatedReward:
                 f"every expert failed at step {step}: "
                 + "; ".join(f"{f.expert_id}: {f.reason}" for f in scored.failures)
             )
-        accuracy = scored.accuracy
-        total = self.accuracy_weight * accuracy + self.format_weight * fmt  # NaN stays NaN
+        raw_reward = scored.raw_reward
+        reward = self.accuracy_weight * raw_reward + self.format_weight * fmt  # NaN stays NaN
         self.log.steps.append({
             "step": step,
-            "accuracy_reward": _nanmean(accuracy),
+            "accuracy_reward": _nanmean(raw_reward),
             "format_reward": float(fmt.mean()) if len(fmt) else math.nan,
-            "reward": _nanmean(total),
-            "missing": int(np.isnan(accuracy).sum()),
+            "reward": _nanmean(reward),
+            "missing": int(np.isnan(raw_reward).sum()),
         })
-        return [None if math.isnan(r) else float(r) for r in total]
+        return [None if math.isnan(r) else float(r) for r in reward]
 
     def _expert_rewards(self, step: int, groups: list[tuple[str, slice]], completions: Sequence[str]) -> _Scored:
         assert self.routing is not None and self.transport is not None
@@ -204,15 +214,15 @@ class FederatedReward:
                     ScoreItem(qid, q.generator, q.question, tuple(completions[block])))
                 spans.setdefault(expert_id, []).append(block)
         requests = {e: ScoreRequest(step, tuple(its)) for e, its in items.items()}
-        results = self.transport.score(step, requests)
-        rewards = np.full(len(completions), np.nan)
+        results = self.transport.score_round(step, requests)
+        raw_reward = np.full(len(completions), np.nan)
         for expert_id, reply in results.replies.items():
             flat = np.asarray(reply.rewards, dtype=float)
             offset = 0
             for block in spans[expert_id]:
-                rewards[block] = flat[offset:offset + self.g]
+                raw_reward[block] = flat[offset:offset + self.g]
                 offset += self.g
-        return _Scored(rewards, tuple(results.failures), bool(results.failures) and not results.replies)
+        return _Scored(raw_reward, tuple(results.failures), bool(results.failures) and not results.replies)
 
 
 def _nanmean(x: np.ndarray) -> float:

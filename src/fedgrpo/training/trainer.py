@@ -1,11 +1,12 @@
 """The thin adapter to TRL 1.16's ``GRPOTrainer``: settings, dataset, checkpoints, group layout.
 
-FedGRPO owns a handful of GRPO knobs (`GRPOSettings`); every other ``GRPOConfig`` field passes
-through `GRPOSettings.extra` untouched (``bf16``, ``use_vllm``, ``gradient_accumulation_steps``,
-...), so GPU options need no code here. The federated reward enters through TRL's public
-``reward_funcs`` hook only: no subclass, no private method, which keeps this module small across
-TRL releases. The one exception is opt-in: ``overlap_rewards`` builds `training.overlap`'s
-``GRPOTrainer`` subclass (one-step off-policy; it overrides two methods).
+FedGRPO owns a handful of GRPO knobs (`GRPOSettings`, derived from the config); every other
+``GRPOConfig`` field passes through `GRPOSettings.extra` untouched (``bf16``, ``use_vllm``,
+``gradient_accumulation_steps``, ...), so GPU options need no code here. The federated reward
+enters through TRL's public ``reward_funcs`` hook only (an ``async def`` reward; ``None`` for a
+missing reward): no subclass, no private method, which keeps this module small across TRL releases.
+The one exception is ``overlap_rewards`` (on by default only for the Flower Deployment engine):
+`training.overlap`'s ``GRPOTrainer`` subclass, guarded by a test against the installed TRL.
 
 The federated group is TRL's group (``flower-trl-notes.md`` section 2.5): with ``num_generations =
 M*G`` TRL samples M*G candidates per question and normalises over all of them, which is
@@ -43,26 +44,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data.prompts import render_prompt
 from fedgrpo.data.tasks import Question
 from fedgrpo.errors import ConfigError
-
-# TRL 1.16's accepted values (``grpo_config.py``; the trainer raises on others only mid-training).
-LOSS_TYPES: tuple[str, ...] = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
-SCALE_REWARDS: tuple[str, ...] = ("group", "batch", "none")
-
-# GRPOConfig fields this module derives; setting them through `extra` would break an invariant.
-_DERIVED = {
-    "output_dir": "pass output_dir to build_grpo_trainer",
-    "per_device_train_batch_size": "it is prompts_per_step * num_generations; set those instead",
-}
-
-# GRPOSettings fields whose FedGRPO config key has another name.
-_CONFIG_KEY = {
-    "num_generations": ("experts_per_question", "generations_per_expert"),  # their product
-    "max_steps": ("train_steps",),
-    "seed": ("train_seed",),
-}
 
 # (prompts, completions, question_id, domain, trainer_state, **kwargs) -> list[float | None]
 RewardFn = Callable[..., Any]
@@ -70,98 +55,44 @@ RewardFn = Callable[..., Any]
 
 @dataclass(frozen=True)
 class GRPOSettings:
-    """The GRPO knobs FedGRPO owns; anything else goes to ``GRPOConfig`` through `extra`.
+    """The GRPO knobs FedGRPO owns, derived from the config (`from_config`, the one source of
+    their values and checks); any other ``GRPOConfig`` field comes from `extra` (the config's
+    ``grpo_args``). See `fedgrpo.config.TrainConfig` for what each knob does.
 
-    Parameters
-    ----------
-    num_generations
-        Completions per question and per reward call: the federated group size M*G (experts per
-        question times generations per expert). TRL normalises advantages over these. At least 2.
-    prompts_per_step
-        Questions per optimizer step; the batch holds ``prompts_per_step * num_generations``
-        completions (tiny recipe: 16 x 8).
-    max_steps
-        Optimizer steps of the run (a resumed run continues up to this number).
-    learning_rate
-        Constant AdamW learning rate. TRL's default 1e-6 barely moves a tiny model; the tiny recipe
-        uses 1e-4 and saw collapse at 1e-3.
-    temperature
-        Sampling temperature of the policy's candidates (also applied to the log-probabilities).
-    max_completion_length
-        Most new tokens per candidate. Final-answer completions (``42</answer>``) need about 12.
-    loss_type
-        TRL's token aggregation; ``"dr_grpo"`` (the tiny recipe) divides by a constant, so length
-        does not bias the update. TRL's own default is ``"dapo"``.
-    scale_rewards
-        ``"group"`` divides advantages by the group std + 1e-4 (paper Eq. 8), ``"none"`` centres
-        only (the official code), ``"batch"`` divides by the batch std.
-    beta
-        KL coefficient to a reference model; 0 loads no reference model.
-    seed
-        Seed of TRL's sampler, sampling and initialisation.
-    steps_per_generation
-        Optimizer steps per generation batch (TRL's own knob): one reward call, so one message per
-        selected expert, covers this many steps' questions; later steps train on samples up to
-        ``steps_per_generation - 1`` steps old, which TRL's importance ratio and clipping correct.
-    save_steps
-        Write a checkpoint (model, optimizer, scheduler, RNG, trainer state) every this many steps.
-    overlap_rewards
-        One-step off-policy training (`training.overlap`): each generation batch's rewards are
-        requested in the background while the previous batch trains; needs a deferred reward
-        function. Off: TRL's synchronous schedule.
-    extra
-        Any other ``GRPOConfig`` field, passed through unchanged and overriding this module's CPU
-        defaults (e.g. ``{"bf16": True, "use_vllm": True}``). An unknown name is a `ConfigError`.
+    ``num_generations`` is the federated group M*G; ``overlap_rewards`` is the config's
+    `FedGRPOConfig.uses_overlap` (auto resolved for the engine).
     """
 
-    num_generations: int = 8
-    prompts_per_step: int = 16
-    max_steps: int = 100
-    learning_rate: float = 1e-4
-    temperature: float = 1.0
-    max_completion_length: int = 24
-    loss_type: str = "dr_grpo"
-    scale_rewards: str = "group"
-    beta: float = 0.0
-    seed: int = 0
-    save_steps: int = 50
-    steps_per_generation: int = 1
-    overlap_rewards: bool = False
+    num_generations: int
+    prompts_per_step: int
+    max_steps: int
+    learning_rate: float
+    temperature: float
+    max_completion_length: int
+    loss_type: str
+    scale_rewards: str
+    beta: float
+    seed: int
+    save_steps: int
+    steps_per_generation: int
+    overlap_rewards: bool
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        bounds = [
-            ("num_generations", self.num_generations >= 2, ">= 2 (GRPO needs a group)"),
-            ("prompts_per_step", self.prompts_per_step >= 1, ">= 1"),
-            ("max_steps", self.max_steps >= 1, ">= 1"),
-            ("learning_rate", 0 < self.learning_rate < 1, "in (0, 1)"),
-            ("temperature", self.temperature > 0, "> 0"),
-            ("max_completion_length", self.max_completion_length >= 1, ">= 1"),
-            ("beta", self.beta >= 0, ">= 0"),
-            ("save_steps", self.save_steps >= 1, ">= 1"),
-            ("steps_per_generation", self.steps_per_generation >= 1, ">= 1"),
-            ("loss_type", self.loss_type in LOSS_TYPES, f"one of {', '.join(LOSS_TYPES)}"),
-            ("scale_rewards", self.scale_rewards in SCALE_REWARDS,
-             f"one of {', '.join(SCALE_REWARDS)}"),
-        ]
-        for name, ok, rule in bounds:
-            if not ok:
-                raise ConfigError(f"{name} must be {rule}; got {getattr(self, name)!r}")
-        owned = {f.name for f in dataclasses.fields(self)} - {"extra"}
-        for key in self.extra:
-            if key in owned:
-                own = _CONFIG_KEY.get(key, (key,))
-                raise ConfigError(
-                    f"GRPO option {key!r} is one of FedGRPO's own settings, not an extra GRPOConfig "
-                    f"field; set {' and '.join(own)} "
-                    f"(flag {', '.join('--' + k.replace('_', '-') for k in own)})"
-                )
-            if key in _DERIVED:
-                raise ConfigError(
-                    f"GRPO option {key!r} cannot be set through extra: {_DERIVED[key]}"
-                )
         # Frozen means frozen: a caller's later edit of its dict must not change these settings.
         object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
+
+    @classmethod
+    def from_config(cls, config: FedGRPOConfig) -> GRPOSettings:
+        t, f = config.train, config.federation
+        return cls(
+            num_generations=f.experts_per_question * f.generations_per_expert,
+            prompts_per_step=t.prompts_per_step, max_steps=t.train_steps, learning_rate=t.learning_rate,
+            temperature=t.temperature, max_completion_length=t.max_completion_length,
+            loss_type=t.loss_type, scale_rewards=t.scale_rewards, beta=t.beta, seed=t.train_seed,
+            save_steps=t.save_steps, steps_per_generation=t.steps_per_generation,
+            overlap_rewards=config.uses_overlap, extra=t.grpo_extra,
+        )
 
     @property
     def completions_per_step(self) -> int:
@@ -173,7 +104,7 @@ def grpo_config_kwargs(settings: GRPOSettings, output_dir: str | Path) -> dict[s
 
     CPU-safe defaults (``use_cpu`` without CUDA, no bf16, no activation checkpointing, no
     reporting, constant learning rate, a log line per step, no completion tables), overridden by
-    `extra`, then our knobs, which `extra` cannot touch (`GRPOSettings` rejects them there).
+    `extra`, then our knobs, which `extra` cannot touch (the config refuses them in grpo_args).
     """
     import torch
     from trl import GRPOConfig
@@ -183,7 +114,7 @@ def grpo_config_kwargs(settings: GRPOSettings, output_dir: str | Path) -> dict[s
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown GRPOConfig option {key!r} in GRPO extra settings{hint}")
+            raise ConfigError(f"unknown GRPOConfig option {key!r} in grpo_args{hint}")
     return {
         # CPU-safe defaults (flower-trl-notes 2.6, tiny-recipe.md); `extra` may override them.
         "use_cpu": not torch.cuda.is_available(),

@@ -1,17 +1,21 @@
-"""The transport protocol and its traffic ledger.
+"""The expert and transport protocols, and the traffic ledger.
 
-Failure is part of the API: `score` returns the replies that arrived plus a `.failures` list (an
-expert that raised, timed out, or answered with the wrong number of floats); the caller turns a
-missing reply into NaN rewards, which get advantage 0. A reply for another step is dropped and counted.
+Two levels, two names: an `Expert` answers one request (`calibrate`, `score`); an `ExpertTransport`
+sends a round of requests to many experts (`calibrate_round`, `score_round`) and reports what came
+back. Failure is part of the API: `score_round` returns the replies that arrived plus a `.failures`
+list (an expert that raised, timed out, or answered with the wrong number of floats); the caller turns
+a missing reply into NaN rewards, which get advantage 0. A reply for another step is dropped and counted.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from fedgrpo.core.comm import payload_bytes
@@ -24,16 +28,33 @@ from fedgrpo.types import (
 )
 
 
+class Expert(Protocol):
+    """One expert as every engine reaches it: in-process (`scorers.expert.LocalExpert`) or over its
+    site's loopback (`engines.expert_service.RemoteExpert`)."""
+
+    def hello(self) -> tuple[str, str]:
+        """(expert id, the domain it declares)."""
+        ...
+
+    def calibrate(self, request: CalibrationRequest) -> CalibrationReply:
+        """One correctness bit per auxiliary item."""
+        ...
+
+    def score(self, request: ScoreRequest) -> ScoreReply:
+        """One reward per candidate."""
+        ...
+
+
 class ExpertTransport(Protocol):
     expert_ids: tuple[str, ...]
     expert_domains: dict[str, str]  # expert id -> the domain it declares (its main one)
     ledger: TrafficLedger
 
-    def calibrate(self, request: CalibrationRequest) -> tuple[dict[str, CalibrationReply], dict[str, str]]:
+    def calibrate_round(self, request: CalibrationRequest) -> tuple[dict[str, CalibrationReply], dict[str, str]]:
         """Send the auxiliary set to every expert; (replies by expert, failure reason by expert)."""
         ...
 
-    def score(self, step: int, requests: Mapping[str, ScoreRequest]) -> ScoreResults:
+    def score_round(self, step: int, requests: Mapping[str, ScoreRequest]) -> ScoreResults:
         """Send each expert its request for this step, in parallel."""
         ...
 
@@ -73,6 +94,25 @@ class TrafficLedger:
             if phase == "score":
                 out[step][direction] += size
         return dict(sorted(out.items()))
+
+
+class LedgerFile:
+    """Mirror of a traffic ledger in a JSON Lines file (`traffic.jsonl`), appended after every step
+    (only new records: rewriting the whole file each step would grow quadratically) and read back
+    into the ledger on resume."""
+
+    def __init__(self, ledger: TrafficLedger, path: Path) -> None:
+        self.ledger, self.path = ledger, path
+        if path.is_file():
+            ledger.records.extend(tuple(json.loads(line)) for line in path.read_text().splitlines() if line)
+        self.written = len(ledger.records)
+
+    def flush(self) -> None:
+        new = self.ledger.records[self.written:]
+        if new:
+            with self.path.open("a") as fh:
+                fh.writelines(json.dumps(record) + "\n" for record in new)
+            self.written += len(new)
 
 
 # -- what every engine does with a reply that arrived (one place, so engines cannot drift apart) ----

@@ -1,4 +1,4 @@
-"""The default engine: experts are in-process `ExpertClient`s called through a thread pool.
+"""The default engine: experts are in-process `Expert`s called through a thread pool.
 
 Requests and replies are the same value types the Flower engine will carry, and every message passes
 through the same ledger, so bytes are comparable across engines. Each request has a timeout; an expert
@@ -10,8 +10,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 from collections.abc import Mapping
 
-from fedgrpo.scorers.expert import ExpertClient
-from fedgrpo.transport.base import TrafficLedger, accept_calibration, accept_score
+from fedgrpo.transport.base import Expert, TrafficLedger, accept_calibration, accept_score
 from fedgrpo.types import (
     CalibrationReply,
     CalibrationRequest,
@@ -23,21 +22,23 @@ from fedgrpo.types import (
 
 
 class EmbeddedTransport:
-    def __init__(self, clients: Mapping[str, ExpertClient], *, timeout_s: float = 600.0,
-                 max_workers: int | None = None, domains: Mapping[str, str] | None = None) -> None:
-        self._clients = dict(clients)
-        self.expert_ids = tuple(self._clients)
-        self.expert_domains = dict(domains or {})
+    def __init__(self, experts: Mapping[str, Expert], *, timeout_s: float = 600.0,
+                 max_workers: int | None = None) -> None:
+        """`experts`: expert id -> the expert; each declares its domain through `hello`, as it
+        would to the Flower engine."""
+        self._experts = dict(experts)
+        self.expert_ids = tuple(self._experts)
+        self.expert_domains = {expert_id: expert.hello()[1] for expert_id, expert in self._experts.items()}
         self.timeout_s = timeout_s
         self.ledger = TrafficLedger()
-        self._pool = cf.ThreadPoolExecutor(max_workers=max_workers or len(self._clients) or 1,
+        self._pool = cf.ThreadPoolExecutor(max_workers=max_workers or len(self._experts) or 1,
                                            thread_name_prefix="expert")
 
-    def calibrate(self, request: CalibrationRequest) -> tuple[dict[str, CalibrationReply], dict[str, str]]:
+    def calibrate_round(self, request: CalibrationRequest) -> tuple[dict[str, CalibrationReply], dict[str, str]]:
         futures = {}
-        for expert_id, client in self._clients.items():
+        for expert_id, expert in self._experts.items():
             self.ledger.record("calibrate", -1, expert_id, "down", request)
-            futures[expert_id] = self._pool.submit(client.calibrate, request)
+            futures[expert_id] = self._pool.submit(expert.calibrate, request)
         replies, failures = {}, {}
         for expert_id, future in futures.items():
             try:
@@ -52,11 +53,11 @@ class EmbeddedTransport:
                 replies[expert_id] = reply
         return replies, failures
 
-    def score(self, step: int, requests: Mapping[str, ScoreRequest]) -> ScoreResults:
+    def score_round(self, step: int, requests: Mapping[str, ScoreRequest]) -> ScoreResults:
         futures = {}
         for expert_id, request in requests.items():
             self.ledger.record("score", step, expert_id, "down", request)
-            futures[expert_id] = self._pool.submit(self._clients[expert_id].score, request)
+            futures[expert_id] = self._pool.submit(self._experts[expert_id].score, request)
         replies: dict[str, ScoreReply] = {}
         failures: list[ExpertFailure] = []
         for expert_id, future in futures.items():

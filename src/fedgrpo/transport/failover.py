@@ -43,13 +43,13 @@ class FailoverTransport:
     def ledger(self) -> TrafficLedger:
         return self.inner.ledger
 
-    def calibrate(self, request: CalibrationRequest) -> tuple[dict[str, CalibrationReply], dict[str, str]]:
-        return self.inner.calibrate(request)
+    def calibrate_round(self, request: CalibrationRequest) -> tuple[dict[str, CalibrationReply], dict[str, str]]:
+        return self.inner.calibrate_round(request)
 
-    def score(self, step: int, requests: Mapping[str, ScoreRequest]) -> ScoreResults:
+    def score_round(self, step: int, requests: Mapping[str, ScoreRequest]) -> ScoreResults:
         holders = _holders(requests)
         live = {e: r for e, r in requests.items() if e not in self.lost}
-        results = self.inner.score(step, live) if live else ScoreResults()
+        results = self.inner.score_round(step, live) if live else ScoreResults()
         replies = dict(results.replies)
         failures = list(results.failures)
         for failure in results.failures:
@@ -62,7 +62,7 @@ class FailoverTransport:
             plan = self._substitutes(pending, holders)
             if not plan:
                 break
-            sent = self.inner.score(step, {s: ScoreRequest(step, tuple(i for _, i in jobs))
+            sent = self.inner.score_round(step, {s: ScoreRequest(step, tuple(i for _, i in jobs))
                                            for s, jobs in plan.items()})
             failures.extend(sent.failures)
             for failure in sent.failures:

@@ -1,18 +1,17 @@
 """The client side of the Flower engine: handlers for `query.hello`, `query.calibrate`, `query.score`.
 
-Each handler decodes the request, asks the site's expert (anything with `hello`, `calibrate` and
-`score`: an in-process `ExpertClient` in simulation, an `ExpertServiceClient` that forwards to the
-site's persistent expert service in deployment) and encodes the reply. A handler never raises: an
-exception becomes a Flower error reply carrying the reason, so the server records a failure instead
-of waiting (a raising ClientApp can stall a simulation, flwr #4476).
+Each handler decodes the request, asks the site's `Expert` (in simulation an in-process
+`LocalExpert`; in deployment a `RemoteExpert` that forwards to the site's persistent expert service)
+and encodes the reply. A handler never raises: an exception becomes a Flower error reply carrying
+the reason, so the server records a failure instead of waiting (a raising ClientApp can stall a
+simulation, flwr #4476).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from flwr.app import Error, Message
 
+from fedgrpo.transport.base import Expert
 from fedgrpo.transport.flower_records import (
     decode_calibration_request,
     decode_score_request,
@@ -20,31 +19,20 @@ from fedgrpo.transport.flower_records import (
     encode_hello_reply,
     encode_score_reply,
 )
-from fedgrpo.types import CalibrationReply, CalibrationRequest, ScoreReply, ScoreRequest
 
 HANDLER_ERROR = 1  # Flower error code of a reply whose handler raised
 
 
-class SiteExpert(Protocol):
-    def hello(self) -> tuple[str, str]:
-        """(expert id, domain) of this site."""
-        ...
-
-    def calibrate(self, request: CalibrationRequest) -> CalibrationReply: ...
-
-    def score(self, request: ScoreRequest) -> ScoreReply: ...
-
-
-def handle_hello(message: Message, expert: SiteExpert) -> Message:
+def handle_hello(message: Message, expert: Expert) -> Message:
     return _guard(message, lambda: encode_hello_reply(*expert.hello()))
 
 
-def handle_calibrate(message: Message, expert: SiteExpert) -> Message:
+def handle_calibrate(message: Message, expert: Expert) -> Message:
     return _guard(message, lambda: encode_calibration_reply(
         expert.calibrate(decode_calibration_request(message.content))))
 
 
-def handle_score(message: Message, expert: SiteExpert) -> Message:
+def handle_score(message: Message, expert: Expert) -> Message:
     return _guard(message, lambda: encode_score_reply(expert.score(decode_score_request(message.content))))
 
 

@@ -109,7 +109,7 @@ class FlowerTransport:
 
     # -- the ExpertTransport protocol -----------------------------------------------------------
 
-    def calibrate(self, request: CalibrationRequest) -> tuple[dict[str, CalibrationReply], dict[str, str]]:
+    def calibrate_round(self, request: CalibrationRequest) -> tuple[dict[str, CalibrationReply], dict[str, str]]:
         messages = {}
         for expert_id in self.expert_ids:
             self.ledger.record("calibrate", -1, expert_id, "down", request)
@@ -129,7 +129,7 @@ class FlowerTransport:
                 replies[expert_id] = reply
         return replies, failures
 
-    def score(self, step: int, requests: Mapping[str, ScoreRequest]) -> ScoreResults:
+    def score_round(self, step: int, requests: Mapping[str, ScoreRequest]) -> ScoreResults:
         messages = {}
         for expert_id, request in requests.items():
             self.ledger.record("score", step, expert_id, "down", request)

@@ -3,7 +3,7 @@
 flwr 1.42's SuperNode starts a fresh `flwr-clientapp` process for every message it receives
 (`SubprocessExecutor.launch`). That start (Python, Flower's runtime, the app) costs 0.7-1.3 s, and
 four at once on 2 cores about 3 s: most of a Deployment round once the polling sleeps are cut
-(`flower_supernode.py`). Flower keeps prestarted workers only for its Kubernetes executors
+(`supernode.py`). Flower keeps prestarted workers only for its Kubernetes executors
 (`flwr.supercore.task_worker`), and those serve one task each. So `fedgrpo supernode` starts one
 worker process per SuperNode, and puts a dispatcher first on the SuperExec's PATH as
 `flwr-clientapp`:
@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-SOCKET_ENV = "FEDGRPO_CLIENTAPP_SOCKET"
+CLIENTAPP_COMMAND = "flwr-clientapp"  # what the SuperExec starts per message, found on PATH
 WARM_ENV = "FEDGRPO_WARM_CLIENTAPP"
 _ARGS_WITH_VALUE = {"--runtime-api-address", "--token", "--root-certificates", "--parent-pid"}
 _FLAGS = {"--insecure"}
@@ -197,7 +197,7 @@ def serve(socket_path: str, parent_pid: int | None = None) -> None:
     # Pay the imports before the first message, not during it.
     from flwr.supernode.runtime import run_clientapp
 
-    from fedgrpo.transport.flower_supernode import retry_object_pulls_sooner
+    from fedgrpo.engines.flower_patches import retry_object_pulls_sooner
 
     # The SuperExec starts a task as soon as its message is stored, before the SuperNode has its
     # objects; Flower's first retry would wait 1 s for them.
@@ -251,9 +251,9 @@ def _exit_with_parent(parent_pid: int, interval_s: float = 0.5) -> None:
 
 def write_dispatcher(directory: str, socket_path: str) -> str:
     """The `flwr-clientapp` script the SuperExec finds first on PATH: `dispatch` under `python -S`,
-    falling back to `flower_supernode.clientapp_main` (Flower's one-shot ClientApp)."""
+    falling back to `clientapp_main` (Flower's one-shot ClientApp)."""
     here = os.path.dirname(os.path.abspath(__file__))
-    path = os.path.join(directory, "flwr-clientapp")
+    path = os.path.join(directory, CLIENTAPP_COMMAND)
     with open(path, "w") as fh:
         fh.write(
             f"#!{sys.executable} -S\n"
@@ -261,12 +261,31 @@ def write_dispatcher(directory: str, socket_path: str) -> str:
             # Only this file's directory, after the standard library: importing the fedgrpo
             # package would pull in its dependencies, which is the start-up cost avoided here.
             f"sys.path.append({here!r})\n"
-            "from flower_clientapp_worker import dispatch\n"
+            f"from {os.path.splitext(os.path.basename(__file__))[0]} import dispatch\n"
             "def one_shot(argv):\n"
             f"    os.execv({sys.executable!r}, [{sys.executable!r}, '-c', "
-            "'from fedgrpo.transport.flower_supernode import clientapp_main; clientapp_main()', *argv])\n"
+            "'from fedgrpo.engines.clientapp_worker import clientapp_main; clientapp_main()', *argv])\n"
             f"sys.exit(dispatch(sys.argv[1:], {socket_path!r}, one_shot))\n"
         )
+    os.chmod(path, 0o755)
+    return path
+
+
+def clientapp_main() -> None:
+    """Flower's one-shot ClientApp (`flwr-clientapp`), started without the SuperNode's imports."""
+    from fedgrpo.engines.flower_patches import flwr_clientapp_entry
+
+    entry = flwr_clientapp_entry()
+    sys.argv[0] = CLIENTAPP_COMMAND
+    entry()
+
+
+def write_one_shot_launcher(directory: str) -> str:
+    """A `flwr-clientapp` script in `directory` that runs `clientapp_main` with this interpreter."""
+    path = os.path.join(directory, CLIENTAPP_COMMAND)
+    with open(path, "w") as fh:
+        fh.write(f"#!{sys.executable}\nfrom fedgrpo.engines.clientapp_worker import clientapp_main\n"
+                 "clientapp_main()\n")
     os.chmod(path, 0o755)
     return path
 

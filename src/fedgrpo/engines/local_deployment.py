@@ -1,125 +1,35 @@
-"""Launch Flower: the Simulation runtime in this process, or a run on a Deployment SuperLink.
+"""A whole Flower Deployment on this machine's loopback: `fedgrpo up` and the CI test.
 
-- `simulate`: Flower's Simulation runtime (`flwr.simulation.run_simulation`): the ServerApp runs in a
-  thread of this process, each client is a virtual SuperNode served by Ray actors, one CPU each (on
-  a 2-core machine Flower's default of 2 CPUs per ClientApp would run one client at a time).
-- `submit_run`: writes a throw-away Flower App directory (pyproject with the components and this
-  run's config) and a Flower config naming the SuperLink, then `flwr run <app> fedgrpo --stream`,
-  which returns when the run ends. The ServerApp runs next to the SuperLink and writes the results.
-
-Both set `FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1` for their children: otherwise every run
-builds a fresh environment with `uv sync` from the network.
+`LocalDeployment` starts a SuperLink and one SuperNode per site on 127.0.0.1 (TLS with a throw-away
+CA, SuperNode authentication with per-node keys), each SuperNode a `fedgrpo supernode`;
+`start_local_federation` adds one `fedgrpo expert serve` per client and connects them;
+`run_local_deployment` runs one FedGRPO run through it and stops every process, whatever happened.
 """
 
 from __future__ import annotations
 
-import logging
+import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import warnings
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from flwr.clientapp import ClientApp
-from flwr.serverapp import ServerApp
-
+from fedgrpo.config import FedGRPOConfig
+from fedgrpo.engines.deployment import (
+    CONNECTION,
+    NO_INSTALL,
+    config_with_output,
+    flwr_executable,
+    managed_superlink_pids,
+    stop_pid,
+    submit_run,
+    write_flower_home,
+)
 from fedgrpo.errors import FedGRPOError
-
-NO_INSTALL = {"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
-CONNECTION = "fedgrpo"
-
-
-def quiet_flower() -> None:
-    """Flower logs every round at INFO and warns that `run_simulation` is deprecated; FedGRPO
-    reports what matters (failures, lost experts) itself, so keep Flower's errors only."""
-    logging.getLogger("flwr").setLevel(logging.ERROR)
-
-
-def simulate(server_app: ServerApp, client_app: ClientApp, num_supernodes: int,
-             cpus_per_client: float = 1.0) -> None:
-    from flwr.simulation import run_simulation
-
-    os.environ.update(NO_INSTALL)
-    quiet_flower()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # run_simulation is deprecated in favour of `flwr run`
-        run_simulation(
-            server_app=server_app, client_app=client_app, num_supernodes=num_supernodes,
-            backend_config={"client_resources": {"num_cpus": cpus_per_client, "num_gpus": 0.0},
-                            "init_args": {"logging_level": "ERROR", "log_to_driver": False}},
-        )
-
-
-def flwr_executable(name: str = "flwr") -> str:
-    """The Flower command next to this interpreter (a venv's bin), else on PATH."""
-    local = Path(sys.executable).parent / name
-    if local.is_file():
-        return str(local)
-    found = shutil.which(name)
-    if found is None:
-        raise FedGRPOError(f"`{name}` not found; install flwr in this environment (pip install fedgrpo)")
-    return found
-
-
-def write_app_dir(app_dir: Path, run_config_toml: str) -> Path:
-    """A minimal Flower App: the components (installed fedgrpo) and this run's config as defaults."""
-    app_dir.mkdir(parents=True, exist_ok=True)
-    lines = [
-        "[build-system]", 'requires = ["setuptools>=68"]', 'build-backend = "setuptools.build_meta"', "",
-        "[project]", 'name = "fedgrpo-run"', 'version = "0.1.0"', 'description = "A FedGRPO run"',
-        'license = "Apache-2.0"', "dependencies = []", "",
-        "[tool.flwr.app]", 'publisher = "fedgrpo"', "",
-        "[tool.flwr.app.components]", 'serverapp = "fedgrpo.apps:server_app"',
-        'clientapp = "fedgrpo.apps:client_app"', "",
-    ]
-    (app_dir / "pyproject.toml").write_text("\n".join(lines) + "\n" + run_config_toml)
-    return app_dir
-
-
-def write_flower_home(home: Path, address: str, root_certificates: str | None) -> Path:
-    """A private FLWR_HOME whose config.toml names the SuperLink, so the user's ~/.flwr is untouched."""
-    home.mkdir(parents=True, exist_ok=True)
-    lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]",
-             f'address = "{address}"']
-    if root_certificates:
-        lines.append(f'root-certificates = "{Path(root_certificates).expanduser().resolve()}"')
-    else:
-        lines.append("insecure = true")
-    (home / "config.toml").write_text("\n".join(lines) + "\n")
-    return home
-
-
-def submit_run(run_config_toml: str, address: str, root_certificates: str | None, app_dir: Path,
-               timeout_s: float | None = None, home: Path | None = None) -> None:
-    """Run FedGRPO on the SuperLink at `address` (see `run_app`)."""
-    run_app(write_app_dir(app_dir, run_config_toml), address, root_certificates, timeout_s, home)
-
-
-def run_app(app_dir: Path, address: str, root_certificates: str | None, timeout_s: float | None = None,
-            home: Path | None = None) -> None:
-    """`flwr run <app_dir>` on the SuperLink at `address`, streaming its log until the run ends.
-    `home` is the FLWR_HOME to use (by default a temporary one naming only this SuperLink, so the
-    user's ~/.flwr is untouched and no managed local SuperLink is started)."""
-    with tempfile.TemporaryDirectory(prefix="fedgrpo-flwr-home-") as tmp:
-        flwr_home = home or write_flower_home(Path(tmp), address, root_certificates)
-        env = {**os.environ, **NO_INSTALL, "FLWR_HOME": str(flwr_home)}
-        try:
-            proc = subprocess.run([flwr_executable(), "run", str(app_dir), CONNECTION, "--stream"],
-                                  env=env, timeout=timeout_s, check=False)
-        except subprocess.TimeoutExpired:
-            raise FedGRPOError(f"the Flower run did not finish within {timeout_s:g} s") from None
-        finally:
-            for pid in managed_superlink_pids(flwr_home):
-                _stop_pid(pid)
-    if proc.returncode != 0:
-        raise FedGRPOError(f"`flwr run` failed (exit {proc.returncode}); is the SuperLink at {address} "
-                           "running and are the SuperNodes connected?")
-
-
-# --- a whole deployment on this machine's loopback (`fedgrpo up`, the CI test) ------------------------
 
 def write_tls_files(directory: Path, host: str = "127.0.0.1") -> dict[str, Path]:
     """A self-signed CA and a server certificate for `host` (and localhost), valid for 2 days."""
@@ -270,7 +180,6 @@ class LocalDeployment:
 
     def _wait_for_port(self, timeout_s: float) -> None:
         import socket
-        import time
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -290,7 +199,7 @@ class LocalDeployment:
         for proc in reversed(self.processes):
             _stop_group(proc)
         for pid in managed_superlink_pids(self.home):
-            _stop_pid(pid)
+            stop_pid(pid)
 
     def __enter__(self) -> LocalDeployment:
         return self  # start() first (or use start_local_federation); leaving the block stops all
@@ -319,30 +228,6 @@ def _stop_group(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
             break
 
 
-def _stop_pid(pid: int) -> None:
-    import signal
-
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-
-
-def managed_superlink_pids(home: Path) -> list[int]:
-    """Processes of a managed local SuperLink that `flwr run` started under this FLWR_HOME (it does so
-    only for a `:local:` connection, which we never write; checked anyway, since it outlives the run)."""
-    marker = str(home / "local-superlink")
-    pids = []
-    for entry in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            cmdline = entry.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if "flower-superlink" in cmdline and marker in cmdline:
-            pids.append(int(entry.parent.name))
-    return pids
-
-
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -351,3 +236,78 @@ def group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
+
+
+# --- a federation of expert services and SuperNodes, and one run through it --------------------------
+
+def start_local_federation(config: FedGRPOConfig, workdir: Path, *, tls: bool = True, auth: bool = True,
+                           log: Callable[[str], Any] = print, ready_timeout_s: float = 1800.0,
+                           fast_supernodes: bool = True) -> LocalDeployment:
+    """One expert service and one SuperNode per client and a SuperLink, all on 127.0.0.1, started
+    and connected; the caller must `stop()` the returned `LocalDeployment` (it is a context manager
+    for `stop` too). The server's base model is prepared first: the expert services would
+    otherwise all build the shared base at once. The SuperNodes are `fedgrpo supernode` (fast
+    polling) unless `fast_supernodes=False` (plain `flower-supernode`)."""
+    from fedgrpo.data.partition import expert_ids
+    from fedgrpo.training.prepare import prepare
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_file = workdir / "config.yaml"
+    config_file.write_text(config.to_yaml())
+    deployment = LocalDeployment(workdir, [], tls=tls, auth=auth, log=log, fast_supernodes=fast_supernodes)
+    try:
+        prepare(config, experts=False)
+        ready = {expert_id: workdir / f"{expert_id}.url" for expert_id in expert_ids(config.data.clients)}
+        for expert_id, ready_file in ready.items():
+            ready_file.unlink(missing_ok=True)
+            # All sites share this machine's cores: one torch thread per expert service, or N
+            # services scoring at once oversubscribe the cores (a real site keeps torch's default).
+            deployment.spawn(f"expert-{expert_id}", [
+                sys.executable, "-m", "fedgrpo.cli", "expert", "serve", "--expert-id", expert_id,
+                "--port", "0", "--ready-file", str(ready_file), "--config", str(config_file)],
+                extra_env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+        _wait_for_expert_services(deployment, ready, ready_timeout_s)
+        deployment.node_configs = [f'expert-url="{path.read_text().strip()}"' for path in ready.values()]
+        log(f"SuperLink on {deployment.address} ({'TLS' if tls else 'no TLS'}, "
+            f"{'SuperNode authentication' if auth else 'no SuperNode authentication'}), "
+            f"{len(ready)} SuperNodes with their expert services")
+        deployment.start()
+    except BaseException:
+        deployment.stop()
+        raise
+    return deployment
+
+
+def _wait_for_expert_services(deployment: LocalDeployment, ready: dict[str, Path], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not all(path.is_file() for path in ready.values()):
+        for expert_id in ready:
+            if deployment.names[f"expert-{expert_id}"].poll() is not None:
+                raise FedGRPOError(f"the expert service of {expert_id} exited; see "
+                                   f"{deployment.workdir / 'logs' / f'expert-{expert_id}.log'}")
+        if time.monotonic() > deadline:
+            raise FedGRPOError(f"the expert services were not ready within {timeout_s:g} s")
+        time.sleep(0.2)
+
+
+def run_local_deployment(config: FedGRPOConfig, out: Path, *, tls: bool = True, auth: bool = True,
+                         log: Callable[[str], Any] = print, ready_timeout_s: float = 1800.0,
+                         on_started: Callable[[LocalDeployment], Any] | None = None,
+                         fast_supernodes: bool = True) -> dict[str, Any]:
+    """`fedgrpo up`: `start_local_federation`, one run through it, then every process stopped,
+    whatever happened; returns metrics.json's content. `on_started(deployment)` runs in a thread
+    once the run is submitted (tests use it to stop a site mid-run)."""
+    out = out.resolve()
+    workdir = out / "deployment"
+    config = config_with_output(config, out)
+    metrics_path = out / "metrics.json"
+    with start_local_federation(config, workdir, tls=tls, auth=auth, log=log,
+                                ready_timeout_s=ready_timeout_s, fast_supernodes=fast_supernodes) as deployment:
+        if on_started is not None:
+            threading.Thread(target=on_started, args=(deployment,), daemon=True).start()
+        metrics_path.unlink(missing_ok=True)
+        submit_run(config.to_run_config_toml(), deployment.address, deployment.root_certificates,
+                   workdir / "app", home=deployment.home)
+    if not metrics_path.is_file():
+        raise FedGRPOError(f"the Flower run ended without writing {metrics_path}; see {workdir / 'logs'}")
+    return json.loads(metrics_path.read_text())

@@ -3,7 +3,7 @@
 In a Flower deployment the SuperNode starts a fresh ClientApp process for every message, which would
 pay the imports and the expert model load each time. So each site runs `fedgrpo expert serve` once:
 it holds the private data and the loaded expert model, and the ClientApp only forwards the request
-to it (`ExpertServiceClient`) and returns the floats.
+to it (`RemoteExpert`) and returns the floats.
 
 Endpoints (bound to 127.0.0.1 by default; the service is reachable only from its own machine):
 `GET /hello` -> {"expert_id", "domain"}; `POST /calibrate` and `POST /score` take and return the
@@ -19,8 +19,9 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import Any
 
+from fedgrpo.transport.base import Expert
 from fedgrpo.types import (
     CalibrationItem,
     CalibrationReply,
@@ -29,12 +30,6 @@ from fedgrpo.types import (
     ScoreReply,
     ScoreRequest,
 )
-
-
-class LocalExpert(Protocol):
-    def calibrate(self, request: CalibrationRequest) -> CalibrationReply: ...
-
-    def score(self, request: ScoreRequest) -> ScoreReply: ...
 
 
 def calibration_request_from_json(data: dict[str, Any]) -> CalibrationRequest:
@@ -49,9 +44,9 @@ def score_request_from_json(data: dict[str, Any]) -> ScoreRequest:
 class ExpertService:
     """Serve one expert on `host:port` (port 0 picks a free one; see `.url`) from a thread."""
 
-    def __init__(self, expert: LocalExpert, expert_id: str, domain: str, *, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
-        self.expert, self.expert_id, self.domain = expert, expert_id, domain
+    def __init__(self, expert: Expert, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.expert = expert
+        self.expert_id, self.domain = expert.hello()
         self._server = ThreadingHTTPServer((host, port), _handler_for(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -121,8 +116,8 @@ class ExpertServiceError(RuntimeError):
     """The expert service could not be reached or refused the request."""
 
 
-class ExpertServiceClient:
-    """What the ClientApp calls: the same three calls as a local expert, forwarded over loopback."""
+class RemoteExpert:
+    """An `Expert` on the site's loopback: what the ClientApp calls, forwarded to the site's service."""
 
     def __init__(self, url: str, timeout_s: float = 600.0) -> None:
         self.url, self.timeout_s = url.rstrip("/"), timeout_s

@@ -1,0 +1,55 @@
+"""Experts built from the config, the same way on every engine.
+
+`make_local_expert` is the one place that turns a config into an expert's scorer settings. The
+embedded engine builds one per client from the prepared federation (`embedded_transport`); a
+simulated SuperNode and a site's expert service build theirs with `build_site_expert`, by default
+from the config's shard (each site regenerates its own), or from the site's own data file and
+expert model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from fedgrpo.config import FedGRPOConfig
+from fedgrpo.data.tasks import Question
+from fedgrpo.scorers.expert import LocalExpert
+from fedgrpo.training.prepare import Prepared, prepare_expert, prepare_site_expert
+from fedgrpo.transport.base import ExpertTransport
+from fedgrpo.transport.embedded import EmbeddedTransport
+
+
+def make_local_expert(config: FedGRPOConfig, expert_id: str, private_data: Sequence[Question], model_dir: Path,
+                      domain: str | None = None) -> LocalExpert:
+    """An in-process expert with the config's scorer settings, wherever it runs."""
+    fed = config.federation
+    return LocalExpert(
+        expert_id, private_data, model_dir, domain=domain, mode=fed.scorer_mode,
+        expert_samples=fed.expert_samples, max_new_tokens=config.evaluation.max_new_tokens,
+        batch_size=config.evaluation.eval_batch_size, seed=config.train.train_seed,
+    )
+
+
+def build_site_expert(config: FedGRPOConfig, expert_id: str, *, data_path: str | None = None,
+                      model_dir: str | None = None, domain: str | None = None) -> LocalExpert:
+    """A site's expert. Without `data_path` and `model_dir`, the config's shard for `expert_id`
+    and its cached expert model (the same one `prepare` builds). A real site brings its own:
+    `data_path` (its questions with trusted answers, `fedgrpo.data.local`) and/or `model_dir` (its
+    expert model, a local Hugging Face directory); given data but no model, the expert is the
+    config's base fine-tuned on that data (cached like every model)."""
+    if data_path is None and model_dir is None:
+        shard, resolved_model = prepare_expert(config, expert_id)
+        questions, site_domain = shard.questions, shard.main_domain
+    else:
+        questions, site_domain, resolved_model = prepare_site_expert(
+            config, expert_id, data_path=data_path, model_dir=model_dir, domain=domain)
+    return make_local_expert(config, expert_id, questions, resolved_model, domain or site_domain)
+
+
+def embedded_transport(prepared: Prepared) -> ExpertTransport:
+    """The embedded engine: every client's expert in this process, called through a thread pool."""
+    config = prepared.config
+    experts = {s.expert_id: make_local_expert(config, s.expert_id, s.questions, prepared.expert_dirs[s.expert_id])
+               for s in prepared.splits.clients}
+    return EmbeddedTransport(experts, timeout_s=config.federation.expert_timeout_s)

@@ -1,0 +1,147 @@
+"""A FedGRPO run in named phases on any engine (the engine switch is `engines.switch.run_engine`).
+
+The phases, each a function with a typed result, timed into ``timings_s``:
+
+| phase | function | result | on resume |
+|---|---|---|---|
+| prepare | `training.prepare.prepare` | `Prepared` | models come from the cache |
+| evaluate the base | `training.evaluate.evaluate_greedy` | scores per domain | read from ``before.json`` |
+| connect | the engine's `Connector.open` | an `ExpertTransport` | connects again |
+| calibrate and route | `training.calibrate.calibrate_and_route` | `Calibration` | ``graph.json`` read back |
+| train | `training.policy.train_policy` | `TrainedPolicy` | from the last checkpoint |
+| evaluate | `training.evaluate.evaluate_greedy` | scores per domain | |
+| report | `training.report.RunMetrics` | the metrics | |
+
+This module is the one place that decides how a transport is wrapped: failover (a lost expert's
+questions go to the next-best expert, ``reroute_failed``) around the engine's transport, timing of
+every round around that, and the traffic ledger mirrored to ``traffic.jsonl`` after every step
+(read back on resume). The transport is closed on every exit path. Ground truth asks no expert: no
+connect, no calibration.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedgrpo.config import FedGRPOConfig
+from fedgrpo.engines.experts import embedded_transport
+from fedgrpo.progress import NullProgress, ProgressSink
+from fedgrpo.training.calibrate import Calibration, calibrate_and_route
+from fedgrpo.training.evaluate import DomainScore, evaluate_greedy
+from fedgrpo.training.policy import TrainedPolicy, train_policy
+from fedgrpo.training.prepare import Prepared, prepare
+from fedgrpo.training.report import RunMetrics
+from fedgrpo.transport.base import ExpertTransport, LedgerFile, TrafficLedger
+from fedgrpo.transport.failover import FailoverTransport
+from fedgrpo.transport.timed import TimedTransport
+
+
+@dataclass(frozen=True)
+class Connector:
+    """How a run reaches its experts: the engine's part of `run`."""
+
+    open: Callable[[Prepared], ExpertTransport]
+    # Whether `prepare` builds the experts' models in this process (embedded, in-process Simulation);
+    # on a Deployment each site prepares its own.
+    builds_expert_models: bool = True
+
+
+EMBEDDED = Connector(embedded_transport)
+
+
+@dataclass(frozen=True)
+class Federation:
+    """The connect and calibrate phases' result: what training talks through, and how it routes."""
+
+    transport: TimedTransport  # outermost wrapper: times every scoring round
+    calibration: Calibration
+    failover: FailoverTransport | None
+
+
+def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(), *,
+        connector: Connector = EMBEDDED) -> RunMetrics:
+    """The whole pipeline, resumable: a rerun with the same `out` continues where this one stopped."""
+    started, timings = time.perf_counter(), {}
+    phase = _phase_clock(timings)
+    with ExitStack() as resources:
+        with phase("prepare"):
+            prepared = prepare(config, progress, experts=connector.builds_expert_models)
+        with phase("evaluate_before"):
+            before = evaluate_greedy(prepared.server_dir, prepared.splits.eval, config.evaluation, progress,
+                                     "evaluate the base server (greedy)", cache=out / "before.json")
+        federation, ledger = None, TrafficLedger()
+        if not config.data.use_ground_truth:
+            federation = connect_and_calibrate(prepared, connector, out, progress, resources, phase)
+            ledger = federation.transport.ledger
+        ledger_file = LedgerFile(ledger, out / "traffic.jsonl")
+        with phase("train"):
+            trained = train_policy(
+                prepared, out, progress, transport=federation.transport if federation else None,
+                routing=federation.calibration.routing.experts if federation else None, on_step=ledger_file.flush)
+            ledger_file.flush()
+    with phase("evaluate_after"):
+        after = evaluate_greedy(trained.final_dir, prepared.splits.eval, config.evaluation, progress,
+                                "evaluate the trained server (greedy)")
+    return collect_metrics(prepared, before, after, federation, trained, ledger, timings,
+                           wall_time_s=time.perf_counter() - started)
+
+
+def connect_and_calibrate(prepared: Prepared, connector: Connector, out: Path, progress: ProgressSink,
+                          resources: ExitStack, phase: Callable[[str], Any]) -> Federation:
+    """Connect (the transport is closed when `resources` closes), calibrate, route, then wrap."""
+    with phase("connect"), progress.phase("connect to the experts", 1):
+        transport = resources.enter_context(closing(connector.open(prepared)))
+    with phase("calibrate"):
+        calibration = calibrate_and_route(prepared, transport, out, progress)
+    failover = None
+    if prepared.config.engine.reroute_failed:
+        transport = failover = FailoverTransport(transport, calibration.routing.ranking)
+    return Federation(TimedTransport(transport), calibration, failover)
+
+
+def collect_metrics(prepared: Prepared, before: dict[str, DomainScore], after: dict[str, DomainScore],
+                    federation: Federation | None, trained: TrainedPolicy, ledger: TrafficLedger,
+                    timings: dict[str, float], wall_time_s: float) -> RunMetrics:
+    """The report phase: every phase's result in one `RunMetrics`."""
+    config = prepared.config
+    failures: dict[str, int] = {}
+    for f in trained.failures:
+        failures[f.expert_id] = failures.get(f.expert_id, 0) + 1
+    routing = federation.calibration.routing if federation else None
+    failover = federation.failover if federation else None
+    return RunMetrics(
+        mode="ground_truth" if config.data.use_ground_truth else "experts",
+        engine=config.engine.engine,
+        accuracy_before=before, accuracy_after=after, reward_curve=trained.reward_curve,
+        bytes={"totals": ledger.totals(), "per_expert": ledger.per_expert(), "per_step": ledger.per_step(),
+               "stale_replies": ledger.stale_replies},
+        routing=({"hit_rate": routing.hit_rate, "table": routing.table(prepared.splits.pool),
+                  "method": config.federation.selection} if routing else None),
+        graph=federation.calibration.summary() if federation else {},
+        failures=failures, failure_details=[f.__dict__ for f in trained.failures[:50]],
+        lost_experts=dict(failover.lost) if failover else {},
+        rerouted_questions=dict(failover.rerouted) if failover else {},
+        wall_time_s=round(wall_time_s, 1), step_seconds=trained.step_seconds,
+        reward_wait_s=trained.reward_wait_s,
+        reward_round_trips_s=list(federation.transport.rounds) if federation else [],
+        overlap_rewards=trained.overlap_rewards, timings_s=timings, final_model=str(trained.final_dir),
+    )
+
+
+def _phase_clock(timings: dict[str, float]) -> Callable[[str], Any]:
+    """`with phase(name):` adds the block's wall seconds to ``timings[name]``."""
+
+    @contextmanager
+    def phase(name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - started, 1)
+
+    return phase

@@ -1,0 +1,134 @@
+"""A run's report: the typed `RunMetrics`, `metrics.json` and the plots (matplotlib, headless).
+
+`RunMetrics` is what every engine's run returns and what `metrics.json` holds (plus the resolved
+config under "config"). Its JSON keys are the file format: benchmarks and tests read them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedgrpo.config import FedGRPOConfig
+from fedgrpo.training.evaluate import DomainScore
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    """Everything a run measured. Seconds are wall-clock; bytes follow `core.comm`'s byte model."""
+
+    mode: str  # "experts" (no answers) or "ground_truth"
+    engine: str
+    accuracy_before: dict[str, DomainScore]  # domain -> held-out greedy scores of the base
+    accuracy_after: dict[str, DomainScore]  # ... of the trained server
+    reward_curve: list[dict[str, Any]]  # {"step", "reward", "reward_std"} per logged step
+    bytes: dict[str, Any]  # totals, per_expert, per_step, stale_replies
+    routing: dict[str, Any] | None  # hit_rate, table, method (None: ground truth asks no expert)
+    graph: dict[str, Any]  # per_domain, overall, calibration_failures
+    failures: dict[str, int]  # expert id -> failed scoring requests
+    failure_details: list[dict[str, Any]]  # the first 50 failures
+    # Experts lost during training and how many of their questions went to the next-best expert.
+    lost_experts: dict[str, str]
+    rerouted_questions: dict[str, int]
+    wall_time_s: float
+    # Seconds per optimizer step of this session (the first one includes TRL's warm-up), the seconds
+    # training waited for expert rewards, and the seconds the transport round trips took (scoring
+    # included). Waiting is less than the round trips when overlap_rewards hides them behind training.
+    step_seconds: list[float]
+    reward_wait_s: float
+    reward_round_trips_s: list[float]
+    overlap_rewards: bool
+    timings_s: dict[str, float]  # phase -> seconds
+    final_model: str
+
+    @property
+    def mean_before(self) -> float:
+        return _mean_pass(self.accuracy_before)
+
+    @property
+    def mean_after(self) -> float:
+        return _mean_pass(self.accuracy_after)
+
+    @property
+    def gain_points(self) -> float:
+        return round(100 * (self.mean_after - self.mean_before), 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (`metrics.json` without its "config"), keys in the file's order."""
+        return {
+            "mode": self.mode,
+            "accuracy_before": {d: s.to_dict() for d, s in self.accuracy_before.items()},
+            "accuracy_after": {d: s.to_dict() for d, s in self.accuracy_after.items()},
+            "mean_before": self.mean_before,
+            "mean_after": self.mean_after,
+            "gain_points": self.gain_points,
+            "reward_curve": self.reward_curve,
+            "bytes": self.bytes,
+            "routing": self.routing,
+            "graph": self.graph,
+            "failures": self.failures,
+            "lost_experts": self.lost_experts,
+            "rerouted_questions": self.rerouted_questions,
+            "engine": self.engine,
+            "failure_details": self.failure_details,
+            "wall_time_s": self.wall_time_s,
+            "step_seconds": self.step_seconds,
+            "reward_wait_s": self.reward_wait_s,
+            "reward_round_trip_s": round(sum(self.reward_round_trips_s), 4),
+            "reward_round_trips_s": [round(x, 4) for x in self.reward_round_trips_s],
+            "overlap_rewards": self.overlap_rewards,
+            "timings_s": self.timings_s,
+            "final_model": self.final_model,
+        }
+
+
+def _mean_pass(scores: dict[str, DomainScore]) -> float:
+    return sum(s.pass_at_1 for s in scores.values()) / len(scores)
+
+
+def write_run_outputs(config: FedGRPOConfig, metrics: RunMetrics, out: Path) -> dict[str, Any]:
+    """`metrics.json` (atomically: a failed run leaves none) and the plots; returns the JSON dict."""
+    payload = {"config": config.to_flat(), **metrics.to_dict()}
+    write_plots(payload, out)
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, out / "metrics.json")
+    return payload
+
+
+def write_plots(metrics: dict[str, Any], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never open a window
+    import matplotlib.pyplot as plt
+
+    paths = []
+    curve = [p for p in metrics["reward_curve"] if p.get("reward") is not None]
+    if curve:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot([p["step"] for p in curve], [p["reward"] for p in curve], lw=1)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("mean reward")
+        ax.set_title(f"Reward per step ({metrics['mode']})")
+        fig.tight_layout()
+        paths.append(out / "reward.png")
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    before, after = metrics["accuracy_before"], metrics["accuracy_after"]
+    domains = list(before)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = range(len(domains))
+    ax.bar([i - 0.2 for i in x], [100 * before[d]["pass_at_1"] for d in domains], 0.4, label="before")
+    ax.bar([i + 0.2 for i in x], [100 * after[d]["pass_at_1"] for d in domains], 0.4, label="after")
+    ax.set_xticks(list(x), domains)
+    ax.set_ylabel("held-out pass@1 (%)")
+    ax.set_title("Accuracy per domain")
+    ax.legend()
+    fig.tight_layout()
+    paths.append(out / "accuracy.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
