@@ -6,7 +6,9 @@ The public surface is small and imports no torch, transformers, trl or flwr:
     >>> load_config(overrides={"aux_size": 50}).data.aux_size
     50
 
-Heavy work lives in `fedgrpo.training.prepare.prepare` and `fedgrpo.training.evaluate`.
+A whole run is `fedgrpo.engines.run.run(config, out)` (embedded engine) or
+`fedgrpo.engines.switch.run_engine(config, out)` (the configured engine, results files written);
+its phases live in `fedgrpo.training`.
 """
 
 from fedgrpo.config import FedGRPOConfig, load_config

@@ -53,6 +53,9 @@ class BlockingExpert:
         self.name, self.step_ended = name, step_ended
         self.seen: list[tuple[int, bool]] = []  # (step label, answered only after step label-1 ended)
 
+    def hello(self) -> tuple[str, str]:
+        return self.name, "arithmetic"
+
     def score(self, request: ScoreRequest) -> ScoreReply:
         overlapped = request.step == 0 or self.step_ended[request.step - 1].wait(timeout=30)
         self.seen.append((request.step, overlapped))

@@ -21,7 +21,8 @@ GEN = "basic_arithmetic"
 
 
 def _client(private=(), mode="gated", seeded=None, scorer=None) -> LocalExpert:
-    client = LocalExpert("client-0", list(private), Path("/nonexistent"), mode=mode, scorer=scorer)
+    client = LocalExpert("client-0", list(private), Path("/nonexistent"), mode=mode, expert_samples=1,
+                         max_new_tokens=24, batch_size=256, seed=0, scorer=scorer)
     client._expert_answers.update(seeded or {})  # stands in for the expert model's own answers
     return client
 

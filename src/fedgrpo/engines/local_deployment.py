@@ -159,7 +159,7 @@ class LocalDeployment:
         self._spawn("superlink", link)
         self._wait_for_port(ready_timeout_s)
         for index, node_config in enumerate(self.node_configs):
-            # `fedgrpo supernode`: flower-supernode with its poll sleeps cut (see flower_supernode.py).
+            # `fedgrpo supernode`: flower-supernode with its poll sleeps cut (see engines/supernode.py).
             launcher = ([sys.executable, "-m", "fedgrpo.cli", "supernode"] if self.fast_supernodes
                         else [flwr_executable("flower-supernode")])
             node = [*launcher, "--superlink", self.address,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-ENCODERS = ("server", "ngram")
+from fedgrpo.config import ENCODER_NAMES
+
 NGRAM_DIM = 1024
 
 
@@ -27,7 +28,7 @@ def embed_questions(texts: Sequence[str], encoder: str, model_dir: Path | None =
         if model_dir is None:
             raise ValueError("the server encoder needs the server model directory")
         return _hidden_mean(texts, model_dir, batch_size)
-    raise ValueError(f"unknown encoder {encoder!r}: use one of {', '.join(ENCODERS)}")
+    raise ValueError(f"unknown encoder {encoder!r}: use one of {', '.join(ENCODER_NAMES)}")
 
 
 def _l2(x: np.ndarray) -> np.ndarray:

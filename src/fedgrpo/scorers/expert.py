@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fedgrpo.config import SCORER_MODES
 from fedgrpo.data.prompts import extract_answer, render_prompt
 from fedgrpo.data.tasks import Question
 from fedgrpo.scorers.base import Scorer, ScorerError
@@ -34,7 +35,6 @@ from fedgrpo.types import (
     ScoreRequest,
 )
 
-SCORER_MODES = ("gated", "model", "answer")
 
 
 def _normalise(text: str) -> str:
@@ -51,14 +51,18 @@ class LocalExpert:
         private_data: Sequence[Question],
         model_dir: Path,
         *,
+        mode: str,
+        expert_samples: int,
+        max_new_tokens: int,
+        batch_size: int,
+        seed: int,
         domain: str | None = None,
-        mode: str = "gated",
-        expert_samples: int = 1,
-        max_new_tokens: int = 24,
-        batch_size: int = 256,
-        seed: int = 0,
         scorer: Scorer | None = None,
     ) -> None:
+        """The scorer settings come from the config (`engines.experts.make_local_expert`): `mode`
+        (the config's scorer_mode), `expert_samples`, and the generation's `max_new_tokens`,
+        `batch_size` and `seed`. `domain` is the one it declares (default: its data's main one);
+        `scorer` replaces the built-in scoring."""
         if mode not in SCORER_MODES:
             raise ValueError(f"unknown scorer mode {mode!r}: use one of {', '.join(SCORER_MODES)}")
         self.expert_id = expert_id
