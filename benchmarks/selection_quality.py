@@ -16,8 +16,8 @@ import time
 from common import write_result
 
 from fedgrpo import load_config
-from fedgrpo.models.embed import embed_questions
 from fedgrpo.engines.experts import embedded_transport
+from fedgrpo.models.embed import embed_questions
 from fedgrpo.training.calibrate import calibrate, route
 from fedgrpo.training.prepare import prepare
 

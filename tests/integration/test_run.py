@@ -10,8 +10,8 @@ import torch
 
 from fedgrpo.cli import main
 from fedgrpo.config import load_config
-from fedgrpo.models.load import load_model
 from fedgrpo.engines.run import run
+from fedgrpo.models.load import load_model
 
 from .conftest import TINY_OVERRIDES
 
@@ -67,6 +67,10 @@ def test_a_rerun_resumes_from_the_last_checkpoint(run_result, cache_dir):
     again = run(longer, out)
     # Only the missing step ran: the reward curve continues from the checkpoint's log history.
     assert [p["step"] for p in again.reward_curve] == [1, 2, 3]
+    # The traffic ledger resumed too: calibration (not repeated) and the first steps still count.
+    first = run_result[2]["bytes"]
+    assert again.bytes["totals"]["calibrate_down"] == first["totals"]["calibrate_down"] > 0
+    assert set(again.bytes["per_step"]) == {*first["per_step"], 2}
 
 
 def test_ground_truth_mode_needs_no_experts(tmp_path, cache_dir, prepared):

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedgrpo.config import load_config
 from fedgrpo.data.prompts import render_prompt
 from fedgrpo.data.tasks import Question
-from fedgrpo.config import load_config
 from fedgrpo.errors import ConfigError
 from fedgrpo.training.trainer import (
     GroupLayoutError,

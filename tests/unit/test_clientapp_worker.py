@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from fedgrpo.errors import ConfigError
 from fedgrpo.engines.clientapp_worker import (
     dispatch,
     parse_invocation,
     warm_enabled,
     write_dispatcher,
 )
+from fedgrpo.errors import ConfigError
 
 # What flwr 1.42's SubprocessExecutor.launch passes (flwr/supercore/superexec/executor/subprocess_executor.py).
 SUPEREXEC_ARGS = ["--runtime-api-address", "127.0.0.1:9094", "--token", "tok-1", "--root-certificates",

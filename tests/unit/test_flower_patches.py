@@ -87,7 +87,7 @@ def test_the_warm_clientapp_mirrors_the_installed_run_clientapp():
 
 def test_a_puller_without_backoff_arguments_is_left_alone_with_a_warning():
     module = types.ModuleType("newer_flower")
-    module.pull_objects = lambda object_ids, pull_object_fn: {}  # noqa: ARG005 - a moved signature
+    module.pull_objects = lambda object_ids, pull_object_fn: {}  # a moved signature: no backoff arguments
     before = module.pull_objects
     with pytest.warns(FlowerPatchWarning, match="about 1 s on most Deployment rounds"):
         assert patches.retry_object_pulls_sooner(module, "pull_objects") is False

@@ -30,6 +30,7 @@ array([[2, 1]])
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 

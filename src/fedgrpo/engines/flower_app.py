@@ -27,7 +27,12 @@ from fedgrpo.config import FedGRPOConfig
 from fedgrpo.errors import ConfigError
 from fedgrpo.progress import NullProgress, ProgressSink
 from fedgrpo.transport.base import Expert
-from fedgrpo.transport.flower_client import error_reply, handle_calibrate, handle_hello, handle_score
+from fedgrpo.transport.flower_client import (
+    error_reply,
+    handle_calibrate,
+    handle_hello,
+    handle_score,
+)
 
 # --- client side ----------------------------------------------------------------------------------
 

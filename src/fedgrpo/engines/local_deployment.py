@@ -31,6 +31,7 @@ from fedgrpo.engines.deployment import (
 )
 from fedgrpo.errors import FedGRPOError
 
+
 def write_tls_files(directory: Path, host: str = "127.0.0.1") -> dict[str, Path]:
     """A self-signed CA and a server certificate for `host` (and localhost), valid for 2 days."""
     import datetime

@@ -61,6 +61,7 @@ class Federation:
     transport: TimedTransport  # outermost wrapper: times every scoring round
     calibration: Calibration
     failover: FailoverTransport | None
+    ledger_file: LedgerFile  # the traffic ledger's mirror, read back on resume, appended after each step
 
 
 def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(), *,
@@ -74,20 +75,20 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
         with phase("evaluate_before"):
             before = evaluate_greedy(prepared.server_dir, prepared.splits.eval, config.evaluation, progress,
                                      "evaluate the base server (greedy)", cache=out / "before.json")
-        federation, ledger = None, TrafficLedger()
+        federation = None
         if not config.data.use_ground_truth:
             federation = connect_and_calibrate(prepared, connector, out, progress, resources, phase)
-            ledger = federation.transport.ledger
-        ledger_file = LedgerFile(ledger, out / "traffic.jsonl")
         with phase("train"):
             trained = train_policy(
                 prepared, out, progress, transport=federation.transport if federation else None,
-                routing=federation.calibration.routing.experts if federation else None, on_step=ledger_file.flush)
-            ledger_file.flush()
+                routing=federation.calibration.routing.experts if federation else None,
+                on_step=federation.ledger_file.flush if federation else _nothing)
+            if federation:
+                federation.ledger_file.flush()
     with phase("evaluate_after"):
         after = evaluate_greedy(trained.final_dir, prepared.splits.eval, config.evaluation, progress,
                                 "evaluate the trained server (greedy)")
-    return collect_metrics(prepared, before, after, federation, trained, ledger, timings,
+    return collect_metrics(prepared, before, after, federation, trained, timings,
                            wall_time_s=time.perf_counter() - started)
 
 
@@ -96,19 +97,22 @@ def connect_and_calibrate(prepared: Prepared, connector: Connector, out: Path, p
     """Connect (the transport is closed when `resources` closes), calibrate, route, then wrap."""
     with phase("connect"), progress.phase("connect to the experts", 1):
         transport = resources.enter_context(closing(connector.open(prepared)))
+    # Before calibration: its traffic is the first this session adds to the ledger (and the file).
+    ledger_file = LedgerFile(transport.ledger, out / "traffic.jsonl")
     with phase("calibrate"):
         calibration = calibrate_and_route(prepared, transport, out, progress)
     failover = None
     if prepared.config.engine.reroute_failed:
         transport = failover = FailoverTransport(transport, calibration.routing.ranking)
-    return Federation(TimedTransport(transport), calibration, failover)
+    return Federation(TimedTransport(transport), calibration, failover, ledger_file)
 
 
 def collect_metrics(prepared: Prepared, before: dict[str, DomainScore], after: dict[str, DomainScore],
-                    federation: Federation | None, trained: TrainedPolicy, ledger: TrafficLedger,
+                    federation: Federation | None, trained: TrainedPolicy,
                     timings: dict[str, float], wall_time_s: float) -> RunMetrics:
     """The report phase: every phase's result in one `RunMetrics`."""
     config = prepared.config
+    ledger = federation.transport.ledger if federation else TrafficLedger()  # ground truth: no traffic
     failures: dict[str, int] = {}
     for f in trained.failures:
         failures[f.expert_id] = failures.get(f.expert_id, 0) + 1
@@ -131,6 +135,10 @@ def collect_metrics(prepared: Prepared, before: dict[str, DomainScore], after: d
         reward_round_trips_s=list(federation.transport.rounds) if federation else [],
         overlap_rewards=trained.overlap_rewards, timings_s=timings, final_model=str(trained.final_dir),
     )
+
+
+def _nothing() -> None:
+    pass
 
 
 def _phase_clock(timings: dict[str, float]) -> Callable[[str], Any]:

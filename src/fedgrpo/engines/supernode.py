@@ -61,7 +61,11 @@ def main(argv: Sequence[str]) -> int:
     import subprocess
     import tempfile
 
-    from fedgrpo.engines.clientapp_worker import warm_enabled, write_dispatcher, write_one_shot_launcher
+    from fedgrpo.engines.clientapp_worker import (
+        warm_enabled,
+        write_dispatcher,
+        write_one_shot_launcher,
+    )
     from fedgrpo.engines.flower_patches import (
         cap_supernode_sleeps,
         retry_object_pulls_sooner,

@@ -36,7 +36,6 @@ from fedgrpo.types import (
 )
 
 
-
 def _normalise(text: str) -> str:
     return " ".join(text.split()).lower()
 
