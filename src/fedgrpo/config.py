@@ -196,6 +196,13 @@ class FederationConfig:
         "Expert selection: graph (confidence graph, the paper), random (the official code), "
         "oracle (the question's domain expert first), all (M must equal the number of clients).",
     )
+    competence_threshold: float = _f(
+        0.0, "Adaptive M: of the M experts selected for a question keep only those whose competence there "
+        "(mean correctness on its L neighbours) is at least this, always the best one; the question's M*G "
+        "candidates are split among those kept. 0 = the paper's fixed top-M. Needs selection graph or oracle.")
+    competence_weighting: bool = _f(
+        False, "Shrink each selected expert's rewards towards the question's competence-weighted mean reward by "
+        "(1 - its competence): a barely competent expert's block then moves the advantages little.")
     encoder: str = _f("server", "Question encoder of the graph: server (frozen initial server model) or ngram.")
     scorer_mode: str = _f(
         "gated", "Client scoring: gated (answer-based when the client holds the question, else "
@@ -218,6 +225,12 @@ class FederationConfig:
         for name, options in (("selection", SELECTIONS), ("encoder", ENCODER_NAMES), ("scorer_mode", SCORER_MODES)):
             if getattr(self, name) not in options:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}: use one of {', '.join(options)}")
+        if not 0 <= self.competence_threshold <= 1:
+            raise ConfigError(f"competence_threshold must be in [0, 1], got {self.competence_threshold}")
+        if (self.competence_threshold > 0 or self.competence_weighting) and self.selection not in ("graph", "oracle"):
+            raise ConfigError(
+                f"competence_threshold and competence_weighting need a competence per expert: use selection "
+                f"graph or oracle (got {self.selection}), or set competence_threshold=0 and no competence_weighting")
         if self.expert_samples < 1:
             raise ConfigError(f"expert_samples must be at least 1, got {self.expert_samples}")
         if not self.expert_timeout_s > 0:

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from fedgrpo.data.tasks import Question
-from fedgrpo.training.reward import FederatedReward
+from fedgrpo.training.reward import FederatedReward, expert_blocks
 from fedgrpo.training.trainer import group_by_question
 from fedgrpo.transport.embedded import EmbeddedTransport
 from fedgrpo.types import ScoreReply, ScoreRequest
@@ -46,7 +46,7 @@ def ask(hook, **kwargs):
 
 def _hook(clients, routing, format_weight=0.0):
     return FederatedReward(_questions(), routing, EmbeddedTransport(clients), group_size=2 * G,
-                           generations_per_expert=G, accuracy_weight=1.0, format_weight=format_weight,
+                           accuracy_weight=1.0, format_weight=format_weight,
                            group_by_question=group_by_question)
 
 
@@ -84,8 +84,8 @@ def test_format_reward_adds_but_cannot_revive_a_missing_reward():
 
 
 def test_ground_truth_mode_scores_locally_without_transport():
-    hook = FederatedReward(_questions(), None, None, group_size=2, generations_per_expert=2,
-                           accuracy_weight=1.0, format_weight=0.0, group_by_question=group_by_question,
+    hook = FederatedReward(_questions(), None, None, group_size=2, accuracy_weight=1.0, format_weight=0.0,
+                           group_by_question=group_by_question,
                            gold_scorer=lambda q, c: 1.0 if c.startswith("4") else 0.0)
     assert ask(hook, prompts=[""] * 2, completions=["4</answer>", "5</answer>"], question_id=["q1", "q1"]) == [1.0, 0.0]
     assert math.isclose(hook.log.steps[-1]["reward"], 0.5)
@@ -97,12 +97,45 @@ def test_mixed_question_blocks_are_rejected():
         ask(hook, prompts=[""] * 4, completions=["1"] * 4, question_id=["q1", "q2", "q1", "q2"])
 
 
+def test_a_question_with_one_competent_expert_sends_it_the_whole_group():
+    # A competence threshold kept one expert for q1 (and two for q2): q1's M*G = 4 candidates all go
+    # to a, in one block; q2's are split as usual.
+    a, b = EchoExpert("1"), EchoExpert("2")
+    hook = _hook({"a": a, "b": b}, {"q1": ("a",), "q2": ("b", "a")})
+    completions = ["1</answer>", "2</answer>", "1</answer>", "1</answer>",
+                   "2</answer>", "1</answer>", "1</answer>", "2</answer>"]
+    rewards = ask(hook, prompts=[""] * 8, completions=completions, question_id=["q1"] * 4 + ["q2"] * 4)
+    assert rewards == [1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0]
+    assert [len(i.candidates) for i in a.requests[0].items] == [4, 2]  # q1 whole, q2 its second block
+    assert [len(i.candidates) for i in b.requests[0].items] == [2]
+
+
+def test_expert_blocks_split_a_group_as_evenly_as_possible():
+    assert expert_blocks(slice(8, 16), 2) == [slice(8, 12), slice(12, 16)]  # M*G for M: blocks of G
+    assert [b.stop - b.start for b in expert_blocks(slice(0, 8), 3)] == [3, 3, 2]
+    assert expert_blocks(slice(4, 8), 1) == [slice(4, 8)]
+    with pytest.raises(ValueError, match="cannot split"):
+        expert_blocks(slice(0, 2), 3)
+
+
+def test_competence_weighting_pulls_an_incompetent_experts_block_to_the_competent_mean():
+    # a (competence 1) rewards q1's first block [1, 0]; b (competence 0) would reward its block [0, 0]
+    # (it knows nothing here): shrunk, b's block sits at a's mean 0.5 and moves no advantage.
+    routing = {"q1": ("a", "b")}
+    hook = FederatedReward(_questions(), routing, EmbeddedTransport({"a": EchoExpert("1"), "b": EchoExpert("9")}),
+                           group_size=4, accuracy_weight=1.0, format_weight=0.0,
+                           group_by_question=group_by_question, competence={"q1": (1.0, 0.0)})
+    rewards = ask(hook, prompts=[""] * 4, completions=["1</answer>", "2</answer>", "1</answer>", "3</answer>"],
+                  question_id=["q1"] * 4)
+    assert rewards == [1.0, 0.0, 0.5, 0.5]
+
+
 # --- deferred mode (overlap_rewards) --------------------------------------------------------------
 
 
 def _deferred(clients, routing):
     return FederatedReward(_questions(), routing, EmbeddedTransport(clients), group_size=2 * G,
-                           generations_per_expert=G, accuracy_weight=1.0, format_weight=0.5,
+                           accuracy_weight=1.0, format_weight=0.5,
                            group_by_question=group_by_question, deferred=True)
 
 
@@ -135,8 +168,8 @@ def test_deferred_every_expert_failing_stops_training_when_the_batch_is_needed()
 
 
 def test_deferred_ground_truth_and_misuse():
-    hook = FederatedReward(_questions(), None, None, group_size=2, generations_per_expert=2,
-                           accuracy_weight=1.0, format_weight=0.0, group_by_question=group_by_question,
+    hook = FederatedReward(_questions(), None, None, group_size=2, accuracy_weight=1.0, format_weight=0.0,
+                           group_by_question=group_by_question,
                            gold_scorer=lambda q, c: 1.0 if c.startswith("4") else 0.0, deferred=True)
     with pytest.raises(RuntimeError, match="without a staged reward call"):
         hook.submit(step=0)

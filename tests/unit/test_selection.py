@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 
 from fedgrpo.core import selection
-from fedgrpo.core.selection import routing_hit_rate, select_experts
+from fedgrpo.core.graph import build_confidence_graph
+from fedgrpo.core.selection import competent_counts, routing_hit_rate, select_experts
+from fedgrpo.data.tasks import Question
+from fedgrpo.training.calibrate import route
 from fedgrpo.errors import ConfigError
 
 
@@ -152,3 +155,43 @@ def test_routing_hit_rate_rejects_unknown_expert_index():
 def test_docstring_example_runs():
     result = doctest.testmod(selection)
     assert result.attempted > 0 and result.failed == 0
+
+
+# --- the competence threshold (adaptive M) -----------------------------------------------------------
+
+
+def test_a_threshold_keeps_the_competent_prefix_and_always_the_best():
+    chosen_competence = np.array([[0.9, 0.1],   # one expert knows the domain
+                                  [0.2, 0.0],   # none clears it: the best is kept anyway
+                                  [0.8, 0.6],   # both do
+                                  [0.5, 0.5]])  # a threshold is inclusive
+    np.testing.assert_array_equal(competent_counts(chosen_competence, 0.5), [1, 1, 2, 2])
+    np.testing.assert_array_equal(competent_counts(chosen_competence, 0.0), [2, 2, 2, 2])  # the paper's M
+
+
+def test_the_kept_experts_are_a_prefix_even_when_a_later_one_clears_the_threshold():
+    # Rows are best first; an unsorted row keeps its prefix only (the caller's order is trusted).
+    np.testing.assert_array_equal(competent_counts(np.array([[0.9, 0.1, 0.8]]), 0.5), [1])
+
+
+def test_a_threshold_outside_zero_one_is_refused():
+    with pytest.raises(ConfigError, match="competence_threshold"):
+        competent_counts(np.zeros((1, 2)), 1.5)
+
+
+def _graph_two_domains():
+    """Two auxiliary items (domains a, b) and two experts, each right on its own domain only."""
+    return build_confidence_graph(("ea", "eb"), ("x", "y"), ("a", "b"), np.eye(2), np.eye(2))
+
+
+def test_route_with_a_threshold_sends_each_question_to_its_competent_expert_only():
+    questions = [Question("qa", "a", "g", "a question", None), Question("qb", "b", "g", "b question", None)]
+    graph = _graph_two_domains()
+    common = dict(experts_per_question=2, neighbours=1, method="graph", expert_domains={"ea": "a", "eb": "b"})
+    paper = route(questions, np.eye(2), graph, **common)
+    assert paper.experts == {"qa": ("ea", "eb"), "qb": ("eb", "ea")}  # fixed top-M: the other one too
+    adaptive = route(questions, np.eye(2), graph, threshold=0.5, **common)
+    assert adaptive.experts == {"qa": ("ea",), "qb": ("eb",)}
+    assert adaptive.competence == {"qa": (1.0,), "qb": (1.0,)}
+    assert adaptive.ranking["qa"] == ("ea", "eb")  # the failover order still names every expert
+    assert adaptive.hit_rate == paper.hit_rate == 1.0

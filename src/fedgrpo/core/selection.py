@@ -17,6 +17,11 @@ Methods (the config's `selection` names, `fedgrpo.config.SELECTIONS`):
   same draw. A project baseline.
 - ``"all"``: every expert, in index order (m must equal K).
 
+Beyond the paper, `competent_counts` turns top-m into an adaptive rule: of a question's m selected
+experts keep those whose competence reaches a threshold (at least the best one). The paper fixes
+M = 2, so the second expert of a question is often one that knows nothing of its domain (experts
+forget what they were not fine-tuned on), and half the question's candidates are scored by it.
+
 Example
 -------
 >>> import numpy as np
@@ -96,6 +101,27 @@ def select_experts(
     # index ascending. lexsort is stable, and exact float ties compare equal (also -0.0 and 0.0).
     order = np.lexsort((index, np.broadcast_to(-tie, (P, K)), -c), axis=-1)  # (P, K)
     return order[:, :m]  # (P, m), best first
+
+
+def competent_counts(chosen_competence: ArrayLike, threshold: float) -> NDArray[np.intp]:
+    """How many of each question's selected experts to keep under a competence threshold.
+
+    ``chosen_competence`` has shape (P, m): the competence of each question's selected experts,
+    best first (as `select_experts` orders them). A question keeps the longest prefix of its experts
+    whose competences all reach `threshold`, and at least its first (best) expert, so it is never
+    left without a scorer. Threshold 0 keeps all m (the paper's fixed top-M).
+
+    >>> competent_counts(np.array([[0.9, 0.1], [0.2, 0.0], [0.8, 0.6]]), 0.5)
+    array([1, 1, 2])
+    """
+    c = np.asarray(chosen_competence, dtype=np.float64)  # (P, m)
+    if c.ndim != 2 or c.shape[1] == 0:
+        raise ConfigError(f"chosen_competence must have shape (P, m) with m >= 1; got shape {c.shape}")
+    if not 0 <= threshold <= 1:
+        raise ConfigError(f"competence_threshold must be in [0, 1]; got {threshold!r}")
+    clears = c >= threshold  # (P, m)
+    prefix = np.where(clears.all(axis=1), c.shape[1], np.argmin(clears, axis=1))  # (P,): first miss
+    return np.maximum(prefix, 1).astype(np.intp)
 
 
 def routing_hit_rate(

@@ -81,7 +81,7 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
         with phase("train"):
             trained = train_policy(
                 prepared, out, progress, transport=federation.transport if federation else None,
-                routing=federation.calibration.routing.experts if federation else None,
+                routing=federation.calibration.routing if federation else None,
                 on_step=federation.ledger_file.flush if federation else _nothing)
             if federation:
                 federation.ledger_file.flush()

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from fedgrpo.core.graph import ConfidenceGraph, build_confidence_graph
-from fedgrpo.core.selection import routing_hit_rate, select_experts
+from fedgrpo.core.selection import competent_counts, routing_hit_rate, select_experts
 from fedgrpo.data.tasks import Question
 from fedgrpo.models.embed import embed_questions
 from fedgrpo.progress import ProgressSink
@@ -56,11 +56,14 @@ def calibrate(
 class Routing:
     """The selected experts of every training question, best first."""
 
-    experts: dict[str, tuple[str, ...]]  # question_id -> M expert ids
+    experts: dict[str, tuple[str, ...]]  # question_id -> its 1..M expert ids, best first
     hit_rate: float  # share of questions whose experts include one of the question's own domain
-    # question_id -> every expert, the M selected first, then the rest by competence: where a failed
+    # question_id -> every expert, the selected first, then the rest by competence: where a failed
     # expert's questions go (transport.failover).
     ranking: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # question_id -> the competence of each selected expert there, aligned with `experts` (for
+    # random and all selection: zeros).
+    competence: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     def table(self, questions: Sequence[Question]) -> dict[str, dict[str, int]]:
         """domain -> expert id -> how often it is selected for that domain's questions."""
@@ -82,9 +85,11 @@ def route(
     method: str,
     expert_domains: dict[str, str],
     seed: int = 0,
+    threshold: float = 0.0,
 ) -> Routing:
-    """Choose M experts per question. `expert_domains` (expert id -> its main domain) is used only by
-    the oracle method and for the hit-rate diagnostic."""
+    """Choose M experts per question, or fewer under a competence `threshold` (`competent_counts`).
+    `expert_domains` (expert id -> its main domain) is used only by the oracle method and for the
+    hit-rate diagnostic."""
     ids = list(graph.expert_ids)
     # Competence ranks the selected experts and, beyond them, the failover order.
     if method == "graph":
@@ -95,14 +100,22 @@ def route(
         competence = np.zeros((len(questions), len(ids)))
     chosen = select_experts(competence, experts_per_question, method=method, overall=graph.overall(),
                             seed=seed)  # (P, M)
-    hit = routing_hit_rate(chosen, [expert_domains[e] for e in ids], [q.domain for q in questions])
+    chosen_competence = np.take_along_axis(competence, chosen, axis=1)  # (P, M)
+    keep = competent_counts(chosen_competence, threshold)  # (P,): 1..M experts per question
+    kept = [row[:n] for row, n in zip(chosen, keep)]
+    # Rows padded by repeating their own experts, which changes no "is one of them right" answer.
+    padded = np.stack([np.resize(row, chosen.shape[1]) for row in kept])  # (P, M)
+    hit = routing_hit_rate(padded, [expert_domains[e] for e in ids], [q.domain for q in questions])
     order = select_experts(competence, len(ids), method="graph", overall=graph.overall())  # (P, K)
     ranking = {
         q.question_id: tuple(ids[i] for i in row) + tuple(ids[i] for i in full if i not in row)
-        for q, row, full in zip(questions, chosen, order)
+        for q, row, full in zip(questions, kept, order)
     }
-    return Routing({q.question_id: tuple(ids[i] for i in row) for q, row in zip(questions, chosen)}, hit,
-                   ranking)
+    return Routing(
+        experts={q.question_id: tuple(ids[i] for i in row) for q, row in zip(questions, kept)},
+        hit_rate=hit, ranking=ranking,
+        competence={q.question_id: tuple(float(x) for x in c[:len(row)])
+                    for q, row, c in zip(questions, kept, chosen_competence)})
 
 
 @dataclass(frozen=True)
@@ -141,7 +154,7 @@ def calibrate_and_route(prepared: Prepared, transport: ExpertTransport, out: Pat
     pool_z = embed_questions([q.question for q in splits.pool], fed.encoder, prepared.server_dir)
     routing = route(list(splits.pool), pool_z, graph, experts_per_question=fed.experts_per_question,
                     neighbours=fed.neighbours, method=fed.selection, expert_domains=expert_domains,
-                    seed=fed.selection_seed)
+                    seed=fed.selection_seed, threshold=fed.competence_threshold)
     (out / "routing.json").write_text(json.dumps(
         {"hit_rate": routing.hit_rate, "table": routing.table(splits.pool), "experts": routing.experts}, indent=1))
     return Calibration(graph, routing, failures)

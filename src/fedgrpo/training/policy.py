@@ -9,7 +9,7 @@ on the gold answers in ground-truth mode (`transport` None). It resumes from the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from fedgrpo.data.gym import is_correct
 from fedgrpo.data.prompts import extract_answer
 from fedgrpo.data.tasks import Question
 from fedgrpo.progress import ProgressSink
+from fedgrpo.training.calibrate import Routing
 from fedgrpo.training.prepare import Prepared
 from fedgrpo.training.reward import FederatedReward
 from fedgrpo.transport.base import ExpertTransport
@@ -41,8 +42,8 @@ def gold_scorer(question: Question, completion: str) -> float:
     return 1.0 if is_correct(question, extract_answer(completion)) else 0.0
 
 
-def build_reward(prepared: Prepared, transport: ExpertTransport | None,
-                 routing: Mapping[str, Sequence[str]] | None, *, overlap: bool) -> FederatedReward:
+def build_reward(prepared: Prepared, transport: ExpertTransport | None, routing: Routing | None, *,
+                 overlap: bool) -> FederatedReward:
     """The reward TRL calls: expert rewards through `transport` and `routing`, or (both None) the
     gold verifier. The hook reads gold answers only in ground-truth mode: an expert-reward run
     trains on questions whose answer is None."""
@@ -53,16 +54,16 @@ def build_reward(prepared: Prepared, transport: ExpertTransport | None,
     questions = prepared.splits.server_training_pool(use_gt)
     fed, train = config.federation, config.train
     return FederatedReward(
-        {q.question_id: q for q in questions}, routing, transport,
+        {q.question_id: q for q in questions}, routing.experts if routing else None, transport,
         group_size=fed.experts_per_question * fed.generations_per_expert,
-        generations_per_expert=fed.generations_per_expert, accuracy_weight=train.accuracy_weight,
-        format_weight=train.format_weight, group_by_question=group_by_question,
-        gold_scorer=gold_scorer if use_gt else None, deferred=overlap,
+        accuracy_weight=train.accuracy_weight, format_weight=train.format_weight,
+        group_by_question=group_by_question, gold_scorer=gold_scorer if use_gt else None,
+        competence=routing.competence if routing and fed.competence_weighting else None, deferred=overlap,
     )
 
 
 def train_policy(prepared: Prepared, out: Path, progress: ProgressSink, *,
-                 transport: ExpertTransport | None = None, routing: Mapping[str, Sequence[str]] | None = None,
+                 transport: ExpertTransport | None = None, routing: Routing | None = None,
                  on_step: Callable[[], None] = lambda: None) -> TrainedPolicy:
     """GRPO from the prepared server base; `on_step` runs after every optimizer step (the engine
     mirrors its traffic ledger there). Writes ``out/checkpoints`` and ``out/final-model``."""

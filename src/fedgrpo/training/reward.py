@@ -1,12 +1,16 @@
 """The federated reward hook TRL calls: TRL's columns -> routing -> transport -> rewards in TRL's order.
 
 TRL generates `num_generations = M*G` candidates per question and hands each question's candidates
-over consecutively. Candidates [m*G, (m+1)*G) go to the question's m-th selected expert, so TRL's group
+over consecutively. They are split into one contiguous block per selected expert, in routing order:
+with the paper's M experts, candidates [m*G, (m+1)*G) go to the m-th; with fewer (a competence
+threshold kept k < M), the M*G candidates are split into k blocks as equal as possible. TRL's group
 normalisation spans the whole federated group - exactly `core.advantage.federated_advantages` with
 joint pooling (tested as an invariant).
 
-The reward returned per candidate is accuracy_weight * raw_reward + format_weight * format reward,
-where raw_reward is the expert's reply (or the gold verifier's verdict) before the server weights it.
+The reward returned per candidate is accuracy_weight * expert reward + format_weight * format reward,
+where the expert reward is the raw reward (the expert's reply, or the gold verifier's verdict) or,
+with `competence`, the raw reward shrunk by the expert's competence
+(`core.aggregate.shrink_to_competent_mean`).
 It is one reward function on purpose: a missing expert reply must make the *whole* reward NaN (advantage
 0, baseline untouched); with two TRL reward functions, TRL's NaN-skipping sum would keep the format part.
 
@@ -32,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from fedgrpo.core.aggregate import shrink_to_competent_mean
 from fedgrpo.data.prompts import is_well_formed
 from fedgrpo.data.tasks import Question
 from fedgrpo.transport.base import ExpertTransport
@@ -71,6 +76,7 @@ class PendingRewards:
     """A submitted batch: its step label, its format rewards and the future of its scores."""
 
     step: int
+    groups: list[tuple[str, slice]]
     fmt: np.ndarray
     future: cf.Future[_Scored]
 
@@ -87,14 +93,17 @@ class FederatedReward:
         transport: ExpertTransport | None,
         *,
         group_size: int,
-        generations_per_expert: int,
         accuracy_weight: float,
         format_weight: float,
         group_by_question: Callable[[Sequence[str], int], list[tuple[str, slice]]],
         gold_scorer: Callable[[Question, str], float] | None = None,
+        competence: Mapping[str, Sequence[float]] | None = None,
         deferred: bool = False,
     ) -> None:
         """`gold_scorer` replaces the experts with a local verifier on gold answers (ground-truth mode).
+
+        `competence` (question id -> each routed expert's competence, aligned with `routing`) turns
+        on competence weighting of the expert rewards.
 
         `deferred`: TRL's call stages the batch and returns placeholders; `submit` and `resolve`
         deliver the real rewards (see the module docstring).
@@ -105,7 +114,7 @@ class FederatedReward:
         self.routing = routing
         self.transport = transport
         self.group_size = group_size  # TRL's num_generations: M*G in both modes (equal compute)
-        self.g = generations_per_expert
+        self.competence = competence
         self.accuracy_weight = accuracy_weight
         self.format_weight = format_weight
         self.group_by_question = group_by_question
@@ -133,11 +142,11 @@ class FederatedReward:
             # them, and its reward metrics, with those of the real rewards (training.overlap).
             return [0.0] * len(completions)
         if self.gold_scorer is not None:  # a local verifier: no round trip to wait for
-            return self._finish(step, self._raw_rewards(step, groups, completions), fmt)
+            return self._finish(step, groups, self._raw_rewards(step, groups, completions), fmt)
         started = time.perf_counter()
         scored = await asyncio.to_thread(self._raw_rewards, step, groups, completions)
         self.wait_seconds += time.perf_counter() - started
-        return self._finish(step, scored, fmt)
+        return self._finish(step, groups, scored, fmt)
 
     def submit(self, step: int) -> PendingRewards:
         """Send the staged batch's requests, labelled `step` (the first step that trains on it).
@@ -155,14 +164,14 @@ class FederatedReward:
             if self._sender is None:
                 self._sender = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward-send")
             future = self._sender.submit(self._raw_rewards, step, staged.groups, staged.completions)
-        return PendingRewards(step, staged.fmt, future)
+        return PendingRewards(step, staged.groups, staged.fmt, future)
 
     def resolve(self, pending: PendingRewards) -> Rewards:
         """Wait for a submitted batch's rewards; log them as a synchronous call would have."""
         started = time.perf_counter()
         scored = pending.future.result()  # re-raises what the round trip raised
         self.wait_seconds += time.perf_counter() - started
-        return self._finish(pending.step, scored, pending.fmt)
+        return self._finish(pending.step, pending.groups, scored, pending.fmt)
 
     def close(self) -> None:
         """Stop the background sender (deferred mode); an unfinished request is abandoned."""
@@ -183,7 +192,7 @@ class FederatedReward:
             raw_reward[span] = [self.gold_scorer(q, c) for c in completions[span]]
         return _Scored(raw_reward)
 
-    def _finish(self, step: int, scored: _Scored, fmt: np.ndarray) -> Rewards:
+    def _finish(self, step: int, groups: list[tuple[str, slice]], scored: _Scored, fmt: np.ndarray) -> Rewards:
         """Log one batch and combine its parts into the reward TRL sees."""
         self.log.failures.extend(scored.failures)
         if scored.all_failed:
@@ -191,16 +200,26 @@ class FederatedReward:
                 f"every expert failed at step {step}: "
                 + "; ".join(f"{f.expert_id}: {f.reason}" for f in scored.failures)
             )
-        raw_reward = scored.raw_reward
-        reward = self.accuracy_weight * raw_reward + self.format_weight * fmt  # NaN stays NaN
+        expert_reward = self._weighted_by_competence(groups, scored.raw_reward)
+        reward = self.accuracy_weight * expert_reward + self.format_weight * fmt  # NaN stays NaN
         self.log.steps.append({
             "step": step,
-            "accuracy_reward": _nanmean(raw_reward),
+            "accuracy_reward": _nanmean(expert_reward),
             "format_reward": float(fmt.mean()) if len(fmt) else math.nan,
             "reward": _nanmean(reward),
-            "missing": int(np.isnan(raw_reward).sum()),
+            "missing": int(np.isnan(scored.raw_reward).sum()),
         })
         return [None if math.isnan(r) else float(r) for r in reward]
+
+    def _weighted_by_competence(self, groups: list[tuple[str, slice]], raw_reward: np.ndarray) -> np.ndarray:
+        """The raw rewards, each question's blocks shrunk by their experts' competence when asked."""
+        if self.competence is None:
+            return raw_reward
+        out = raw_reward.copy()
+        for qid, span in groups:
+            local = expert_blocks(slice(0, span.stop - span.start), len(self.competence[qid]))
+            out[span] = shrink_to_competent_mean(raw_reward[span], local, self.competence[qid])
+        return out
 
     def _expert_rewards(self, step: int, groups: list[tuple[str, slice]], completions: Sequence[str]) -> _Scored:
         assert self.routing is not None and self.transport is not None
@@ -208,8 +227,8 @@ class FederatedReward:
         spans: dict[str, list[slice]] = {}
         for qid, span in groups:
             q = self.questions[qid]
-            for m, expert_id in enumerate(self.routing[qid]):
-                block = slice(span.start + m * self.g, span.start + (m + 1) * self.g)
+            experts = self.routing[qid]
+            for expert_id, block in zip(experts, expert_blocks(span, len(experts)), strict=True):
                 items.setdefault(expert_id, []).append(
                     ScoreItem(qid, q.generator, q.question, tuple(completions[block])))
                 spans.setdefault(expert_id, []).append(block)
@@ -220,9 +239,30 @@ class FederatedReward:
             flat = np.asarray(reply.rewards, dtype=float)
             offset = 0
             for block in spans[expert_id]:
-                raw_reward[block] = flat[offset:offset + self.g]
-                offset += self.g
+                n = block.stop - block.start
+                raw_reward[block] = flat[offset:offset + n]
+                offset += n
         return _Scored(raw_reward, tuple(results.failures), bool(results.failures) and not results.replies)
+
+
+def expert_blocks(span: slice, parts: int) -> list[slice]:
+    """`span` (one question's candidates) cut into `parts` contiguous blocks, one per selected expert
+    in routing order, sizes as equal as possible (the first ones one larger): M*G candidates for M
+    experts give M blocks of G.
+
+    >>> expert_blocks(slice(8, 16), 2)
+    [slice(8, 12, None), slice(12, 16, None)]
+    >>> [b.stop - b.start for b in expert_blocks(slice(0, 8), 3)]
+    [3, 3, 2]
+    """
+    size = span.stop - span.start
+    if not 1 <= parts <= size:
+        raise ValueError(f"cannot split {size} candidates among {parts} experts")
+    base, extra = divmod(size, parts)
+    bounds = [span.start]
+    for k in range(parts):
+        bounds.append(bounds[-1] + base + (1 if k < extra else 0))
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
 def _nanmean(x: np.ndarray) -> float:

@@ -1,0 +1,53 @@
+"""Combining one question's raw rewards from its selected experts before the advantage.
+
+Notation: a question's federated group holds N candidates, split into blocks b = 1..m, one per
+selected expert, scored by that expert: raw rewards r_i in [0, 1] (NaN = missing). c_b in [0, 1] is
+expert b's competence for the question (its mean correctness on the question's L auxiliary
+neighbours, `core.graph`).
+
+`shrink_to_competent_mean` (config `competence_weighting`, beyond the paper): every block is pulled
+towards the competence-weighted mean reward of the group by (1 - c_b),
+
+    r'_i = c_b * r_i + (1 - c_b) * r_bar    for i in block b,
+    r_bar = sum_b c_b sum_{i in b} r_i / sum_b c_b |b|    (present rewards only),
+
+so a block scored by an expert that knows little of the question's domain (c_b near 0) sits near the
+group's mean and gets advantages near 0, instead of pushing its candidates down or up on the word
+of a model that is mostly wrong there; a fully competent expert's rewards pass unchanged. When no
+selected expert has any competence (sum c_b |b| = 0) r_bar is the plain mean, and every reward
+becomes it: the group carries no signal.
+
+>>> import numpy as np
+>>> shrink_to_competent_mean(np.array([1.0, 0.0, 0.0, 0.0]), [slice(0, 2), slice(2, 4)], [1.0, 0.0])
+array([1. , 0. , 0.5, 0.5])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from fedgrpo.errors import ConfigError
+
+
+def shrink_to_competent_mean(raw_reward: ArrayLike, blocks: Sequence[slice],
+                             competence: Sequence[float]) -> NDArray[np.float64]:
+    """Raw rewards of one question (N,) with each block shrunk by its expert's competence; NaN stays NaN."""
+    r = np.asarray(raw_reward, dtype=np.float64)  # (N,)
+    c = np.asarray(competence, dtype=np.float64)  # (m,)
+    if len(blocks) != len(c):
+        raise ConfigError(f"one competence per block: {len(blocks)} blocks, {len(c)} competences")
+    if not np.all((c >= 0) & (c <= 1)):
+        raise ConfigError(f"competences must lie in [0, 1]; got {c.tolist()}")
+    present = ~np.isnan(r)  # (N,)
+    weight = np.zeros_like(r)  # (N,): each candidate's block competence
+    for block, cb in zip(blocks, c):
+        weight[block] = cb
+    total = float((weight * present).sum())
+    if present.any():
+        r_bar = float(np.nansum(weight * r) / total) if total > 0 else float(np.nanmean(r))
+    else:
+        r_bar = 0.0  # nothing present: every reward stays NaN below
+    return weight * r + (1.0 - weight) * r_bar  # NaN * anything stays NaN
