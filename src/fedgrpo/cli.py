@@ -110,10 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> FedGRPOConfig:
     """The config from `--config` and the flags, its domains checked at once (before any output)."""
-    from fedgrpo.data.gym import check_domains
+    from fedgrpo.data.partition import check_data
 
     overrides = {name: getattr(args, name) for name in field_index() if hasattr(args, name)}
-    return load_config(args.config, overrides, check_data=lambda data: check_domains(data.domains, data.difficulty))
+    return load_config(args.config, overrides, check_data=check_data)
 
 
 # --- output directory and console -----------------------------------------------------------------

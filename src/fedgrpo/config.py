@@ -51,8 +51,26 @@ class DataConfig:
     use_ground_truth: bool = _f(
         False, "Give the server the pool's gold answers (off: answers withheld, the paper's Table 2)."
     )
+    pool_file: str | None = _f(
+        None, "Your own data instead of the generators: the server's training questions (answers optional, "
+        "withheld unless use_ground_truth). Needs aux_file, eval_files and client data; .jsonl, .json, .csv, "
+        ".parquet or a datasets save_to_disk folder (README, Your own model and data).")
+    aux_file: str | None = _f(None, "Your own data: the labelled auxiliary set D_p (calibration).")
+    eval_files: tuple[str, ...] = _f(
+        (), "Your own data: evaluation sets as NAME=PATH (or PATH: named after the file), each reported apart.")
+    client_files: tuple[str, ...] = _f(
+        (), "Your own data: one labelled file per client, in client order (client-0 first).")
+    client_data_file: str | None = _f(
+        None, "Your own data: one labelled file split among num_clients clients by `partition` over its "
+        "domain column (the paper's non-IID split by MATH subject: dirichlet, beta 0.1).")
+    question_column: str = _f("question", "Data files: the column holding the question.")
+    answer_column: str = _f("answer", "Data files: the column holding the reference answer.")
+    domain_column: str = _f("domain", "Data files: the column holding the domain or subject (optional).")
+    solution_column: str = _f(
+        "solution", "Data files: the column holding a worked solution (optional; expert fine-tuning's target).")
 
     def __post_init__(self) -> None:
+        self._check_files()
         if not self.domains:
             raise ConfigError("domains is empty: name at least one domain (see `fedgrpo domains`)")
         if len(set(self.domains)) != len(self.domains):
@@ -78,7 +96,7 @@ class DataConfig:
             raise ConfigError(f"unknown partition {self.partition!r}: use one of {', '.join(PARTITIONS)}")
         if self.num_clients is not None and self.num_clients < 1:
             raise ConfigError(f"num_clients must be at least 1, got {self.num_clients}")
-        if self.partition == "domain" and self.clients < len(self.domains):
+        if self.partition == "domain" and self.clients < len(self.domains) and not self.uses_files:
             raise ConfigError(
                 f"partition=domain gives each client one domain, so {len(self.domains)} domains need "
                 f"at least {len(self.domains)} clients (num_clients={self.clients}); raise num_clients "
@@ -88,8 +106,57 @@ class DataConfig:
             raise ConfigError(f"dirichlet_beta must be > 0, got {self.dirichlet_beta}")
 
     @property
+    def uses_files(self) -> bool:
+        """Whether the data comes from the user's files rather than the generators."""
+        return self.pool_file is not None
+
+    @property
     def clients(self) -> int:
+        if self.client_files:
+            return len(self.client_files)
         return self.num_clients if self.num_clients is not None else len(self.domains)
+
+    def eval_file_paths(self) -> dict[str, str]:
+        """Evaluation set name -> path (NAME=PATH, or PATH named after its file)."""
+        return dict(self._eval_entries())
+
+    def _eval_entries(self) -> list[tuple[str, str]]:
+        return [(name if sep else Path(path).stem, path)
+                for name, sep, path in (entry.partition("=") if "=" in entry else ("", "", entry)
+                                        for entry in self.eval_files)]
+
+    def _check_files(self) -> None:
+        named = {"aux_file": self.aux_file, "eval_files": self.eval_files, "client_files": self.client_files,
+                 "client_data_file": self.client_data_file}
+        if self.pool_file is None:
+            given = [k for k, v in named.items() if v]
+            if given:
+                raise ConfigError(f"{', '.join(given)} given without pool_file: data from files needs the "
+                                  "training pool too; set pool_file")
+            return
+        missing = [k for k in ("aux_file", "eval_files") if not named[k]]
+        if not (self.client_files or self.client_data_file):
+            missing.append("client_files or client_data_file")
+        if missing:
+            raise ConfigError(f"pool_file needs {', '.join(missing)} as well: give every role its data")
+        if self.client_files and self.client_data_file:
+            raise ConfigError("give client_files (one per client) or client_data_file (split among clients), "
+                              "not both")
+        if self.client_files and self.num_clients not in (None, len(self.client_files)):
+            raise ConfigError(f"num_clients={self.num_clients} but {len(self.client_files)} client_files; "
+                              "leave num_clients unset or give one file per client")
+        if self.client_data_file and self.num_clients is None:
+            raise ConfigError("client_data_file needs num_clients: how many clients share it")
+        names = [name for name, _ in self._eval_entries()]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"two evaluation sets are named alike ({', '.join(names)}); write NAME=PATH")
+        paths = [("pool_file", self.pool_file), ("aux_file", self.aux_file),
+                 ("client_data_file", self.client_data_file),
+                 *(("eval_files", p) for p in self.eval_file_paths().values()),
+                 *(("client_files", p) for p in self.client_files)]
+        for key, path in paths:
+            if path is not None and not Path(path).expanduser().exists():
+                raise ConfigError(f"{key}: {path!r} does not exist; check the path")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fedgrpo.data.grading import MATH_VERIFY, math_equivalent
 from fedgrpo.data.tasks import Question, make_question_id
 from fedgrpo.errors import ConfigError
 
@@ -253,6 +254,8 @@ def score_answer(question: Question, answer: str | None, gold: str | None = None
     reference = gold if gold is not None else question.answer
     if answer is None or reference is None:
         return 0.0
+    if question.generator == MATH_VERIFY:  # a user's free-form item: no reasoning-gym verifier
+        return 1.0 if answer.strip() == reference.strip() or math_equivalent(reference, answer) else 0.0
     dataset = _scoring_dataset(question.generator)
     entry = {"question": question.question, "answer": reference, "metadata": question.metadata}
     try:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedgrpo.config import DataConfig
+from fedgrpo.data.files import Columns, load_questions
 from fedgrpo.data.gym import check_domains, iter_unique_questions
 from fedgrpo.data.tasks import Question
 from fedgrpo.errors import ConfigError
@@ -105,9 +106,19 @@ def client_allocation(data: DataConfig) -> np.ndarray:
     return alloc  # any other partition name is refused by the config
 
 
+def check_data(data: DataConfig) -> None:
+    """What the config cannot check without the data layer: the domain names (or, for files, nothing
+    more than the config checked). The CLI runs it as it loads a config."""
+    if not data.uses_files:
+        check_domains(data.domains, data.difficulty)
+
+
 def build_splits(data: DataConfig) -> Splits:
-    """Generate every split of the data config `data` (the model cache keys on the same settings).
-    Deterministic: the same config gives the same ids in order. Unknown domains: ConfigError."""
+    """Every split of the data config `data`: from the user's files (`pool_file`) or generated (the
+    model cache keys on the same settings). Deterministic: the same config gives the same ids in
+    order. Unknown domains: ConfigError."""
+    if data.uses_files:
+        return build_file_splits(data)
     domains = check_domains(data.domains, data.difficulty)
     d = len(domains)
     alloc = client_allocation(data)
@@ -168,3 +179,63 @@ def build_splits(data: DataConfig) -> Splits:
         pool=shuffle(pool, "pool"), aux=shuffle(aux, "aux"), public=shuffle(public, "public"),
         clients=clients, eval=evals,
     )
+
+
+# --- splits from the user's files -------------------------------------------------------------------
+
+def build_file_splits(data: DataConfig) -> Splits:
+    """The user's files in their roles. No public pool (a local model needs no pre-training); clients
+    from `client_files` (one each) or `client_data_file` split by `partition` over its domains."""
+    columns = Columns.from_config(data)
+    assert data.pool_file is not None and data.aux_file is not None  # the config checked them
+    pool = load_questions(data.pool_file, columns, role="training pool", need_answer=data.use_ground_truth)
+    aux = load_questions(data.aux_file, columns, role="auxiliary set", need_answer=True)
+    evals = {name: tuple(load_questions(path, columns, role=f"evaluation set {name!r}", need_answer=True,
+                                        default_domain=name))
+             for name, path in data.eval_file_paths().items()}
+    if data.client_files:
+        shards = [load_questions(path, columns, role=f"client-{k} data", need_answer=True)
+                  for k, path in enumerate(data.client_files)]
+    else:
+        assert data.client_data_file is not None
+        shared = load_questions(data.client_data_file, columns, role="client data", need_answer=True)
+        shards = split_among_clients(shared, data.clients, data.partition, data.dirichlet_beta, data.data_seed)
+    for expert_id, shard in zip(expert_ids(data.clients), shards):
+        if not shard:
+            raise ConfigError(f"{expert_id} received no private items from the client data "
+                              f"(partition={data.partition}); raise dirichlet_beta, use fewer clients or "
+                              "give more data")
+    clients = tuple(ClientShard(e, tuple(shard)) for e, shard in zip(expert_ids(data.clients), shards))
+    return Splits(pool=tuple(pool), aux=tuple(aux), public=(), clients=clients, eval=evals)
+
+
+def split_among_clients(items: list[Question], k: int, partition: str, beta: float,
+                        seed: int) -> list[list[Question]]:
+    """A labelled pool split among `k` clients over its domains, deterministically from `seed`:
+
+    - ``domain``: each domain goes to one client (domain d to client d mod k) when there are more
+      domains than clients, else to the clients c with c mod D = d, evenly;
+    - ``iid``: every domain dealt evenly to all clients;
+    - ``dirichlet``: each domain's items spread by q ~ Dir(beta * 1_k) (largest remainder).
+    """
+    by_domain: dict[str, list[Question]] = {}
+    for q in items:
+        by_domain.setdefault(q.domain, []).append(q)
+    domains = sorted(by_domain)
+    rng = np.random.default_rng([seed, *b"client-files"])
+    shards: list[list[Question]] = [[] for _ in range(k)]
+    for d, name in enumerate(domains):
+        block = [by_domain[name][i] for i in rng.permutation(len(by_domain[name]))]
+        if partition == "domain":
+            owners = [c for c in range(k) if c % len(domains) == d] or [d % k]
+            counts = np.zeros(k, dtype=int)
+            counts[owners] = _even_shares(len(block), len(owners))
+        elif partition == "iid":
+            counts = np.array(_even_shares(len(block), k))
+        else:
+            counts = np.array(_largest_remainder(len(block), rng.dirichlet(np.full(k, beta))))
+        start = 0
+        for c, n in enumerate(counts):
+            shards[c] += block[start:start + int(n)]
+            start += int(n)
+    return shards

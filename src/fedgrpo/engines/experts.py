@@ -35,7 +35,7 @@ def build_site_expert(config: FedGRPOConfig, expert_id: str, *, data_path: str |
                       model_dir: str | None = None, domain: str | None = None) -> LocalExpert:
     """A site's expert. Without `data_path` and `model_dir`, the config's shard for `expert_id`
     and its cached expert model (the same one `prepare` builds). A real site brings its own:
-    `data_path` (its questions with trusted answers, `fedgrpo.data.local`) and/or `model_dir` (its
+    `data_path` (its questions with trusted answers, any format of `fedgrpo.data.files`) and/or `model_dir` (its
     expert model, a local Hugging Face directory); given data but no model, the expert is the
     config's base fine-tuned on that data (cached like every model)."""
     if data_path is None and model_dir is None:

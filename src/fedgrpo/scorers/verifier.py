@@ -7,8 +7,7 @@ in the paper (reasoning-gym's partial credit is not agreement).
 
 from __future__ import annotations
 
-import functools
-
+from fedgrpo.data.grading import math_equivalent
 from fedgrpo.data.gym import is_correct
 from fedgrpo.data.prompts import extract_answer
 from fedgrpo.data.tasks import Question
@@ -22,20 +21,7 @@ def answers_agree(generator: str, question: str, candidate: str | None, referenc
     probe = Question("", "", generator, question, reference)
     if is_correct(probe, candidate):
         return True
-    return _math_equivalent(reference, candidate)
-
-
-@functools.lru_cache(maxsize=65536)
-def _math_equivalent(reference: str, candidate: str) -> bool:
-    try:
-        from math_verify import parse, verify
-
-        # No signal-based timeouts: scoring runs in worker threads, where signal.alarm raises.
-        gold = parse(reference, parsing_timeout=None)
-        pred = parse(candidate, parsing_timeout=None)
-        return bool(gold and pred and verify(gold, pred, timeout_seconds=None))
-    except Exception:  # noqa: BLE001 - an unparsable answer is simply not equivalent
-        return False
+    return math_equivalent(reference, candidate)
 
 
 def score_against(generator: str, question: str, completion: str, reference: str | None) -> float:

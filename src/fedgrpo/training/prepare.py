@@ -85,9 +85,10 @@ def prepare_site_expert(config: FedGRPOConfig, expert_id: str, *, data_path: str
     Without `data_path` the private questions are the config's shard for `expert_id`; without
     `model_dir` the expert is the config's base fine-tuned on the site's questions."""
     if data_path is not None:
-        from fedgrpo.data.local import load_private_data
+        from fedgrpo.data.files import Columns, load_questions
 
-        questions = tuple(load_private_data(data_path, domain))
+        questions = tuple(load_questions(data_path, Columns.from_config(config.data), role="private data",
+                                         need_answer=True, default_domain=domain))
         site_domain = Counter(q.domain for q in questions).most_common(1)[0][0]
     else:
         shard, _ = _config_shard(build_splits(config.data), expert_id)
