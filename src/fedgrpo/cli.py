@@ -377,6 +377,7 @@ def cmd_evaluate(args: argparse.Namespace, console: Any) -> int:
         raise FedGRPOError(f"--model {args.model!r} is not a directory; give a saved model directory")
     out = start_outputs(config, "evaluate")
     from fedgrpo.data.partition import build_splits
+    from fedgrpo.data.prompts import PromptStyle
     from fedgrpo.models.load import base_model_dir, load_model
     from fedgrpo.training.evaluate import evaluate_model, mean_over_domains
 
@@ -391,7 +392,7 @@ def cmd_evaluate(args: argparse.Namespace, console: Any) -> int:
     n_eval = sum(len(v) for v in splits.eval.values())
     with progress.phase(f"evaluate {model_dir.name}", n_eval * (2 if ev.eval_samples else 1)) as advance:
         scores = evaluate_model(
-            model, tokenizer, splits.eval, samples=ev.eval_samples, temperature=ev.eval_temperature,
+            model, tokenizer, splits.eval, style=PromptStyle.from_config(config.prompts), samples=ev.eval_samples, temperature=ev.eval_temperature,
             max_new_tokens=ev.max_new_tokens, batch_size=ev.eval_batch_size, seed=config.data.data_seed,
             on_batch=advance,
         )

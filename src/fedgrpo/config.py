@@ -214,6 +214,33 @@ def check_model_spec(name: str, spec: str) -> None:
         )
 
 
+PROMPT_STYLES = ("prefill", "chat")
+ANSWER_FORMATS = ("tags", "boxed")
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    prompt_style: str = _f(
+        "prefill", "How questions are put to every model (policy, experts, evaluation): prefill (the question "
+        "and an opened <answer> tag; tiny models) or chat (the tokenizer's chat template, a system prompt "
+        "asking for reasoning, then a final answer; real models).", choices=PROMPT_STYLES)
+    answer_format: str = _f(
+        "tags", "Chat style: where the final answer goes: tags (<think>...</think><answer>...</answer>, the "
+        "paper's code) or boxed (the last \\boxed{...}, MATH).", choices=ANSWER_FORMATS)
+    system_prompt: str | None = _f(
+        None, "Chat style: the system prompt; unset = the answer format's own (src/fedgrpo/data/prompts.py).")
+    tag_weight: float = _f(
+        1.0, "Weight of the tag count reward (chat style with tags: 0.25 per tag present once; the paper's "
+        "code: accuracy 8, format 1, tags 1).")
+
+    def __post_init__(self) -> None:
+        if self.tag_weight < 0:
+            raise ConfigError(f"tag_weight must be 0 or more, got {self.tag_weight}")
+        if self.prompt_style == "prefill" and self.answer_format != "tags":
+            raise ConfigError("prompt_style=prefill pre-fills an <answer> tag: use answer_format=tags, or "
+                              "prompt_style=chat for boxed answers")
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     eval_samples: int = _f(8, "Samples per question for the mean sampled correctness (0 = greedy only).")
@@ -328,6 +355,13 @@ class TrainConfig:
         "with it, 1.52x without), off elsewhere, where it buys nothing measurable and training uses TRL's "
         "public API only; on; off.", choices=OVERLAP_MODES)
     train_seed: int = _f(0, "Seed of GRPO sampling and data order.")
+    lora_rank: int = _f(
+        0, "LoRA rank of the policy's adapter, trained through TRL's peft_config (a policy too big to train in "
+        "full); 0 = full fine-tuning. The final model is saved merged (final-model) and as an adapter.")
+    lora_alpha: int = _f(32, "LoRA scaling alpha (with lora_rank > 0).")
+    lora_dropout: float = _f(0.0, "LoRA dropout (with lora_rank > 0).")
+    lora_target_modules: tuple[str, ...] = _f(
+        ("all-linear",), "Modules that get LoRA adapters: names (q_proj v_proj ...) or all-linear.")
     grpo_args: tuple[str, ...] = _f(
         (), "Extra GRPOConfig fields as key=value, passed to TRL untouched (e.g. bf16=true use_vllm=true)."
     )
@@ -345,6 +379,10 @@ class TrainConfig:
             raise ConfigError(f"unknown scale_rewards {self.scale_rewards!r}: use one of {', '.join(SCALE_REWARDS)}")
         if self.accuracy_weight <= 0 or self.format_weight < 0:
             raise ConfigError("accuracy_weight must be > 0 and format_weight >= 0")
+        if self.lora_rank < 0 or self.lora_alpha < 1 or not 0 <= self.lora_dropout < 1:
+            raise ConfigError("lora_rank must be 0 or more, lora_alpha at least 1, lora_dropout in [0, 1)")
+        if self.lora_rank and not self.lora_target_modules:
+            raise ConfigError("lora_target_modules is empty: name the modules to adapt, or all-linear")
         if self.loss_type not in LOSS_TYPES:
             raise ConfigError(f"unknown loss_type {self.loss_type!r}: use one of {', '.join(LOSS_TYPES)}")
         self.grpo_extra  # noqa: B018 - parses and checks grpo_args now, not when training starts
@@ -430,6 +468,7 @@ class OutputConfig:
 class FedGRPOConfig:
     data: DataConfig = field(default_factory=DataConfig)
     models: ModelConfig = field(default_factory=ModelConfig)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from fedgrpo.core.advantage import federated_advantages
+from fedgrpo.data.prompts import PREFILL
 from fedgrpo.errors import ConfigError
 from fedgrpo.training.reward import FederatedReward
 from fedgrpo.training.trainer import group_by_question
@@ -81,7 +82,7 @@ class OverlapRun:
         routing = {q.question_id: ("a", "b") for q in questions}
         self.reward = FederatedReward(
             {q.question_id: q for q in questions}, routing, EmbeddedTransport(self.experts, timeout_s=60),
-            group_size=NUM_GENERATIONS, accuracy_weight=1.0,
+            group_size=NUM_GENERATIONS, style=PREFILL, tag_weight=0.0, accuracy_weight=1.0,
             format_weight=0.0, group_by_question=group_by_question, deferred=True,
         )
         self.settings = grpo_settings(
@@ -242,7 +243,7 @@ def test_unsupported_settings_are_refused_before_loading_the_model(model_dir, qu
         build_grpo_trainer(model_dir, questions, lambda completions, **_: [0.0] * len(completions),
                            settings, tmp_path)
     deferred = FederatedReward({}, {}, EmbeddedTransport({}), group_size=NUM_GENERATIONS,
-                               accuracy_weight=1.0, format_weight=0.0,
+                               style=PREFILL, tag_weight=0.0, accuracy_weight=1.0, format_weight=0.0,
                                group_by_question=group_by_question, deferred=True)
     accumulating = grpo_settings(num_generations=NUM_GENERATIONS, prompts_per_step=PROMPTS_PER_STEP,
                                 overlap_rewards=True, extra={"gradient_accumulation_steps": 2})

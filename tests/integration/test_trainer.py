@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from fedgrpo.config import load_config
-from fedgrpo.data.prompts import render_prompt
+from fedgrpo.data.prompts import PREFILL, render_prompt
 from fedgrpo.data.tasks import Question
 from fedgrpo.errors import ConfigError
 from fedgrpo.training.trainer import (
@@ -216,13 +216,13 @@ def test_settings_derive_from_the_config_and_extra_is_a_frozen_copy():
 
 def test_dataset_has_prompt_id_and_domain_but_no_answer(questions):
     answered = [Question("x1", "arithmetic", "toy", "What is 1 + 1?", "2")]
-    row = build_grpo_dataset(answered)[0]
+    row = build_grpo_dataset(answered, PREFILL)[0]
     # The gold answer never enters the server's training data.
     assert row == {
         "prompt": render_prompt("What is 1 + 1?"), "question_id": "x1", "domain": "arithmetic"
     }
     with pytest.raises(ConfigError, match="distinct question_ids"):
-        build_grpo_dataset([questions[0], questions[0]])
+        build_grpo_dataset([questions[0], questions[0]], PREFILL)
 
 
 @slow

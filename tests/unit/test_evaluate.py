@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from fedgrpo.data.prompts import PREFILL
 from fedgrpo.data.tasks import Question
 from fedgrpo.training import evaluate as ev
 
@@ -23,7 +24,7 @@ def test_scores_from_canned_completions(monkeypatch):
         return sampled if temperature is not None else greedy
 
     monkeypatch.setattr(ev, "generate_completions", fake_generate)
-    score = ev.score_questions(None, None, questions, samples=2, temperature=1.0, max_new_tokens=8,
+    score = ev.score_questions(None, None, questions, style=PREFILL, samples=2, temperature=1.0, max_new_tokens=8,
                                batch_size=4, seed=0)
     assert score.n == 3
     assert score.pass_at_1 == pytest.approx(1 / 3)
@@ -34,7 +35,7 @@ def test_scores_from_canned_completions(monkeypatch):
 
 def test_partial_credit_is_not_correct():
     # '12' contains the gold '2': reasoning-gym gives partial credit, the correctness bit does not.
-    assert ev.correctness([_q(0, "2")], [["12</answer>", "2</answer>"]]) == [[False, True]]
+    assert ev.correctness([_q(0, "2")], [["12</answer>", "2</answer>"]], PREFILL) == [[False, True]]
 
 
 def test_mean_over_domains_skips_missing_values():

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from fedgrpo.data.prompts import PREFILL
 from fedgrpo.data.tasks import Question
 from fedgrpo.training.reward import FederatedReward, expert_blocks
 from fedgrpo.training.trainer import group_by_question
@@ -46,7 +47,7 @@ def ask(hook, **kwargs):
 
 def _hook(clients, routing, format_weight=0.0):
     return FederatedReward(_questions(), routing, EmbeddedTransport(clients), group_size=2 * G,
-                           accuracy_weight=1.0, format_weight=format_weight,
+                           style=PREFILL, tag_weight=0.0, accuracy_weight=1.0, format_weight=format_weight,
                            group_by_question=group_by_question)
 
 
@@ -84,7 +85,7 @@ def test_format_reward_adds_but_cannot_revive_a_missing_reward():
 
 
 def test_ground_truth_mode_scores_locally_without_transport():
-    hook = FederatedReward(_questions(), None, None, group_size=2, accuracy_weight=1.0, format_weight=0.0,
+    hook = FederatedReward(_questions(), None, None, group_size=2, style=PREFILL, tag_weight=0.0, accuracy_weight=1.0, format_weight=0.0,
                            group_by_question=group_by_question,
                            gold_scorer=lambda q, c: 1.0 if c.startswith("4") else 0.0)
     assert ask(hook, prompts=[""] * 2, completions=["4</answer>", "5</answer>"], question_id=["q1", "q1"]) == [1.0, 0.0]
@@ -123,7 +124,7 @@ def test_competence_weighting_pulls_an_incompetent_experts_block_to_the_competen
     # (it knows nothing here): shrunk, b's block sits at a's mean 0.5 and moves no advantage.
     routing = {"q1": ("a", "b")}
     hook = FederatedReward(_questions(), routing, EmbeddedTransport({"a": EchoExpert("1"), "b": EchoExpert("9")}),
-                           group_size=4, accuracy_weight=1.0, format_weight=0.0,
+                           group_size=4, style=PREFILL, tag_weight=0.0, accuracy_weight=1.0, format_weight=0.0,
                            group_by_question=group_by_question, competence={"q1": (1.0, 0.0)})
     rewards = ask(hook, prompts=[""] * 4, completions=["1</answer>", "2</answer>", "1</answer>", "3</answer>"],
                   question_id=["q1"] * 4)
@@ -135,7 +136,7 @@ def test_competence_weighting_pulls_an_incompetent_experts_block_to_the_competen
 
 def _deferred(clients, routing):
     return FederatedReward(_questions(), routing, EmbeddedTransport(clients), group_size=2 * G,
-                           accuracy_weight=1.0, format_weight=0.5,
+                           style=PREFILL, tag_weight=0.0, accuracy_weight=1.0, format_weight=0.5,
                            group_by_question=group_by_question, deferred=True)
 
 
@@ -168,7 +169,7 @@ def test_deferred_every_expert_failing_stops_training_when_the_batch_is_needed()
 
 
 def test_deferred_ground_truth_and_misuse():
-    hook = FederatedReward(_questions(), None, None, group_size=2, accuracy_weight=1.0, format_weight=0.0,
+    hook = FederatedReward(_questions(), None, None, group_size=2, style=PREFILL, tag_weight=0.0, accuracy_weight=1.0, format_weight=0.0,
                            group_by_question=group_by_question,
                            gold_scorer=lambda q, c: 1.0 if c.startswith("4") else 0.0, deferred=True)
     with pytest.raises(RuntimeError, match="without a staged reward call"):

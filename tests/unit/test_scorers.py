@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fedgrpo.data.prompts import PREFILL
 from fedgrpo.data.tasks import Question
 from fedgrpo.scorers.base import ScorerError
 from fedgrpo.scorers.expert import LocalExpert, _majority
@@ -21,7 +22,7 @@ GEN = "basic_arithmetic"
 
 
 def _client(private=(), mode="gated", seeded=None, scorer=None) -> LocalExpert:
-    client = LocalExpert("client-0", list(private), Path("/nonexistent"), mode=mode, expert_samples=1,
+    client = LocalExpert("client-0", list(private), Path("/nonexistent"), mode=mode, style=PREFILL, expert_samples=1,
                          max_new_tokens=24, batch_size=256, seed=0, scorer=scorer)
     client._expert_answers.update(seeded or {})  # stands in for the expert model's own answers
     return client
@@ -37,9 +38,9 @@ def test_agreement_uses_the_verifier_then_math_verify():
 
 
 def test_score_against_extracts_the_final_answer():
-    assert score_against(GEN, "q", "5</answer>", "5") == 1.0
-    assert score_against(GEN, "q", "5", "5") == 0.0  # never closed: no final answer
-    assert score_against(GEN, "q", "garbage", "5") == 0.0
+    assert score_against(GEN, "q", "5</answer>", "5", PREFILL) == 1.0
+    assert score_against(GEN, "q", "5", "5", PREFILL) == 0.0  # never closed: no final answer
+    assert score_against(GEN, "q", "garbage", "5", PREFILL) == 0.0
 
 
 def test_model_based_rewards_agreement_with_the_expert():

@@ -31,6 +31,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from fedgrpo.config import PromptConfig
+
 OPEN_TAG = "<answer>"
 CLOSE_TAG = "</answer>"
 PROMPT_TEMPLATE = "{question}\n" + OPEN_TAG
@@ -120,9 +122,13 @@ def tag_count(completion: str | None) -> float:
 class PromptStyle:
     """How a question is put to a model and its answer read back (module docstring)."""
 
-    style: str = "prefill"  # prefill | chat
-    answer_format: str = "tags"  # tags | boxed (chat only; prefill is always tags)
-    system_prompt: str | None = None  # chat: None = the format's default (SYSTEM_PROMPTS)
+    style: str  # prefill | chat
+    answer_format: str  # tags | boxed (chat only; prefill is always tags)
+    system_prompt: str | None  # chat: None = the format's default (SYSTEM_PROMPTS)
+
+    @classmethod
+    def from_config(cls, prompts: PromptConfig) -> PromptStyle:
+        return cls(prompts.prompt_style, prompts.answer_format, prompts.system_prompt)
 
     def prompt(self, question: str) -> str | list[dict[str, str]]:
         """What a model is given: text (prefill) or chat messages, which the model's chat template
@@ -164,6 +170,9 @@ class PromptStyle:
             return f"{reasoning}\n\nThe final answer is $\\boxed{{{answer.strip()}}}$." if reasoning else \
                 f"The final answer is $\\boxed{{{answer.strip()}}}$."
         return f"<think>\n{reasoning}\n</think>\n<answer>\n{answer.strip()}\n</answer>"
+
+
+PREFILL = PromptStyle("prefill", "tags", None)  # the tiny models' style
 
 
 def completion_text(completion: Any) -> str:

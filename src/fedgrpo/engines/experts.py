@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedgrpo.config import FedGRPOConfig
+from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.data.tasks import Question
 from fedgrpo.scorers.expert import LocalExpert
 from fedgrpo.training.prepare import Prepared, prepare_expert, prepare_site_expert
@@ -26,6 +27,7 @@ def make_local_expert(config: FedGRPOConfig, expert_id: str, private_data: Seque
     fed = config.federation
     return LocalExpert(
         expert_id, private_data, model_dir, domain=domain, mode=fed.scorer_mode,
+        style=PromptStyle.from_config(config.prompts),
         expert_samples=fed.expert_samples, max_new_tokens=config.evaluation.max_new_tokens,
         batch_size=config.evaluation.eval_batch_size, seed=config.train.train_seed,
     )

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgrpo.config import FedGRPOConfig
+from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.engines.experts import embedded_transport
 from fedgrpo.progress import NullProgress, ProgressSink
 from fedgrpo.training.calibrate import Calibration, calibrate_and_route
@@ -69,11 +70,12 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
     """The whole pipeline, resumable: a rerun with the same `out` continues where this one stopped."""
     started, timings = time.perf_counter(), {}
     phase = _phase_clock(timings)
+    style = PromptStyle.from_config(config.prompts)
     with ExitStack() as resources:
         with phase("prepare"):
             prepared = prepare(config, progress, experts=connector.builds_expert_models)
         with phase("evaluate_before"):
-            before = evaluate_greedy(prepared.server_dir, prepared.splits.eval, config.evaluation, progress,
+            before = evaluate_greedy(prepared.server_dir, prepared.splits.eval, config.evaluation, style, progress,
                                      "evaluate the base server (greedy)", cache=out / "before.json")
         federation = None
         if not config.data.use_ground_truth:
@@ -86,7 +88,7 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
             if federation:
                 federation.ledger_file.flush()
     with phase("evaluate_after"):
-        after = evaluate_greedy(trained.final_dir, prepared.splits.eval, config.evaluation, progress,
+        after = evaluate_greedy(trained.final_dir, prepared.splits.eval, config.evaluation, style, progress,
                                 "evaluate the trained server (greedy)")
     return collect_metrics(prepared, before, after, federation, trained, timings,
                            wall_time_s=time.perf_counter() - started)

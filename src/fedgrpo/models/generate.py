@@ -1,4 +1,8 @@
-"""Batched generation for evaluation and expert answering (plain ``model.generate`` with KV cache)."""
+"""Batched generation for evaluation and expert answering (plain ``model.generate`` with KV cache).
+
+A prompt is text (the prefill style) or chat messages (the chat style), which the tokenizer's chat
+template renders with the generation prompt, as TRL renders conversational prompts for the policy.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,13 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+Prompt = str | list[dict[str, str]]  # text (prefill style) or chat messages (chat style)
+
 
 def generate_completions(
     model: Any,
     tokenizer: Any,
-    prompts: Sequence[str],
+    prompts: Sequence[Prompt],
     *,
     max_new_tokens: int,
     num_samples: int = 1,
@@ -38,12 +44,20 @@ def generate_completions(
                          on_batch)
 
 
+def encode_prompts(tokenizer: Any, prompts: Sequence[Prompt]) -> Any:
+    """Left-padded input ids and attention mask of a batch of prompts (all text or all messages)."""
+    if prompts and not isinstance(prompts[0], str):
+        return tokenizer.apply_chat_template(list(prompts), add_generation_prompt=True, tokenize=True,
+                                             return_dict=True, padding=True, return_tensors="pt")
+    return tokenizer(list(prompts), return_tensors="pt", padding=True)
+
+
 # fork_rng saves and restores the process-wide generator: two threads sampling at once would
 # restore each other's state, so sampled generation takes turns.
 _SAMPLING_LOCK = threading.Lock()
 
 
-def _generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, num_samples: int,
+def _generate(model: Any, tokenizer: Any, prompts: Sequence[Prompt], max_new_tokens: int, num_samples: int,
               temperature: float | None, batch_size: int,
               on_batch: Callable[[int], None] | None) -> list[list[str]]:
     import torch
@@ -56,7 +70,7 @@ def _generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens
     with torch.inference_mode():
         for start in range(0, len(prompts), per_batch):
             chunk = list(prompts[start : start + per_batch])
-            enc = tokenizer(chunk, return_tensors="pt", padding=True)
+            enc = encode_prompts(tokenizer, chunk)
             kwargs: dict[str, Any] = dict(
                 max_new_tokens=max_new_tokens,
                 do_sample=do_sample,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgrpo.config import SCORER_MODES
-from fedgrpo.data.prompts import extract_answer, render_prompt
+from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.data.tasks import Question
 from fedgrpo.scorers.base import Scorer, ScorerError
 from fedgrpo.scorers.verifier import answers_agree, score_against
@@ -51,6 +51,7 @@ class LocalExpert:
         model_dir: Path,
         *,
         mode: str,
+        style: PromptStyle,
         expert_samples: int,
         max_new_tokens: int,
         batch_size: int,
@@ -59,8 +60,8 @@ class LocalExpert:
         scorer: Scorer | None = None,
     ) -> None:
         """The scorer settings come from the config (`engines.experts.make_local_expert`): `mode`
-        (the config's scorer_mode), `expert_samples`, and the generation's `max_new_tokens`,
-        `batch_size` and `seed`. `domain` is the one it declares (default: its data's main one);
+        (the config's scorer_mode), the prompt `style` (the expert answers as the server does),
+        `expert_samples`, and the generation's `max_new_tokens`, `batch_size` and `seed`. `domain` is the one it declares (default: its data's main one);
         `scorer` replaces the built-in scoring."""
         if mode not in SCORER_MODES:
             raise ValueError(f"unknown scorer mode {mode!r}: use one of {', '.join(SCORER_MODES)}")
@@ -72,6 +73,7 @@ class LocalExpert:
         self._by_text = {_normalise(q.question): q.answer for q in private_data if q.answer is not None}
         self._model_dir = model_dir
         self._mode = mode
+        self._style = style
         self._samples = expert_samples
         self._max_new_tokens = max_new_tokens
         self._batch_size = batch_size
@@ -135,7 +137,8 @@ class LocalExpert:
             if ref is None and self._mode == "answer":
                 rows.append([None] * len(item.candidates))
             else:
-                rows.append([score_against(item.generator, item.question, c, ref) for c in item.candidates])
+                rows.append([score_against(item.generator, item.question, c, ref, self._style)
+                             for c in item.candidates])
         return rows
 
     def _expert_answer_batch(self, questions: Sequence[tuple[str, str]]) -> dict[str, str | None]:
@@ -145,7 +148,7 @@ class LocalExpert:
             from fedgrpo.models.generate import generate_completions
 
             model, tokenizer = self._load()
-            prompts = [render_prompt(text) for _, text in todo]
+            prompts = [self._style.prompt(text) for _, text in todo]
             if self._samples <= 1:
                 outs = generate_completions(model, tokenizer, prompts, max_new_tokens=self._max_new_tokens,
                                             batch_size=self._batch_size)
@@ -154,7 +157,7 @@ class LocalExpert:
                                             num_samples=self._samples, temperature=1.0,
                                             batch_size=self._batch_size, seed=self._seed)
             for (qid, _), completions in zip(todo, outs):
-                self._expert_answers[qid] = _majority([extract_answer(c) for c in completions])
+                self._expert_answers[qid] = _majority([self._style.extract(c) for c in completions])
         return {qid: self._expert_answers[qid] for qid, _ in questions}
 
     def warm_up(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fedgrpo.data.grading import math_equivalent
 from fedgrpo.data.gym import is_correct
-from fedgrpo.data.prompts import extract_answer
+from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.data.tasks import Question
 
 
@@ -24,6 +24,7 @@ def answers_agree(generator: str, question: str, candidate: str | None, referenc
     return math_equivalent(reference, candidate)
 
 
-def score_against(generator: str, question: str, completion: str, reference: str | None) -> float:
-    """1.0 when the completion's final answer agrees with `reference`, else 0.0."""
-    return 1.0 if answers_agree(generator, question, extract_answer(completion), reference) else 0.0
+def score_against(generator: str, question: str, completion: str, reference: str | None,
+                  style: PromptStyle) -> float:
+    """1.0 when the completion's final answer (read in `style`) agrees with `reference`, else 0.0."""
+    return 1.0 if answers_agree(generator, question, style.extract(completion), reference) else 0.0

@@ -16,7 +16,7 @@ from typing import Any
 
 from fedgrpo.config import EvalConfig
 from fedgrpo.data.gym import is_correct
-from fedgrpo.data.prompts import extract_answer, render_prompt
+from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.data.tasks import Question
 from fedgrpo.models.generate import generate_completions
 from fedgrpo.progress import ProgressSink
@@ -35,9 +35,10 @@ class DomainScore:
         return asdict(self)
 
 
-def correctness(questions: Sequence[Question], completions: Sequence[Sequence[str]]) -> list[list[bool]]:
+def correctness(questions: Sequence[Question], completions: Sequence[Sequence[str]],
+                style: PromptStyle) -> list[list[bool]]:
     return [
-        [is_correct(q, extract_answer(c)) for c in cs] for q, cs in zip(questions, completions, strict=True)
+        [is_correct(q, style.extract(c)) for c in cs] for q, cs in zip(questions, completions, strict=True)
     ]
 
 
@@ -46,6 +47,7 @@ def score_questions(
     tokenizer: Any,
     questions: Sequence[Question],
     *,
+    style: PromptStyle,
     samples: int,
     temperature: float,
     max_new_tokens: int,
@@ -53,18 +55,18 @@ def score_questions(
     seed: int,
     on_batch: Callable[[int], None] | None = None,
 ) -> DomainScore:
-    prompts = [render_prompt(q.question) for q in questions]
+    prompts = [style.prompt(q.question) for q in questions]
     greedy = generate_completions(
         model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, on_batch=on_batch
     )
-    pass_at_1 = _mean([row[0] for row in correctness(questions, greedy)])
+    pass_at_1 = _mean([row[0] for row in correctness(questions, greedy, style)])
     sampled_mean = mixed = None
     if samples > 0:
         drawn = generate_completions(
             model, tokenizer, prompts, max_new_tokens=max_new_tokens, num_samples=samples,
             temperature=temperature, batch_size=batch_size, seed=seed, on_batch=on_batch,
         )
-        bits = correctness(questions, drawn)
+        bits = correctness(questions, drawn, style)
         sampled_mean = _mean([b for row in bits for b in row])
         mixed = _mean([0 < sum(row) < len(row) for row in bits])
     return DomainScore(len(questions), pass_at_1, sampled_mean, mixed)
@@ -75,6 +77,7 @@ def evaluate_model(
     tokenizer: Any,
     eval_sets: Mapping[str, Sequence[Question]],
     *,
+    style: PromptStyle,
     samples: int,
     temperature: float,
     max_new_tokens: int,
@@ -85,7 +88,7 @@ def evaluate_model(
     """Scores per domain, in the order of `eval_sets`."""
     return {
         domain: score_questions(
-            model, tokenizer, questions, samples=samples, temperature=temperature,
+            model, tokenizer, questions, style=style, samples=samples, temperature=temperature,
             max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, on_batch=on_batch,
         )
         for domain, questions in eval_sets.items()
@@ -93,7 +96,8 @@ def evaluate_model(
 
 
 def evaluate_greedy(model_dir: Path, eval_sets: Mapping[str, Sequence[Question]], evaluation: EvalConfig,
-                    progress: ProgressSink, description: str, cache: Path | None = None) -> dict[str, DomainScore]:
+                    style: PromptStyle, progress: ProgressSink, description: str,
+                    cache: Path | None = None) -> dict[str, DomainScore]:
     """Held-out greedy pass@1 per domain of the model in `model_dir` (a run's before/after phases).
     With `cache`, the scores are read from that JSON file if it exists, else written there."""
     if cache is not None and cache.is_file():
@@ -102,7 +106,7 @@ def evaluate_greedy(model_dir: Path, eval_sets: Mapping[str, Sequence[Question]]
 
     model, tokenizer = load_model(model_dir)
     with progress.phase(description, sum(len(v) for v in eval_sets.values())) as advance:
-        scores = evaluate_model(model, tokenizer, eval_sets, samples=0, temperature=1.0,
+        scores = evaluate_model(model, tokenizer, eval_sets, style=style, samples=0, temperature=1.0,
                                 max_new_tokens=evaluation.max_new_tokens, batch_size=evaluation.eval_batch_size,
                                 seed=0, on_batch=advance)
     if cache is not None:

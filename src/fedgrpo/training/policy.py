@@ -8,6 +8,7 @@ on the gold answers in ground-truth mode (`transport` None). It resumes from the
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgrpo.data.gym import is_correct
-from fedgrpo.data.prompts import extract_answer
+from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.data.tasks import Question
 from fedgrpo.progress import ProgressSink
 from fedgrpo.training.calibrate import Routing
@@ -37,9 +38,9 @@ class TrainedPolicy:
     overlap_rewards: bool
 
 
-def gold_scorer(question: Question, completion: str) -> float:
-    """Ground-truth mode's raw reward: 1 when the completion's answer is right."""
-    return 1.0 if is_correct(question, extract_answer(completion)) else 0.0
+def gold_scorer(style: PromptStyle, question: Question, completion: str) -> float:
+    """Ground-truth mode's raw reward: 1 when the completion's answer (read in `style`) is right."""
+    return 1.0 if is_correct(question, style.extract(completion)) else 0.0
 
 
 def build_reward(prepared: Prepared, transport: ExpertTransport | None, routing: Routing | None, *,
@@ -53,11 +54,13 @@ def build_reward(prepared: Prepared, transport: ExpertTransport | None, routing:
     use_gt = config.data.use_ground_truth
     questions = prepared.splits.server_training_pool(use_gt)
     fed, train = config.federation, config.train
+    style = PromptStyle.from_config(config.prompts)
     return FederatedReward(
         {q.question_id: q for q in questions}, routing.experts if routing else None, transport,
-        group_size=fed.experts_per_question * fed.generations_per_expert,
+        group_size=fed.experts_per_question * fed.generations_per_expert, style=style,
         accuracy_weight=train.accuracy_weight, format_weight=train.format_weight,
-        group_by_question=group_by_question, gold_scorer=gold_scorer if use_gt else None,
+        tag_weight=config.prompts.tag_weight, group_by_question=group_by_question,
+        gold_scorer=functools.partial(gold_scorer, style) if use_gt else None,
         competence=routing.competence if routing and fed.competence_weighting else None, deferred=overlap,
     )
 
@@ -82,8 +85,7 @@ def train_policy(prepared: Prepared, out: Path, progress: ProgressSink, *,
     finally:
         reward.close()  # overlap's background sender; nothing is in flight after the last step
     final_dir = out / "final-model"
-    trainer.save_model(str(final_dir))
-    trainer.processing_class.save_pretrained(str(final_dir))
+    save_policy(trainer, final_dir)
     history = [h for h in trainer.state.log_history if "reward" in h or any(k.startswith("rewards/") for k in h)]
     return TrainedPolicy(
         final_dir=final_dir,
@@ -94,6 +96,17 @@ def train_policy(prepared: Prepared, out: Path, progress: ProgressSink, *,
         reward_wait_s=round(reward.wait_seconds, 4),
         overlap_rewards=settings.overlap_rewards,
     )
+
+
+def save_policy(trainer: Any, final_dir: Path) -> None:
+    """The trained policy as a plain model directory (what evaluation and every later run load). A
+    LoRA policy is also kept as its adapter (``final-adapter``), then merged into its base."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):  # a peft model
+        model.save_pretrained(str(final_dir.parent / "final-adapter"))
+        model = model.merge_and_unload()
+    model.save_pretrained(str(final_dir))
+    trainer.processing_class.save_pretrained(str(final_dir))
 
 
 def _report_steps(trainer: Any, after_step: Callable[[], Any]) -> list[float]:

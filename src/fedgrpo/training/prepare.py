@@ -17,6 +17,7 @@ from typing import Any
 
 from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data.partition import ClientShard, Splits, build_splits
+from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.data.tasks import Question
 from fedgrpo.errors import ConfigError
 from fedgrpo.models.load import base_model_dir, expert_model_dir, load_model
@@ -156,7 +157,8 @@ def report_prepared(
     ev = prepared.config.evaluation
     splits = prepared.splits
     started = time.perf_counter()
-    common = dict(max_new_tokens=ev.max_new_tokens, batch_size=ev.eval_batch_size, seed=prepared.config.data.data_seed)
+    common = dict(max_new_tokens=ev.max_new_tokens, batch_size=ev.eval_batch_size, seed=prepared.config.data.data_seed,
+                  style=PromptStyle.from_config(prepared.config.prompts))
     n_eval = sum(len(v) for v in splits.eval.values())
 
     server, tokenizer = load_model(prepared.server_dir)

@@ -7,8 +7,8 @@ threshold kept k < M), the M*G candidates are split into k blocks as equal as po
 normalisation spans the whole federated group - exactly `core.advantage.federated_advantages` with
 joint pooling (tested as an invariant).
 
-The reward returned per candidate is accuracy_weight * expert reward + format_weight * format reward,
-where the expert reward is the raw reward (the expert's reply, or the gold verifier's verdict) or,
+The reward returned per candidate is accuracy_weight * expert reward + format_weight * format reward
++ tag_weight * tag count reward (the last two computed here, by the prompt style), where the expert reward is the raw reward (the expert's reply, or the gold verifier's verdict) or,
 with `competence`, the raw reward shrunk by the expert's competence
 (`core.aggregate.shrink_to_competent_mean`).
 It is one reward function on purpose: a missing expert reply must make the *whole* reward NaN (advantage
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from fedgrpo.core.aggregate import shrink_to_competent_mean
-from fedgrpo.data.prompts import is_well_formed
+from fedgrpo.data.prompts import PromptStyle, completion_text
 from fedgrpo.data.tasks import Question
 from fedgrpo.transport.base import ExpertTransport
 from fedgrpo.types import ExpertFailure, ScoreItem, ScoreRequest
@@ -54,12 +54,21 @@ class RewardLog:
 
 
 @dataclass(frozen=True)
+class _ServerSide:
+    """The rewards the server computes itself, unweighted, one per candidate: the style's format
+    reward and tag count reward (0 outside chat style with tags)."""
+
+    format: np.ndarray
+    tags: np.ndarray
+
+
+@dataclass(frozen=True)
 class _Staged:
     """One reward call's batch, held in deferred mode until `FederatedReward.submit` sends it."""
 
     groups: list[tuple[str, slice]]
     completions: tuple[str, ...]
-    fmt: np.ndarray  # format reward per candidate (server-side, computed at once)
+    shape: _ServerSide
 
 
 @dataclass(frozen=True)
@@ -77,7 +86,7 @@ class PendingRewards:
 
     step: int
     groups: list[tuple[str, slice]]
-    fmt: np.ndarray
+    shape: _ServerSide
     future: cf.Future[_Scored]
 
 
@@ -93,8 +102,10 @@ class FederatedReward:
         transport: ExpertTransport | None,
         *,
         group_size: int,
+        style: PromptStyle,
         accuracy_weight: float,
         format_weight: float,
+        tag_weight: float,
         group_by_question: Callable[[Sequence[str], int], list[tuple[str, slice]]],
         gold_scorer: Callable[[Question, str], float] | None = None,
         competence: Mapping[str, Sequence[float]] | None = None,
@@ -115,8 +126,10 @@ class FederatedReward:
         self.transport = transport
         self.group_size = group_size  # TRL's num_generations: M*G in both modes (equal compute)
         self.competence = competence
+        self.style = style
         self.accuracy_weight = accuracy_weight
         self.format_weight = format_weight
+        self.tag_weight = tag_weight
         self.group_by_question = group_by_question
         self.gold_scorer = gold_scorer
         self.deferred = deferred
@@ -133,20 +146,22 @@ class FederatedReward:
         step = int(getattr(trainer_state, "global_step", self.calls))
         self.calls += 1
         groups = self.group_by_question(list(question_id), self.group_size)
-        fmt = np.array([1.0 if is_well_formed(c) else 0.0 for c in completions])
+        completions = [completion_text(c) for c in completions]  # chat style: TRL passes messages
+        shape = _ServerSide(np.array([self.style.format_reward(c) for c in completions]),
+                            np.array([self.style.tag_reward(c) for c in completions]))
         if self.deferred:
             if self._staged is not None:
                 raise RuntimeError("a deferred reward call was never submitted (a trainer bug)")
-            self._staged = _Staged(groups, tuple(completions), fmt)
+            self._staged = _Staged(groups, tuple(completions), shape)
             # Placeholders only: the overlapped trainer overwrites the advantages TRL derives from
             # them, and its reward metrics, with those of the real rewards (training.overlap).
             return [0.0] * len(completions)
         if self.gold_scorer is not None:  # a local verifier: no round trip to wait for
-            return self._finish(step, groups, self._raw_rewards(step, groups, completions), fmt)
+            return self._finish(step, groups, self._raw_rewards(step, groups, completions), shape)
         started = time.perf_counter()
         scored = await asyncio.to_thread(self._raw_rewards, step, groups, completions)
         self.wait_seconds += time.perf_counter() - started
-        return self._finish(step, groups, scored, fmt)
+        return self._finish(step, groups, scored, shape)
 
     def submit(self, step: int) -> PendingRewards:
         """Send the staged batch's requests, labelled `step` (the first step that trains on it).
@@ -164,14 +179,14 @@ class FederatedReward:
             if self._sender is None:
                 self._sender = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward-send")
             future = self._sender.submit(self._raw_rewards, step, staged.groups, staged.completions)
-        return PendingRewards(step, staged.groups, staged.fmt, future)
+        return PendingRewards(step, staged.groups, staged.shape, future)
 
     def resolve(self, pending: PendingRewards) -> Rewards:
         """Wait for a submitted batch's rewards; log them as a synchronous call would have."""
         started = time.perf_counter()
         scored = pending.future.result()  # re-raises what the round trip raised
         self.wait_seconds += time.perf_counter() - started
-        return self._finish(pending.step, pending.groups, scored, pending.fmt)
+        return self._finish(pending.step, pending.groups, scored, pending.shape)
 
     def close(self) -> None:
         """Stop the background sender (deferred mode); an unfinished request is abandoned."""
@@ -192,7 +207,7 @@ class FederatedReward:
             raw_reward[span] = [self.gold_scorer(q, c) for c in completions[span]]
         return _Scored(raw_reward)
 
-    def _finish(self, step: int, groups: list[tuple[str, slice]], scored: _Scored, fmt: np.ndarray) -> Rewards:
+    def _finish(self, step: int, groups: list[tuple[str, slice]], scored: _Scored, shape: _ServerSide) -> Rewards:
         """Log one batch and combine its parts into the reward TRL sees."""
         self.log.failures.extend(scored.failures)
         if scored.all_failed:
@@ -201,11 +216,13 @@ class FederatedReward:
                 + "; ".join(f"{f.expert_id}: {f.reason}" for f in scored.failures)
             )
         expert_reward = self._weighted_by_competence(groups, scored.raw_reward)
-        reward = self.accuracy_weight * expert_reward + self.format_weight * fmt  # NaN stays NaN
+        reward = (self.accuracy_weight * expert_reward + self.format_weight * shape.format
+                  + self.tag_weight * shape.tags)  # NaN stays NaN
         self.log.steps.append({
             "step": step,
             "accuracy_reward": _nanmean(expert_reward),
-            "format_reward": float(fmt.mean()) if len(fmt) else math.nan,
+            "format_reward": float(shape.format.mean()) if len(shape.format) else math.nan,
+            "tag_reward": float(shape.tags.mean()) if len(shape.tags) else math.nan,
             "reward": _nanmean(reward),
             "missing": int(np.isnan(scored.raw_reward).sum()),
         })

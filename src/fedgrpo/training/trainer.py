@@ -45,7 +45,7 @@ from types import MappingProxyType
 from typing import Any
 
 from fedgrpo.config import FedGRPOConfig
-from fedgrpo.data.prompts import render_prompt
+from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.data.tasks import Question
 from fedgrpo.errors import ConfigError
 
@@ -76,6 +76,11 @@ class GRPOSettings:
     save_steps: int
     steps_per_generation: int
     overlap_rewards: bool
+    style: PromptStyle  # how questions become prompts (text, or chat messages TRL renders)
+    lora_rank: int  # 0: full fine-tuning
+    lora_alpha: int
+    lora_dropout: float
+    lora_target_modules: tuple[str, ...]
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -91,8 +96,21 @@ class GRPOSettings:
             temperature=t.temperature, max_completion_length=t.max_completion_length,
             loss_type=t.loss_type, scale_rewards=t.scale_rewards, beta=t.beta, seed=t.train_seed,
             save_steps=t.save_steps, steps_per_generation=t.steps_per_generation,
-            overlap_rewards=config.uses_overlap, extra=t.grpo_extra,
+            overlap_rewards=config.uses_overlap, style=PromptStyle.from_config(config.prompts),
+            lora_rank=t.lora_rank, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
+            lora_target_modules=t.lora_target_modules, extra=t.grpo_extra,
         )
+
+    def peft_config(self) -> Any:
+        """TRL's `peft_config` for the policy: a LoRA adapter, or None for full fine-tuning."""
+        if not self.lora_rank:
+            return None
+        from peft import LoraConfig
+
+        modules = self.lora_target_modules
+        return LoraConfig(r=self.lora_rank, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
+                          target_modules=modules[0] if modules == ("all-linear",) else list(modules),
+                          task_type="CAUSAL_LM")
 
     @property
     def completions_per_step(self) -> int:
@@ -157,8 +175,10 @@ def _checkpointing_default(extra: Mapping[str, Any]) -> dict[str, Any]:
     return {"activation_checkpointing": False}
 
 
-def build_grpo_dataset(questions: Sequence[Question]) -> Any:
-    """A ``datasets.Dataset`` with columns ``prompt``, ``question_id``, ``domain`` (no answers)."""
+def build_grpo_dataset(questions: Sequence[Question], style: PromptStyle) -> Any:
+    """A ``datasets.Dataset`` with columns ``prompt`` (text, or chat messages: TRL's conversational
+    prompts, which it renders with the tokenizer's chat template), ``question_id``, ``domain``; no
+    answers."""
     from datasets import Dataset
 
     ids = [q.question_id for q in questions]
@@ -170,7 +190,7 @@ def build_grpo_dataset(questions: Sequence[Question]) -> Any:
         )
     return Dataset.from_dict(
         {
-            "prompt": [render_prompt(q.question) for q in questions],
+            "prompt": [style.prompt(q.question) for q in questions],
             "question_id": ids,
             "domain": [q.domain for q in questions],
         }
@@ -211,7 +231,7 @@ def build_grpo_trainer(
             f"{settings.prompts_per_step} (TRL drops incomplete batches); add questions or lower "
             "prompts_per_step"
         )
-    dataset = build_grpo_dataset(questions)
+    dataset = build_grpo_dataset(questions, settings.style)
     args = GRPOConfig(**grpo_config_kwargs(settings, output_dir))
     trainer_kwargs: dict[str, Any] = {}
     trainer_class = GRPOTrainer
@@ -227,6 +247,7 @@ def build_grpo_trainer(
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
+        peft_config=settings.peft_config(),
         **trainer_kwargs,
     )
 
