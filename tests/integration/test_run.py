@@ -53,7 +53,7 @@ def test_bytes_add_up_to_the_per_message_sum(run_result):
 
 
 def test_routing_and_report(run_result):
-    config, out, m = run_result
+    _, out, m = run_result
     assert m["mode"] == "experts" and m["failures"] == {}
     assert 0.0 <= m["routing"]["hit_rate"] <= 1.0
     assert set(m["accuracy_after"]) == {"arithmetic", "spelling"}

@@ -33,7 +33,7 @@ def test_counts_match_the_slow_loop(c, threshold):
 @settings(max_examples=200, deadline=None)
 @given(competence_matrices, st.sampled_from([0.0, 0.25, 0.5, 1.0]))
 def test_on_top_m_selections_every_kept_expert_clears_the_threshold_or_is_the_best(c, threshold):
-    m = c.shape[1] if c.shape[1] < 2 else 2
+    m = min(2, c.shape[1])
     chosen = select_experts(c, m, method="graph")  # (P, m), best first
     chosen_competence = np.take_along_axis(c, chosen, axis=1)
     counts = competent_counts(chosen_competence, threshold)

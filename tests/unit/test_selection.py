@@ -16,8 +16,8 @@ from fedgrpo.core import selection
 from fedgrpo.core.graph import build_confidence_graph
 from fedgrpo.core.selection import competent_counts, routing_hit_rate, select_experts
 from fedgrpo.data.tasks import Question
-from fedgrpo.training.calibrate import route
 from fedgrpo.errors import ConfigError
+from fedgrpo.training.calibrate import route
 
 
 def _top_reference(competence: np.ndarray, m: int, overall: np.ndarray) -> np.ndarray:

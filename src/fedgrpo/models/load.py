@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from fedgrpo.config import TINY_PREFIX, ModelConfig
-from fedgrpo.data.prompts import render_completion, render_prompt
+from fedgrpo.data.prompts import PREFILL, PromptStyle
 from fedgrpo.data.tasks import Question
 from fedgrpo.errors import FedGRPOError
 from fedgrpo.models.cache import get_or_build, items_digest, library_versions
+from fedgrpo.models.generate import Prompt
 from fedgrpo.progress import NullProgress, ProgressSink
 
 # from_pretrained enters process-global init contexts (meta device); two threads loading at once
@@ -45,12 +46,17 @@ def load_model(path: str | Path) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def supervised_pairs(questions: Sequence[Question]) -> list[tuple[str, str]]:
-    return [(render_prompt(q.question), render_completion(q.answer or "")) for q in questions if q.answer]
+def supervised_pairs(questions: Sequence[Question], style: PromptStyle) -> list[tuple[Prompt, str]]:
+    """(prompt, target completion) for every labelled question, in `style`: the answer (prefill), or a
+    worked solution (the item's ``solution``, when it has one) and the answer in the chat layout."""
+    return [(style.prompt(q.question), style.target(q.answer, q.metadata.get("solution")))
+            for q in questions if q.answer]
 
 
 def _data_digest(questions: Sequence[Question]) -> str:
-    return items_digest(f"{q.question_id}\t{q.answer}" for q in questions)
+    # A worked solution is a training target too (chat style); items without one hash as before.
+    return items_digest(f"{q.question_id}\t{q.answer}" + (f"\t{q.metadata['solution']}" if "solution" in q.metadata else "")
+                        for q in questions)
 
 
 def local_model_identity(path: Path) -> str:
@@ -93,7 +99,7 @@ def base_model_dir(
         model = build_model(preset, tokenizer, config.model_seed)
         with progress.phase(f"pre-train server base ({spec})", config.pretrain_steps) as advance:
             train_supervised(
-                model, tokenizer, supervised_pairs(public), steps=config.pretrain_steps,
+                model, tokenizer, supervised_pairs(public, PREFILL), steps=config.pretrain_steps,
                 batch_size=config.sft_batch_size, learning_rate=config.sft_learning_rate,
                 seed=config.model_seed, schedule="constant", on_step=lambda step, loss: advance(1),
             )
@@ -109,12 +115,17 @@ def expert_model_dir(
     shard: Sequence[Question],
     seed: int,
     config: ModelConfig,
+    style: PromptStyle,
     progress: ProgressSink = NullProgress(),
 ) -> tuple[Path, bool]:
-    """An expert: `base_dir` fine-tuned on the client's private `shard`. Returns (directory, was_cached)."""
+    """An expert: `base_dir` fine-tuned on the client's private `shard` (targets in `style`). Returns
+    (directory, was_cached). With ``expert_steps`` 0 the expert is the base itself (no copy)."""
+    if config.expert_steps == 0:
+        return base_dir, True
     recipe = {
         "role": "expert",
         "parent": local_model_identity(base_dir),
+        "prompt_style": [style.style, style.answer_format, style.system_prompt],
         "steps": config.expert_steps,
         "batch_size": config.sft_batch_size,
         "learning_rate": config.sft_learning_rate,
@@ -129,7 +140,7 @@ def expert_model_dir(
         model, tokenizer = load_model(base_dir)
         with progress.phase(f"train expert {expert_id}", config.expert_steps) as advance:
             train_supervised(
-                model, tokenizer, supervised_pairs(shard), steps=config.expert_steps,
+                model, tokenizer, supervised_pairs(shard, style), steps=config.expert_steps,
                 batch_size=config.sft_batch_size, learning_rate=config.sft_learning_rate, seed=seed,
                 on_step=lambda step, loss: advance(1),
             )

@@ -17,11 +17,17 @@ from typing import Any
 IGNORE_INDEX = -100
 
 
-def encode_pairs(tokenizer: Any, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
-    """Token ids and labels per pair: <bos> prompt completion <eos>, labels only on completion + <eos>."""
+def encode_pairs(tokenizer: Any, pairs: Sequence[tuple[Any, str]]) -> list[tuple[list[int], list[int]]]:
+    """Token ids and labels per pair: prompt completion <eos>, labels only on completion + <eos>. A
+    prompt is text (the tokenizer adds what it adds, e.g. <bos>) or chat messages, rendered by the
+    chat template with its generation prompt, as at generation time."""
     encoded = []
     for prompt, completion in pairs:
-        p = tokenizer(prompt)["input_ids"]
+        if isinstance(prompt, str):
+            p = tokenizer(prompt)["input_ids"]
+        else:
+            p = list(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
+                                                   return_dict=True)["input_ids"])
         c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         encoded.append((p + c, [IGNORE_INDEX] * len(p) + c))
     return encoded

@@ -52,8 +52,8 @@ def prepare(config: FedGRPOConfig, progress: ProgressSink = NullProgress(), *,
         expert_base = _expert_base(config, splits, server_dir, progress)
         for index, shard in enumerate(splits.clients):
             expert_dirs[shard.expert_id], hits[shard.expert_id] = expert_model_dir(
-                expert_base, shard.expert_id, shard.questions, models.model_seed + 1 + index, models, progress
-            )
+                expert_base, shard.expert_id, shard.questions, models.model_seed + 1 + index, models,
+                PromptStyle.from_config(config.prompts), progress)
     return Prepared(config, splits, server_dir, expert_dirs, hits)
 
 
@@ -74,7 +74,7 @@ def prepare_expert(config: FedGRPOConfig, expert_id: str,
     models = config.models
     expert_base = _expert_base(config, splits, None, progress)
     model_dir, _ = expert_model_dir(expert_base, expert_id, shard.questions, models.model_seed + 1 + index,
-                                    models, progress)
+                                    models, PromptStyle.from_config(config.prompts), progress)
     return shard, model_dir
 
 
@@ -103,7 +103,8 @@ def prepare_site_expert(config: FedGRPOConfig, expert_id: str, *, data_path: str
     splits = build_splits(config.data)
     base = _expert_base(config, splits, None, progress)
     seed = config.models.model_seed + 1 + _site_seed_offset(expert_id)
-    path, _ = expert_model_dir(base, expert_id, questions, seed, config.models, progress)
+    path, _ = expert_model_dir(base, expert_id, questions, seed, config.models,
+                               PromptStyle.from_config(config.prompts), progress)
     return questions, site_domain, path
 
 
