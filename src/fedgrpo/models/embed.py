@@ -56,8 +56,8 @@ def _hidden_mean(texts: Sequence[str], model_dir: Path, batch_size: int) -> np.n
     rows = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            enc = tokenizer(list(texts[start:start + batch_size]), return_tensors="pt", padding=True)
+            enc = tokenizer(list(texts[start:start + batch_size]), return_tensors="pt", padding=True).to(model.device)
             hidden = model(**enc, output_hidden_states=True).hidden_states[-1]  # (B, T, d)
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-            rows.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().numpy())
+            rows.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu().numpy())
     return _l2(np.concatenate(rows) if rows else np.zeros((0, 1)))

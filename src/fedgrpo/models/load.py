@@ -27,14 +27,18 @@ _LOAD_LOCK = threading.Lock()
 
 
 def load_model(path: str | Path) -> tuple[Any, Any]:
-    """Load (model, tokenizer) from a local directory; never touches the network. Thread-safe."""
+    """Load (model, tokenizer) from a local directory, in the dtype it was saved in, on the GPU when
+    there is one (else the CPU); never touches the network. Thread-safe."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
     try:
         with _LOAD_LOCK:
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+            # The dtype the checkpoint was saved in: a bf16 model (real checkpoints, on a GPU) stays
+            # bf16, the tiny models stay float32.
+            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype="auto")
     except (OSError, ValueError) as exc:
         raise FedGRPOError(
             f"cannot load a causal LM from {str(path)!r} ({str(exc).splitlines()[0]}); give a directory "
@@ -42,6 +46,8 @@ def load_model(path: str | Path) -> tuple[Any, Any]:
         ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if torch.cuda.is_available():
+        model.to("cuda")
     model.eval()
     return model, tokenizer
 

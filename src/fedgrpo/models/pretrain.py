@@ -100,7 +100,7 @@ def train_supervised(
             rng.shuffle(fresh)
             order = fresh * max(1, math.ceil(batch_size / len(fresh)))
         batch, order = [data[i] for i in order[:batch_size]], order[batch_size:]
-        loss = model(**_collate(batch, tokenizer.pad_token_id)).loss
+        loss = model(**{k: v.to(model.device) for k, v in _collate(batch, tokenizer.pad_token_id).items()}).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
