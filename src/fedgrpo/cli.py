@@ -226,7 +226,7 @@ def cmd_prepare(args: argparse.Namespace, console: Any) -> int:
             console.print(f"[dim]cache hit: {name}[/]")
     report = report_prepared(prepared, progress, prepare_seconds)
 
-    domains = list(config.data.domains)
+    domains = list(report.server)  # the generated domains, or your evaluation sets
     table = Table(title="Held-out greedy pass@1 (%) per domain; * = the expert's own domain")
     table.add_column("model")
     for d in domains:

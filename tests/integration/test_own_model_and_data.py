@@ -217,6 +217,21 @@ def test_ground_truth_refuses_a_pool_without_answers(own, cache_dir, tmp_path, c
     assert err.count("\n") == 0 and "training pool file pool.jsonl, line 1: no 'answer'" in err
 
 
+def test_prepare_reports_every_model_on_each_evaluation_set(own, cache_dir, tmp_path):
+    from fedgrpo.cli import main
+
+    files, model_dir = own
+    argv = ["prepare", "--output-dir", str(tmp_path / "prep")]
+    for key, value in _overrides(files, model_dir, cache_dir, eval_samples=2).items():
+        flag = "--" + key.replace("_", "-")
+        argv += [flag, *value] if isinstance(value, tuple) else [flag, str(value)]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "prep" / "prepare.json").read_text())["report"]
+    assert list(report["server"]) == ["MATH", "minerva"]
+    assert set(report["experts"]) == {"client-0", "client-1", "client-2"}
+    assert report["expert_domains"] == {"client-0": "Algebra", "client-1": "Prealgebra", "client-2": "Number Theory"}
+
+
 def test_a_broken_file_is_a_one_line_error(own, cache_dir, tmp_path, capsys):
     from fedgrpo.cli import main
 

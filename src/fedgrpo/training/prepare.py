@@ -143,9 +143,11 @@ class PrepareReport:
         }
 
     def experts_beat_server(self) -> dict[str, bool]:
+        """Per expert whose domain has an evaluation set (all, with generated data): is it better
+        than the server there?"""
         return {
             e: self.experts[e][d].pass_at_1 > self.server[d].pass_at_1
-            for e, d in self.expert_domains.items()
+            for e, d in self.expert_domains.items() if d in self.server
         }
 
 
