@@ -172,7 +172,16 @@ class ModelConfig:
         "local model directory.",
     )
     model_seed: int = _f(0, "Seed of model initialisation and training order.")
-    pretrain_steps: int = _f(1200, "Optimizer steps of the tiny server model's public pre-training.")
+    pretrain_steps: int = _f(
+        1200, "Optimizer steps of the tiny server model's public pre-training (with pretrain_target > 0: "
+        "the most it may take).")
+    pretrain_target: float = _f(
+        0.0, "Pre-train the tiny server to the edge of competence: each domain until its sampled "
+        "accuracy (T=1) on held-out public items reaches this, then only replayed; 0 = a fixed "
+        "pretrain_steps on the whole public pool.")
+    pretrain_replay: float = _f(
+        0.03, "Edge pre-training: sampling weight of a domain that has reached pretrain_target, against 1 "
+        "for one still learning (keeps it from being forgotten without teaching it much more).")
     expert_steps: int = _f(1000, "Optimizer steps of each expert's fine-tuning on its private data.")
     sft_batch_size: int = _f(64, "Batch size of supervised training (pre-training and experts).")
     sft_learning_rate: float = _f(3e-3, "Peak AdamW learning rate of supervised training.")
@@ -186,6 +195,10 @@ class ModelConfig:
         for name in ("pretrain_steps", "expert_steps", "model_seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if not 0 <= self.pretrain_target <= 1:
+            raise ConfigError(f"pretrain_target must be in [0, 1], got {self.pretrain_target}")
+        if not 0 <= self.pretrain_replay <= 1:
+            raise ConfigError(f"pretrain_replay must be in [0, 1], got {self.pretrain_replay}")
         if self.sft_batch_size < 1:
             raise ConfigError(f"sft_batch_size must be at least 1, got {self.sft_batch_size}")
         if not 0 < self.sft_learning_rate < 1:

@@ -23,7 +23,7 @@ from fedgrpo.data.gym import (
 from fedgrpo.data.tasks import Question, make_question_id
 from fedgrpo.errors import ConfigError, FedGRPOError
 
-BUILT_INS = ("arithmetic", "sequences", "algebra", "spelling", "counting", "products")
+BUILT_INS = ("arithmetic", "sequences", "algebra", "spelling", "counting", "products", "chains", "gcd")
 
 
 def first_questions(name: str, n: int, seed: int = 0, difficulty: int = 0) -> list[Question]:

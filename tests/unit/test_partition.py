@@ -297,23 +297,34 @@ def test_server_training_pool_withholds_answers_unless_ground_truth_is_on(splits
 # --- exhausted item spaces ----------------------------------------------------------------------
 
 
-def test_requesting_more_items_than_a_domain_has_raises_config_error():
-    # products at level 0 multiplies two one-digit numbers: exactly 100 distinct questions.
+@pytest.fixture
+def hundred_items(monkeypatch):
+    """A domain with exactly 100 distinct questions: a one-digit number times 0..9."""
+    from fedgrpo.data import gym
+    from fedgrpo.data.gym import DomainSpec, GeneratorSpec
+
+    level = dict(min_digits=1, max_digits=1, min_multiplier=0, max_multiplier=9)
+    monkeypatch.setitem(gym.DOMAINS, "hundred", DomainSpec("hundred", "test", (
+        GeneratorSpec("multiplication", (level,) * 3),)))
+    return "hundred"
+
+
+def test_requesting_more_items_than_a_domain_has_raises_config_error(hundred_items):
     spec = make_spec(
-        domains=("products",), pool_size=10, aux_size=2, public_size=50, eval_size=40,
+        domains=(hundred_items,), pool_size=10, aux_size=2, public_size=50, eval_size=40,
         client_size=5, num_clients=1,
     )
     with pytest.raises(ConfigError) as info:
         build_splits(spec)
     message = str(info.value)
-    assert "'products'" in message
+    assert "'hundred'" in message
     assert "too few distinct questions" in message
     assert "lower eval_size" in message
 
 
-def test_a_request_that_just_fits_a_small_item_space_succeeds():
+def test_a_request_that_just_fits_a_small_item_space_succeeds(hundred_items):
     spec = make_spec(
-        domains=("products",), pool_size=10, aux_size=2, public_size=40, eval_size=40,
+        domains=(hundred_items,), pool_size=10, aux_size=2, public_size=40, eval_size=40,
         client_size=5, num_clients=1,
     )
     splits = build_splits(spec)  # 40 + 2 + 10 + 40 + 5 = 97 of the 100 items

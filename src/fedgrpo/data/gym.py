@@ -122,12 +122,36 @@ DOMAINS: dict[str, DomainSpec] = {
             ),
         ),
         DomainSpec(
-            "products",
-            "multiply two small integers (reasoning-gym products)",
+            "chains",
+            "add and subtract a chain of integers (reasoning-gym chain_sum)",
             (
                 GeneratorSpec(
-                    "products",
-                    (dict(min_digits=1, max_digits=1), dict(min_digits=1, max_digits=2), dict()),
+                    "chain_sum",
+                    (dict(min_terms=2, max_terms=3, min_digits=1, max_digits=2),
+                     dict(min_terms=3, max_terms=4, min_digits=1, max_digits=2), dict()),
+                ),
+            ),
+        ),
+        DomainSpec(
+            "gcd",
+            "greatest common divisor of two integers (reasoning-gym gcd)",
+            (
+                GeneratorSpec(
+                    "gcd",
+                    (dict(min_value=1, max_value=100), dict(min_value=1, max_value=1000),
+                     dict(min_numbers=2, max_numbers=3, min_value=1, max_value=1000)),
+                ),
+            ),
+        ),
+        DomainSpec(
+            "products",
+            "multiply a number by a one-digit number (our own generator: reasoning-gym's products has "
+            "too few small items)",
+            (
+                GeneratorSpec(
+                    "multiplication",
+                    (dict(min_digits=2, max_digits=3), dict(min_digits=2, max_digits=4),
+                     dict(min_digits=2, max_digits=3, min_multiplier=11, max_multiplier=99)),
                 ),
             ),
         ),
@@ -183,6 +207,10 @@ def _registered_generators() -> frozenset[str]:
 
 @functools.lru_cache(maxsize=256)
 def _dataset(generator: str, level_config: tuple[tuple[str, Any], ...], seed: int, size: int) -> Any:
+    from fedgrpo.data import procedural
+
+    if generator in procedural.GENERATORS:
+        return procedural.create_dataset(generator, seed=seed, size=size, **dict(level_config))
     import reasoning_gym
 
     return reasoning_gym.create_dataset(generator, seed=seed, size=size, **dict(level_config))

@@ -77,17 +77,48 @@ def local_model_identity(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def base_model_dir(
-    spec: str, public: Sequence[Question], config: ModelConfig, progress: ProgressSink = NullProgress()
-) -> tuple[Path, bool]:
-    """The base model for `spec`: a local directory as given, or the cached pre-trained tiny model.
-    Returns (directory, was_cached)."""
-    if not spec.startswith(TINY_PREFIX):
-        return Path(spec).expanduser(), True
-    preset = spec[len(TINY_PREFIX):]
-    recipe = {
+PROBE_ITEMS = 128  # public items per domain held out to measure sampled accuracy (edge rule)
+PROBE_SAMPLES = 2  # samples per probe item at temperature 1
+PROBE_EVERY = 100  # optimizer steps between two probes
+PROBE_MAX_NEW_TOKENS = 24
+
+
+def split_probe(public: Sequence[Question]) -> tuple[list[Question], dict[str, list[Question]]]:
+    """(training items, probe items per domain): the first PROBE_ITEMS public items of each domain are
+    the probe, never trained on."""
+    probe: dict[str, list[Question]] = {}
+    train: list[Question] = []
+    for q in public:
+        held = probe.setdefault(q.domain, [])
+        if len(held) < PROBE_ITEMS:
+            held.append(q)
+        else:
+            train.append(q)
+    return train, probe
+
+
+def sampled_accuracy(model: Any, tokenizer: Any, questions: Sequence[Question], samples: int, seed: int) -> float:
+    """Mean correctness of `samples` answers per question sampled at temperature 1."""
+    from fedgrpo.data.gym import is_correct
+    from fedgrpo.models.generate import generate_completions
+
+    drawn = generate_completions(model, tokenizer, [PREFILL.prompt(q.question) for q in questions],
+                                 max_new_tokens=PROBE_MAX_NEW_TOKENS, num_samples=samples, temperature=1.0,
+                                 batch_size=256, seed=seed)
+    bits = [is_correct(q, PREFILL.extract(c)) for q, cs in zip(questions, drawn, strict=True) for c in cs]
+    return sum(bits) / len(bits) if bits else 0.0
+
+
+def base_recipe(preset: str, public: Sequence[Question], config: ModelConfig) -> dict[str, Any]:
+    """Everything that defines a tiny base model, its cache key's input: architecture, tokenizer
+    (its full serialisation, vocabulary included), training knobs and rule, data, versions."""
+    from fedgrpo.models.tiny import PRESETS, tokenizer_fingerprint
+
+    recipe: dict[str, Any] = {
         "role": "base",
         "preset": preset,
+        "architecture": vars(PRESETS[preset]),
+        "tokenizer": tokenizer_fingerprint(),
         "steps": config.pretrain_steps,
         "batch_size": config.sft_batch_size,
         "learning_rate": config.sft_learning_rate,
@@ -96,19 +127,61 @@ def base_model_dir(
         "data": _data_digest(public),
         "versions": library_versions(),
     }
+    if config.pretrain_target > 0:
+        recipe["edge"] = {"target": config.pretrain_target, "replay": config.pretrain_replay,
+                          "probe_items": PROBE_ITEMS, "probe_samples": PROBE_SAMPLES,
+                          "check_every": PROBE_EVERY, "max_new_tokens": PROBE_MAX_NEW_TOKENS}
+    return recipe
+
+
+def base_model_dir(
+    spec: str, public: Sequence[Question], config: ModelConfig, progress: ProgressSink = NullProgress()
+) -> tuple[Path, bool]:
+    """The base model for `spec`: a local directory as given, or the cached pre-trained tiny model.
+    Returns (directory, was_cached).
+
+    With `config.pretrain_target` > 0 the tiny base is pre-trained to the edge of competence per
+    domain (`fedgrpo.models.pretrain.train_to_edge`): each domain until its sampled accuracy on a
+    held-out public probe reaches the target, at most `pretrain_steps` steps in all. With 0 it
+    trains exactly `pretrain_steps` steps on the whole public pool."""
+    if not spec.startswith(TINY_PREFIX):
+        return Path(spec).expanduser(), True
+    preset = spec[len(TINY_PREFIX):]
+    edge = config.pretrain_target > 0
+    recipe = base_recipe(preset, public, config)
 
     def build(out: Path) -> None:
-        from fedgrpo.models.pretrain import train_supervised
+        import json
+
+        from fedgrpo.models.pretrain import EdgeRule, train_supervised, train_to_edge
         from fedgrpo.models.tiny import build_model, build_tokenizer
 
         tokenizer = build_tokenizer()
         model = build_model(preset, tokenizer, config.model_seed)
         with progress.phase(f"pre-train server base ({spec})", config.pretrain_steps) as advance:
-            train_supervised(
-                model, tokenizer, supervised_pairs(public, PREFILL), steps=config.pretrain_steps,
-                batch_size=config.sft_batch_size, learning_rate=config.sft_learning_rate,
-                seed=config.model_seed, schedule="constant", on_step=lambda step, loss: advance(1),
-            )
+            if not edge:
+                train_supervised(
+                    model, tokenizer, supervised_pairs(public, PREFILL), steps=config.pretrain_steps,
+                    batch_size=config.sft_batch_size, learning_rate=config.sft_learning_rate,
+                    seed=config.model_seed, schedule="constant", on_step=lambda step, loss: advance(1),
+                )
+            else:
+                train, probe = split_probe(public)
+                by_domain: dict[str, list[Question]] = {}
+                for q in train:
+                    by_domain.setdefault(q.domain, []).append(q)
+                log = train_to_edge(
+                    model, tokenizer, {d: supervised_pairs(qs, PREFILL) for d, qs in by_domain.items()},
+                    lambda m: {d: sampled_accuracy(m, tokenizer, probe[d], PROBE_SAMPLES, config.model_seed)
+                               for d in by_domain},
+                    EdgeRule(config.pretrain_target, config.pretrain_steps, PROBE_EVERY, config.pretrain_replay),
+                    batch_size=config.sft_batch_size, learning_rate=config.sft_learning_rate,
+                    seed=config.model_seed, on_step=lambda step, loss: advance(1),
+                    on_check=lambda c: progress.log(
+                        f"pre-training step {c['step']}: sampled accuracy "
+                        + ", ".join(f"{d} {100 * a:.0f}%" for d, a in c["accuracy"].items())),
+                )
+                (out / "fedgrpo-pretrain-log.json").write_text(json.dumps(log, indent=1))
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 IGNORE_INDEX = -100
@@ -111,3 +112,122 @@ def train_supervised(
             on_step(step + 1, losses[-1])
     model.eval()
     return losses
+
+
+# --- Pre-training to the edge of competence, per domain ------------------------------------------
+
+
+@dataclass(frozen=True)
+class EdgeRule:
+    """When each domain's pre-training stops: the rule that puts a base at the edge of competence.
+
+    Every `check_every` steps the model samples answers to a small labelled probe per domain (items
+    it is not trained on) and the mean correctness of those samples is measured. A domain whose
+    sampled accuracy has reached `target` at a check stops getting fresh batches: from then on it has
+    weight `replay` against 1 for a domain still learning, just enough to keep it from being
+    forgotten while the others catch up. Training ends when every domain has reached the target, or
+    after `max_steps`.
+
+    Why per domain: one global step count cannot put several domains at their edge at once. Measured
+    on the default four domains of the time, spelling was at 96% while arithmetic was still at 5%
+    after 2,400 steps, and arithmetic's competence appeared between 2,400 and 4,800 steps; a base
+    that has converged in a domain leaves RL nothing there, one that never learned a procedure gives
+    RL nothing to reinforce. Why a small replay and not 0: without any, spelling fell from 49% to 0%
+    sampled within 100 steps of the other domains and came back at once when trained again (a
+    controller that stops and restarts a domain oscillated and slowed the others); with 0.1, spelling
+    kept learning far past the target (35% -> 74% sampled) while arithmetic caught up.
+    """
+
+    target: float
+    max_steps: int
+    check_every: int = 100
+    replay: float = 0.03
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target <= 1:
+            raise ValueError(f"target must be in (0, 1], got {self.target}")
+        if self.check_every < 1 or self.max_steps < 0 or not 0 <= self.replay <= 1:
+            raise ValueError("check_every must be >= 1, max_steps >= 0 and replay in [0, 1]")
+
+
+def domain_weights(reached: Mapping[str, bool], replay: float) -> dict[str, float]:
+    """Sampling weight per domain: 1 while learning, `replay` once it has reached the target."""
+    return {d: (replay if done else 1.0) for d, done in reached.items()}
+
+
+def train_to_edge(
+    model: Any,
+    tokenizer: Any,
+    pairs_by_domain: Mapping[str, Sequence[tuple[str, str]]],
+    probe: Callable[[Any], Mapping[str, float]],
+    rule: EdgeRule,
+    *,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    on_step: Callable[[int, float], None] | None = None,
+    on_check: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Supervised training on several domains, each until its sampled accuracy reaches the target.
+
+    `probe(model)` returns the sampled accuracy per domain (the caller decides on which items and
+    how many samples; it must not touch the global random state). The learning rate is constant
+    after a warm-up of 100 steps (a base stopped mid-learning, which later RL needs; see
+    `train_supervised`). Returns a log: the probe's accuracies and the weights at every check, the
+    step at which each domain reached the target (None if never) and the steps trained.
+    """
+    import torch
+
+    domains = list(pairs_by_domain)
+    data = {d: encode_pairs(tokenizer, pairs_by_domain[d]) for d in domains}
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
+    warmup = min(100, max(1, rule.max_steps // 10))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    orders: dict[str, list[int]] = {d: [] for d in domains}
+
+    def draw(domain: str) -> tuple[list[int], list[int]]:
+        if not orders[domain]:  # reshuffle per epoch of this domain
+            fresh = list(range(len(data[domain])))
+            rng.shuffle(fresh)
+            orders[domain] = fresh
+        return data[domain][orders[domain].pop()]
+
+    reached: dict[str, int | None] = {d: None for d in domains}
+    checks: list[dict[str, Any]] = []
+
+    def check(step: int) -> bool:
+        model.eval()
+        accuracy = dict(probe(model))
+        model.train()
+        for d in domains:
+            if reached[d] is None and accuracy[d] >= rule.target:
+                reached[d] = step
+        weights = domain_weights({d: reached[d] is not None for d in domains}, rule.replay)
+        checks.append({"step": step, "accuracy": accuracy, "weights": weights})
+        if on_check:
+            on_check(checks[-1])
+        return all(r is not None for r in reached.values())
+
+    model.train()
+    step = 0
+    done = check(0) if rule.max_steps else True
+    while not done and step < rule.max_steps:
+        weights = checks[-1]["weights"]
+        names = [d for d in domains if weights[d] > 0]
+        picks = rng.choices(names, weights=[weights[d] for d in names], k=batch_size)
+        batch = [draw(d) for d in picks]
+        loss = model(**_collate(batch, tokenizer.pad_token_id)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        if on_step:
+            on_step(step, loss.item())
+        if step % rule.check_every == 0 or step == rule.max_steps:
+            done = check(step)
+    model.eval()
+    return {"steps": step, "reached": reached, "checks": checks}
