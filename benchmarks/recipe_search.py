@@ -23,11 +23,12 @@ from common import write_result
 
 from fedgrpo import load_config
 from fedgrpo.data.gym import is_correct
-from fedgrpo.data.prompts import extract_answer, render_prompt
+from fedgrpo.data.prompts import PREFILL
+from fedgrpo.engines.experts import embedded_transport
+from fedgrpo.engines.run import Connector, run
 from fedgrpo.models.generate import generate_completions
 from fedgrpo.models.load import load_model
 from fedgrpo.training.prepare import prepare
-from fedgrpo.training.run import run
 
 
 class PrintProgress:
@@ -46,12 +47,12 @@ class PrintProgress:
 
 def sampled_stats(model: Any, tokenizer: Any, questions: list[Any], k: int, seed: int) -> dict[str, float]:
     """Greedy pass@1, sampled accuracy, pass@k and mixed share over `questions`."""
-    prompts = [render_prompt(q.question) for q in questions]
+    prompts = [PREFILL.prompt(q.question) for q in questions]
     greedy = generate_completions(model, tokenizer, prompts, max_new_tokens=24, batch_size=256)
     drawn = generate_completions(model, tokenizer, prompts, max_new_tokens=24, num_samples=k,
                                  temperature=1.0, batch_size=256, seed=seed)
-    g = [is_correct(q, extract_answer(c[0])) for q, c in zip(questions, greedy)]
-    bits = [[is_correct(q, extract_answer(c)) for c in cs] for q, cs in zip(questions, drawn)]
+    g = [is_correct(q, PREFILL.extract(c[0])) for q, c in zip(questions, greedy)]
+    bits = [[is_correct(q, PREFILL.extract(c)) for c in cs] for q, cs in zip(questions, drawn)]
     n = len(questions)
     return {
         "n": n,
@@ -110,8 +111,8 @@ def main(argv: list[str]) -> None:
             m, tk = load_model(prepared.expert_dirs[shard.expert_id])
             d = shard.main_domain
             qs = list(splits.eval[d])
-            outs = generate_completions(m, tk, [render_prompt(q.question) for q in qs], max_new_tokens=24)
-            acc = sum(is_correct(q, extract_answer(c[0])) for q, c in zip(qs, outs)) / len(qs)
+            outs = generate_completions(m, tk, [PREFILL.prompt(q.question) for q in qs], max_new_tokens=24)
+            acc = sum(is_correct(q, PREFILL.extract(c[0])) for q, c in zip(qs, outs)) / len(qs)
             experts[shard.expert_id] = {"domain": d, "own_greedy": acc}
             print(f"expert {shard.expert_id} ({d}): {100*acc:.1f}")
         result["experts"] = experts
@@ -122,7 +123,8 @@ def main(argv: list[str]) -> None:
             cfg = load_config(overrides={**shared, "use_ground_truth": str(mode == "ground_truth").lower()})
             out = Path(tmp) / mode
             out.mkdir()
-            metrics = run(cfg, out, PrintProgress(), prepare_experts=(mode == "experts")).metrics
+            connector = Connector(embedded_transport, builds_expert_models=(mode == "experts"))
+            metrics = run(cfg, out, PrintProgress(), connector=connector).to_dict()
             before = {d: s["pass_at_1"] for d, s in metrics["accuracy_before"].items()}
             after = {d: s["pass_at_1"] for d, s in metrics["accuracy_after"].items()}
             runs[mode] = {
@@ -140,8 +142,8 @@ def main(argv: list[str]) -> None:
                     m, tk = load_model(ckpt)
                     curve[step] = {}
                     for d, qs in splits.eval.items():
-                        outs = generate_completions(m, tk, [render_prompt(q.question) for q in qs], max_new_tokens=24)
-                        curve[step][d] = sum(is_correct(q, extract_answer(c[0])) for q, c in zip(qs, outs)) / len(qs)
+                        outs = generate_completions(m, tk, [PREFILL.prompt(q.question) for q in qs], max_new_tokens=24)
+                        curve[step][d] = sum(is_correct(q, PREFILL.extract(c[0])) for q, c in zip(qs, outs)) / len(qs)
                     mean = sum(curve[step].values()) / len(curve[step])
                     print(f"{mode} step {step}: mean {100 * mean:.1f} gain "
                           f"{100 * (mean - sum(before.values()) / len(before)):+.1f} "

@@ -180,9 +180,12 @@ class ModelConfig:
         "accuracy (T=1) on held-out public items reaches this, then only replayed; 0 = a fixed "
         "pretrain_steps on the whole public pool.")
     pretrain_replay: float = _f(
-        0.03, "Edge pre-training: sampling weight of a domain that has reached pretrain_target, against 1 "
+        0.1, "Edge pre-training: sampling weight of a domain that has reached pretrain_target, against 1 "
         "for one still learning (keeps it from being forgotten without teaching it much more).")
     expert_steps: int = _f(1000, "Optimizer steps of each expert's fine-tuning on its private data.")
+    expert_replay: float = _f(
+        0.0, "Share of each expert's fine-tuning data drawn from the public pre-training pool (all domains), "
+        "so that it stays sane outside its own domain; 0 = its private data only.")
     sft_batch_size: int = _f(64, "Batch size of supervised training (pre-training and experts).")
     sft_learning_rate: float = _f(3e-3, "Peak AdamW learning rate of supervised training.")
     cache_dir: str | None = _f(
@@ -197,6 +200,8 @@ class ModelConfig:
                 raise ConfigError(f"{name} must be 0 or more, got {getattr(self, name)}")
         if not 0 <= self.pretrain_target <= 1:
             raise ConfigError(f"pretrain_target must be in [0, 1], got {self.pretrain_target}")
+        if not 0 <= self.expert_replay < 1:
+            raise ConfigError(f"expert_replay must be in [0, 1), got {self.expert_replay}")
         if not 0 <= self.pretrain_replay <= 1:
             raise ConfigError(f"pretrain_replay must be in [0, 1], got {self.pretrain_replay}")
         if self.sft_batch_size < 1:

@@ -13,7 +13,6 @@ from fedgrpo.data import gym
 from fedgrpo.data.gym import is_correct, iter_unique_questions, resolve_domain
 from fedgrpo.data.partition import build_splits
 from fedgrpo.data.procedural import MultiplicationDataset, create_dataset
-from fedgrpo.training.prepare import split_spec
 
 
 def test_items_are_deterministic_and_independent_of_the_dataset_size():
@@ -61,7 +60,7 @@ def test_products_level_0_has_thousands_of_distinct_questions():
 def test_every_built_in_domain_fills_the_default_splits_without_overlap():
     # Issue 10: `--domains counting products ...` used to be refused at the default sizes.
     config = load_config(overrides={"domains": ",".join(gym.known_domain_names())})
-    splits = build_splits(split_spec(config))
+    splits = build_splits(config.data)
     roles = splits.all_question_ids()
     ids = Counter(i for role in roles.values() for i in role)
     assert [i for i, n in ids.items() if n > 1] == []

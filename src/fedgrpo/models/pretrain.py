@@ -141,7 +141,7 @@ class EdgeRule:
     target: float
     max_steps: int
     check_every: int = 100
-    replay: float = 0.03
+    replay: float = 0.1
 
     def __post_init__(self) -> None:
         if not 0 < self.target <= 1:

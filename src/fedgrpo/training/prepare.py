@@ -9,8 +9,10 @@ expert is clearly better than the server in its own domain.
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,9 +53,10 @@ def prepare(config: FedGRPOConfig, progress: ProgressSink = NullProgress(), *,
     if experts:
         expert_base = _expert_base(config, splits, server_dir, progress)
         for index, shard in enumerate(splits.clients):
+            seed = models.model_seed + 1 + index
             expert_dirs[shard.expert_id], hits[shard.expert_id] = expert_model_dir(
-                expert_base, shard.expert_id, shard.questions, models.model_seed + 1 + index, models,
-                PromptStyle.from_config(config.prompts), progress)
+                expert_base, shard.expert_id, expert_training_items(shard.questions, splits.public, models.expert_replay, seed),
+                seed, models, PromptStyle.from_config(config.prompts), progress)
     return Prepared(config, splits, server_dir, expert_dirs, hits)
 
 
@@ -73,8 +76,10 @@ def prepare_expert(config: FedGRPOConfig, expert_id: str,
     shard, index = _config_shard(splits, expert_id)
     models = config.models
     expert_base = _expert_base(config, splits, None, progress)
-    model_dir, _ = expert_model_dir(expert_base, expert_id, shard.questions, models.model_seed + 1 + index,
-                                    models, PromptStyle.from_config(config.prompts), progress)
+    seed = models.model_seed + 1 + index
+    model_dir, _ = expert_model_dir(
+        expert_base, expert_id, expert_training_items(shard.questions, splits.public, models.expert_replay, seed),
+        seed, models, PromptStyle.from_config(config.prompts), progress)
     return shard, model_dir
 
 
@@ -106,6 +111,17 @@ def prepare_site_expert(config: FedGRPOConfig, expert_id: str, *, data_path: str
     path, _ = expert_model_dir(base, expert_id, questions, seed, config.models,
                                PromptStyle.from_config(config.prompts), progress)
     return questions, site_domain, path
+
+
+def expert_training_items(shard: Sequence[Question], public: Sequence[Question], replay: float,
+                          seed: int) -> tuple[Question, ...]:
+    """An expert's fine-tuning data: its private shard and, with `replay` r > 0, public items (every
+    domain's, drawn with `seed`) making up a share r of it, so that fine-tuning does not wipe out what
+    the base knew of the other domains."""
+    if replay <= 0 or not public:
+        return tuple(shard)
+    n = min(len(public), round(len(shard) * replay / (1 - replay)))
+    return tuple(shard) + tuple(random.Random(seed).sample(list(public), n))
 
 
 def _config_shard(splits: Splits, expert_id: str) -> tuple[ClientShard, int]:
