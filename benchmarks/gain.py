@@ -7,7 +7,7 @@ are compared on the same seeds. It reports held-out greedy pass@1 gains per doma
 as mean +- 95% interval over seeds (Student t), the evaluation's own standard error (binomial, from
 the eval set's size), each variant's gain as a share of ground truth's, wall times, and bytes.
 
-Finished runs are kept under --work (default runs/gain-work/<digest of the shared settings>, one
+Finished runs are kept under --work (default runs/gain-work/<digest of the resolved config>, one
 directory per mode, its overrides' digest and seed), so a killed benchmark resumes without redoing
 them.
 
@@ -114,7 +114,9 @@ def main(argv: list[str]) -> None:
     variants = parse_variants(args.variant)
     modes = ({} if args.no_truth else {"ground_truth": {"use_ground_truth": "true"}}) | \
         {name: {**extra, "use_ground_truth": "false"} for name, extra in variants.items()}
-    work = args.work or Path(__file__).resolve().parents[1] / "runs" / "gain-work" / _digest(shared)
+    # Keyed by the whole resolved config, so a change of the defaults never resumes stale runs.
+    resolved = {k: str(v) for k, v in load_config(overrides=shared).to_flat().items()}
+    work = args.work or Path(__file__).resolve().parents[1] / "runs" / "gain-work" / _digest(resolved)
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     for seed in args.seeds:
         for mode, extra in modes.items():

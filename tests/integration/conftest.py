@@ -23,6 +23,7 @@ TINY_OVERRIDES = {
     "server_model": "tiny:micro",
     "expert_model": "tiny:micro",
     "pretrain_steps": 150,  # enough to learn the answer format: rewards then vary
+    "pretrain_target": 0.0,  # a fixed step count: no accuracy probes at this size
     "expert_steps": 8,
     "sft_batch_size": 16,
     "eval_samples": 2,

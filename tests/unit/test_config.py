@@ -40,6 +40,14 @@ def test_defaults_build():
     assert config.models.server_model.startswith("tiny:")
 
 
+def test_random_selection_works_with_the_default_competence_threshold_but_weighting_needs_a_competence():
+    # The threshold applies to graph and oracle selection only (random and all keep their M), so the
+    # random-selection baseline runs on the defaults; weighting by competence needs one and is refused.
+    assert load_config(overrides={"selection": "random"}).federation.competence_threshold > 0
+    with pytest.raises(ConfigError, match="competence_weighting needs"):
+        load_config(overrides={"selection": "random", "competence_weighting": True})
+
+
 def test_flat_field_names_are_unique_across_sections():
     names = Counter(f.name for _, f in all_fields())
     assert [name for name, n in names.items() if n > 1] == []

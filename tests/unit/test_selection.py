@@ -195,3 +195,13 @@ def test_route_with_a_threshold_sends_each_question_to_its_competent_expert_only
     assert adaptive.competence == {"qa": (1.0,), "qb": (1.0,)}
     assert adaptive.ranking["qa"] == ("ea", "eb")  # the failover order still names every expert
     assert adaptive.hit_rate == paper.hit_rate == 1.0
+
+
+@pytest.mark.parametrize("method", ["random", "all"])
+def test_route_without_a_competence_per_question_keeps_m_under_a_threshold(method):
+    # random and all have no competence per question (all zeros): a threshold would cut every question
+    # to one arbitrary expert, so they keep their M (the default threshold must not break the baseline).
+    questions = [Question("qa", "a", "g", "a question", None), Question("qb", "b", "g", "b question", None)]
+    routing = route(questions, np.eye(2), _graph_two_domains(), experts_per_question=2, neighbours=1,
+                    method=method, expert_domains={"ea": "a", "eb": "b"}, threshold=0.5)
+    assert all(len(experts) == 2 for experts in routing.experts.values())

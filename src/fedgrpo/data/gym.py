@@ -58,11 +58,11 @@ DOMAINS: dict[str, DomainSpec] = {
                 GeneratorSpec(
                     "basic_arithmetic",
                     (
-                        dict(min_terms=2, max_terms=2, min_digits=1, max_digits=2,
-                             operators=("+",), allow_parentheses=False, allow_negation=False),
-                        dict(min_terms=2, max_terms=2, min_digits=1, max_digits=2,
-                             operators=("+", "-"), allow_parentheses=False, allow_negation=False),
-                        dict(min_terms=2, max_terms=3, min_digits=1, max_digits=2),
+                        {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2,
+                             "operators": ("+",), "allow_parentheses": False, "allow_negation": False},
+                        {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2,
+                             "operators": ("+", "-"), "allow_parentheses": False, "allow_negation": False},
+                        {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2},
                     ),
                 ),
             ),
@@ -74,9 +74,9 @@ DOMAINS: dict[str, DomainSpec] = {
                 GeneratorSpec(
                     "number_sequence",
                     (
-                        dict(min_terms=6, max_terms=8, min_value=-20, max_value=20, max_complexity=1),
-                        dict(min_terms=4, max_terms=8, min_value=-50, max_value=50, max_complexity=2),
-                        dict(),
+                        {"min_terms": 6, "max_terms": 8, "min_value": -20, "max_value": 20, "max_complexity": 1},
+                        {"min_terms": 4, "max_terms": 8, "min_value": -50, "max_value": 50, "max_complexity": 2},
+                        {},
                     ),
                 ),
             ),
@@ -88,11 +88,11 @@ DOMAINS: dict[str, DomainSpec] = {
                 GeneratorSpec(
                     "simple_equations",
                     (
-                        dict(min_terms=2, max_terms=2, min_value=1, max_value=20,
-                             operators=("+", "-"), operators_weights=[0.5, 0.5]),
-                        dict(min_terms=2, max_terms=3, min_value=1, max_value=10,
-                             operators=("+", "-", "*"), operators_weights=[0.4, 0.4, 0.2]),
-                        dict(),
+                        {"min_terms": 2, "max_terms": 2, "min_value": 1, "max_value": 20,
+                             "operators": ("+", "-"), "operators_weights": [0.5, 0.5]},
+                        {"min_terms": 2, "max_terms": 3, "min_value": 1, "max_value": 10,
+                             "operators": ("+", "-", "*"), "operators_weights": [0.4, 0.4, 0.2]},
+                        {},
                     ),
                 ),
             ),
@@ -104,9 +104,9 @@ DOMAINS: dict[str, DomainSpec] = {
                 GeneratorSpec(
                     "spell_backward",
                     (
-                        dict(min_word_len=5, max_word_len=8),
-                        dict(min_word_len=6, max_word_len=10),
-                        dict(),
+                        {"min_word_len": 5, "max_word_len": 8},
+                        {"min_word_len": 6, "max_word_len": 10},
+                        {},
                     ),
                 ),
             ),
@@ -117,7 +117,7 @@ DOMAINS: dict[str, DomainSpec] = {
             (
                 GeneratorSpec(
                     "letter_counting",
-                    (dict(min_words=3, max_words=4), dict(min_words=5, max_words=7), dict()),
+                    ({"min_words": 3, "max_words": 4}, {"min_words": 5, "max_words": 7}, {}),
                 ),
             ),
         ),
@@ -127,8 +127,8 @@ DOMAINS: dict[str, DomainSpec] = {
             (
                 GeneratorSpec(
                     "chain_sum",
-                    (dict(min_terms=2, max_terms=3, min_digits=1, max_digits=2),
-                     dict(min_terms=3, max_terms=4, min_digits=1, max_digits=2), dict()),
+                    ({"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2},
+                     {"min_terms": 3, "max_terms": 4, "min_digits": 1, "max_digits": 2}, {}),
                 ),
             ),
         ),
@@ -138,8 +138,8 @@ DOMAINS: dict[str, DomainSpec] = {
             (
                 GeneratorSpec(
                     "gcd",
-                    (dict(min_value=1, max_value=100), dict(min_value=1, max_value=1000),
-                     dict(min_numbers=2, max_numbers=3, min_value=1, max_value=1000)),
+                    ({"min_value": 1, "max_value": 100}, {"min_value": 1, "max_value": 1000},
+                     {"min_numbers": 2, "max_numbers": 3, "min_value": 1, "max_value": 1000}),
                 ),
             ),
         ),
@@ -150,8 +150,8 @@ DOMAINS: dict[str, DomainSpec] = {
             (
                 GeneratorSpec(
                     "multiplication",
-                    (dict(min_digits=2, max_digits=3), dict(min_digits=2, max_digits=4),
-                     dict(min_digits=2, max_digits=3, min_multiplier=11, max_multiplier=99)),
+                    ({"min_digits": 2, "max_digits": 3}, {"min_digits": 2, "max_digits": 4},
+                     {"min_digits": 2, "max_digits": 3, "min_multiplier": 11, "max_multiplier": 99}),
                 ),
             ),
         ),

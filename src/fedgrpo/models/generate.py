@@ -71,13 +71,13 @@ def _generate(model: Any, tokenizer: Any, prompts: Sequence[Prompt], max_new_tok
         for start in range(0, len(prompts), per_batch):
             chunk = list(prompts[start : start + per_batch])
             enc = encode_prompts(tokenizer, chunk)
-            kwargs: dict[str, Any] = dict(
-                max_new_tokens=max_new_tokens,
-                do_sample=do_sample,
-                num_return_sequences=num_samples if do_sample else 1,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
+            kwargs: dict[str, Any] = {
+                "max_new_tokens": max_new_tokens,
+                "do_sample": do_sample,
+                "num_return_sequences": num_samples if do_sample else 1,
+                "pad_token_id": tokenizer.pad_token_id,
+                "eos_token_id": tokenizer.eos_token_id,
+            }
             if do_sample:
                 kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
             else:

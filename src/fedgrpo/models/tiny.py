@@ -37,7 +37,15 @@ PRESETS: dict[str, TinyArch] = {
 
 
 def build_tokenizer() -> Any:
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+    )
     from transformers import PreTrainedTokenizerFast
 
     vocab = {tok: i for i, tok in enumerate((PAD, BOS, EOS, UNK, *TAG_TOKENS, *ALPHABET))}

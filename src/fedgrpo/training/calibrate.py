@@ -101,7 +101,8 @@ def route(
     chosen = select_experts(competence, experts_per_question, method=method, overall=graph.overall(),
                             seed=seed)  # (P, M)
     chosen_competence = np.take_along_axis(competence, chosen, axis=1)  # (P, M)
-    keep = competent_counts(chosen_competence, threshold)  # (P,): 1..M experts per question
+    # random and all have no per-question competence to threshold: they keep their M.
+    keep = competent_counts(chosen_competence, threshold if method in ("graph", "oracle") else 0.0)  # (P,): 1..M
     kept = [row[:n] for row, n in zip(chosen, keep)]
     # Rows padded by repeating their own experts, which changes no "is one of them right" answer.
     padded = np.stack([np.resize(row, chosen.shape[1]) for row in kept])  # (P, M)

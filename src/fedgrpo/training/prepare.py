@@ -176,8 +176,8 @@ def report_prepared(
     ev = prepared.config.evaluation
     splits = prepared.splits
     started = time.perf_counter()
-    common = dict(max_new_tokens=ev.max_new_tokens, batch_size=ev.eval_batch_size, seed=prepared.config.data.data_seed,
-                  style=PromptStyle.from_config(prepared.config.prompts))
+    common = {"max_new_tokens": ev.max_new_tokens, "batch_size": ev.eval_batch_size, "seed": prepared.config.data.data_seed,
+                  "style": PromptStyle.from_config(prepared.config.prompts)}
     n_eval = sum(len(v) for v in splits.eval.values())
 
     server, tokenizer = load_model(prepared.server_dir)
