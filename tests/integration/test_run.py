@@ -47,8 +47,12 @@ def test_bytes_add_up_to_the_per_message_sum(run_result):
     assert per_step_down + b["totals"]["calibrate_down"] == per_expert_down == b["totals"]["down"]
     # Up: only floats (4 B) and the step number (8 B) per reply.
     assert b["totals"]["calibrate_up"] == 2 * 8 * 4  # 2 experts x 8 auxiliary bits
-    # 2 steps x (2 replies x 8 B step + 4 questions x M*G = 8 floats x 4 B)
-    assert b["totals"]["score_up"] == 2 * (2 * 8 + 4 * 8 * 4)
+    # Per step: one reply per expert selected for any of its questions (1 or 2 of the 2 under the
+    # competence threshold) x 8 B step number, plus 4 questions x M*G = 8 floats x 4 B.
+    ups = [s["up"] for s in b["per_step"].values()]
+    assert len(ups) == 2
+    assert all((up - 4 * 8 * 4) in (8, 16) for up in ups), ups
+    assert b["totals"]["score_up"] == sum(ups)
     assert b["stale_replies"] == 0
 
 
