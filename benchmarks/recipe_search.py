@@ -22,12 +22,12 @@ from typing import Any
 from common import write_result
 
 from fedgrpo import load_config
-from fedgrpo.data.gym import is_correct
 from fedgrpo.data.prompts import PREFILL
 from fedgrpo.engines.experts import embedded_transport
 from fedgrpo.engines.run import Connector, run
 from fedgrpo.models.generate import generate_completions
 from fedgrpo.models.load import load_model
+from fedgrpo.training.evaluate import correctness, evaluate_model
 from fedgrpo.training.prepare import prepare
 
 
@@ -51,8 +51,8 @@ def sampled_stats(model: Any, tokenizer: Any, questions: list[Any], k: int, seed
     greedy = generate_completions(model, tokenizer, prompts, max_new_tokens=24, batch_size=256)
     drawn = generate_completions(model, tokenizer, prompts, max_new_tokens=24, num_samples=k,
                                  temperature=1.0, batch_size=256, seed=seed)
-    g = [is_correct(q, PREFILL.extract(c[0])) for q, c in zip(questions, greedy)]
-    bits = [[is_correct(q, PREFILL.extract(c)) for c in cs] for q, cs in zip(questions, drawn)]
+    g = [row[0] for row in correctness(questions, greedy, PREFILL)]
+    bits = correctness(questions, drawn, PREFILL)
     n = len(questions)
     return {
         "n": n,
@@ -61,6 +61,13 @@ def sampled_stats(model: Any, tokenizer: Any, questions: list[Any], k: int, seed
         f"pass@{k}": sum(any(b) for b in bits) / n,
         "mixed": sum(0 < sum(b) < k for b in bits) / n,
     }
+
+
+def greedy_accuracy(model: Any, tokenizer: Any, eval_sets: dict[str, Any]) -> dict[str, float]:
+    """Held-out greedy pass@1 per domain (the project's evaluation, without samples)."""
+    scores = evaluate_model(model, tokenizer, eval_sets, style=PREFILL, samples=0, temperature=1.0,
+                            max_new_tokens=24, batch_size=256, seed=0)
+    return {d: score.pass_at_1 for d, score in scores.items()}
 
 
 def main(argv: list[str]) -> None:
@@ -110,9 +117,7 @@ def main(argv: list[str]) -> None:
         for shard in splits.clients:
             m, tk = load_model(prepared.expert_dirs[shard.expert_id])
             d = shard.main_domain
-            qs = list(splits.eval[d])
-            outs = generate_completions(m, tk, [PREFILL.prompt(q.question) for q in qs], max_new_tokens=24)
-            acc = sum(is_correct(q, PREFILL.extract(c[0])) for q, c in zip(qs, outs)) / len(qs)
+            acc = greedy_accuracy(m, tk, {d: splits.eval[d]})[d]
             experts[shard.expert_id] = {"domain": d, "own_greedy": acc}
             print(f"expert {shard.expert_id} ({d}): {100*acc:.1f}")
         result["experts"] = experts
@@ -140,10 +145,7 @@ def main(argv: list[str]) -> None:
                 ckpt = out / "checkpoints" / f"checkpoint-{step}"
                 if ckpt.is_dir():
                     m, tk = load_model(ckpt)
-                    curve[step] = {}
-                    for d, qs in splits.eval.items():
-                        outs = generate_completions(m, tk, [PREFILL.prompt(q.question) for q in qs], max_new_tokens=24)
-                        curve[step][d] = sum(is_correct(q, PREFILL.extract(c[0])) for q, c in zip(qs, outs)) / len(qs)
+                    curve[step] = greedy_accuracy(m, tk, splits.eval)
                     mean = sum(curve[step].values()) / len(curve[step])
                     print(f"{mode} step {step}: mean {100 * mean:.1f} gain "
                           f"{100 * (mean - sum(before.values()) / len(before)):+.1f} "

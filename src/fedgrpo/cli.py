@@ -392,9 +392,9 @@ def cmd_evaluate(args: argparse.Namespace, console: Any) -> int:
     n_eval = sum(len(v) for v in splits.eval.values())
     with progress.phase(f"evaluate {model_dir.name}", n_eval * (2 if ev.eval_samples else 1)) as advance:
         scores = evaluate_model(
-            model, tokenizer, splits.eval, style=PromptStyle.from_config(config.prompts), samples=ev.eval_samples, temperature=ev.eval_temperature,
-            max_new_tokens=ev.max_new_tokens, batch_size=ev.eval_batch_size, seed=config.data.data_seed,
-            on_batch=advance,
+            model, tokenizer, splits.eval, style=PromptStyle.from_config(config.prompts),
+            samples=ev.eval_samples, temperature=ev.eval_temperature, max_new_tokens=ev.max_new_tokens,
+            batch_size=ev.eval_batch_size, seed=config.data.data_seed, on_batch=advance,
         )
     table = Table(title=f"Held-out evaluation of {model_dir}")
     for col in ("domain", "items", "pass@1 greedy (%)", f"sampled mean, T={ev.eval_temperature} (%)"):

@@ -121,9 +121,11 @@ class DataConfig:
         return dict(self._eval_entries())
 
     def _eval_entries(self) -> list[tuple[str, str]]:
-        return [(name if sep else Path(path).stem, path)
-                for name, sep, path in (entry.partition("=") if "=" in entry else ("", "", entry)
-                                        for entry in self.eval_files)]
+        entries = []
+        for entry in self.eval_files:
+            name, sep, path = entry.partition("=")
+            entries.append((name, path) if sep else (Path(entry).stem, entry))
+        return entries
 
     def _check_files(self) -> None:
         named = {"aux_file": self.aux_file, "eval_files": self.eval_files, "client_files": self.client_files,
@@ -276,6 +278,7 @@ class EvalConfig:
 
 
 SELECTIONS = ("graph", "random", "oracle", "all")
+COMPETENCE_SELECTIONS = ("graph", "oracle")  # those with a competence per expert and question
 ENCODER_NAMES = ("server", "ngram")
 SCALE_REWARDS = ("none", "group", "batch")
 # TRL 1.16's accepted values (`grpo_config.py`; its trainer raises on others only mid-training).
@@ -340,7 +343,7 @@ class FederationConfig:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}: use one of {', '.join(options)}")
         if not 0 <= self.competence_threshold <= 1:
             raise ConfigError(f"competence_threshold must be in [0, 1], got {self.competence_threshold}")
-        if self.competence_weighting and self.selection not in ("graph", "oracle"):
+        if self.competence_weighting and self.selection not in COMPETENCE_SELECTIONS:
             raise ConfigError(
                 f"competence_weighting needs a competence per expert and question: use selection graph or "
                 f"oracle (got {self.selection}), or drop competence_weighting")

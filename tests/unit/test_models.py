@@ -127,6 +127,8 @@ class _RecordingLM:
     """A stand-in causal LM: one parameter, a constant loss, and a record of each batch's prompts'
     first token (which tells the domain apart in the test below)."""
 
+    device = "cpu"
+
     def __init__(self):
         import torch
 

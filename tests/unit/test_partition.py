@@ -341,16 +341,3 @@ def test_domains_sharing_a_generator_never_repeat_a_question_text():
     texts = Counter(q.question for qs in all_questions(splits).values() for q in qs)
     assert [t for t, n in texts.items() if n > 1] == []
 
-
-@pytest.mark.parametrize("name", ["arithmetic", "sequences", "algebra", "spelling", "counting", "products",
-                                  "chains", "gcd"])
-def test_every_built_in_domain_fills_the_default_split_sizes(name):
-    # Issue 10: `--domains NAME` must work at the default sizes (public_size, eval_size, client_size
-    # and the pool and auxiliary shares of one domain) for every built-in domain.
-    data = DataConfig(domains=(name,))
-    splits = build_splits(data)
-    assert len(splits.public) == data.public_size
-    assert len(splits.eval[name]) == data.eval_size
-    assert len(splits.pool) == data.pool_size
-    texts = [q.question for q in (*splits.public, *splits.eval[name], *splits.pool, *splits.aux)]
-    assert len(set(texts)) == len(texts)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,6 +180,6 @@ def _generator(named: str, domain: str, where: str) -> str:
 
 def _text(value: Any) -> str:
     """A cell as stripped text; None, NaN and empty cells are ''."""
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     return str(value).strip()

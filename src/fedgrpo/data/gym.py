@@ -59,9 +59,9 @@ DOMAINS: dict[str, DomainSpec] = {
                     "basic_arithmetic",
                     (
                         {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2,
-                             "operators": ("+",), "allow_parentheses": False, "allow_negation": False},
+                         "operators": ("+",), "allow_parentheses": False, "allow_negation": False},
                         {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2,
-                             "operators": ("+", "-"), "allow_parentheses": False, "allow_negation": False},
+                         "operators": ("+", "-"), "allow_parentheses": False, "allow_negation": False},
                         {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2},
                     ),
                 ),
@@ -89,9 +89,9 @@ DOMAINS: dict[str, DomainSpec] = {
                     "simple_equations",
                     (
                         {"min_terms": 2, "max_terms": 2, "min_value": 1, "max_value": 20,
-                             "operators": ("+", "-"), "operators_weights": [0.5, 0.5]},
+                         "operators": ("+", "-"), "operators_weights": [0.5, 0.5]},
                         {"min_terms": 2, "max_terms": 3, "min_value": 1, "max_value": 10,
-                             "operators": ("+", "-", "*"), "operators_weights": [0.4, 0.4, 0.2]},
+                         "operators": ("+", "-", "*"), "operators_weights": [0.4, 0.4, 0.2]},
                         {},
                     ),
                 ),

@@ -167,8 +167,8 @@ class PromptStyle:
             return render_completion(answer)
         reasoning = (solution or "").strip()
         if self.answer_format == "boxed":
-            return f"{reasoning}\n\nThe final answer is $\\boxed{{{answer.strip()}}}$." if reasoning else \
-                f"The final answer is $\\boxed{{{answer.strip()}}}$."
+            final = f"The final answer is $\\boxed{{{answer.strip()}}}$."
+            return f"{reasoning}\n\n{final}" if reasoning else final
         return f"<think>\n{reasoning}\n</think>\n<answer>\n{answer.strip()}\n</answer>"
 
 
@@ -176,7 +176,8 @@ PREFILL = PromptStyle("prefill", "tags", None)  # the tiny models' style
 
 
 def completion_text(completion: Any) -> str:
-    """A completion as text: TRL passes conversational completions as [{"role": "assistant", "content": ...}]."""
+    """A completion as text (TRL passes conversational completions as [{"role": "assistant",
+    "content": ...}])."""
     if isinstance(completion, list):
         return "".join(str(m.get("content", "")) for m in completion if isinstance(m, dict))
     return "" if completion is None else str(completion)

@@ -61,8 +61,9 @@ def supervised_pairs(questions: Sequence[Question], style: PromptStyle) -> list[
 
 def _data_digest(questions: Sequence[Question]) -> str:
     # A worked solution is a training target too (chat style); items without one hash as before.
-    return items_digest(f"{q.question_id}\t{q.answer}" + (f"\t{q.metadata['solution']}" if "solution" in q.metadata else "")
-                        for q in questions)
+    return items_digest(
+        f"{q.question_id}\t{q.answer}" + (f"\t{q.metadata['solution']}" if "solution" in q.metadata else "")
+        for q in questions)
 
 
 def local_model_identity(path: Path) -> str:
@@ -83,17 +84,14 @@ PROBE_EVERY = 100  # optimizer steps between two probes
 PROBE_MAX_NEW_TOKENS = 24
 
 
-def split_probe(public: Sequence[Question]) -> tuple[list[Question], dict[str, list[Question]]]:
-    """(training items, probe items per domain): the first PROBE_ITEMS public items of each domain are
-    the probe, never trained on."""
+def split_probe(public: Sequence[Question]) -> tuple[dict[str, list[Question]], dict[str, list[Question]]]:
+    """(training items, probe items), each per domain: the first PROBE_ITEMS public items of each
+    domain are the probe, never trained on."""
     probe: dict[str, list[Question]] = {}
-    train: list[Question] = []
+    train: dict[str, list[Question]] = {}
     for q in public:
         held = probe.setdefault(q.domain, [])
-        if len(held) < PROBE_ITEMS:
-            held.append(q)
-        else:
-            train.append(q)
+        (held if len(held) < PROBE_ITEMS else train.setdefault(q.domain, [])).append(q)
     return train, probe
 
 
@@ -166,10 +164,7 @@ def base_model_dir(
                     seed=config.model_seed, schedule="constant", on_step=lambda step, loss: advance(1),
                 )
             else:
-                train, probe = split_probe(public)
-                by_domain: dict[str, list[Question]] = {}
-                for q in train:
-                    by_domain.setdefault(q.domain, []).append(q)
+                by_domain, probe = split_probe(public)
                 log = train_to_edge(
                     model, tokenizer, {d: supervised_pairs(qs, PREFILL) for d, qs in by_domain.items()},
                     lambda m: {d: sampled_accuracy(m, tokenizer, probe[d], PROBE_SAMPLES, config.model_seed)

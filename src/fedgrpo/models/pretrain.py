@@ -88,10 +88,7 @@ def train_supervised(
     data = encode_pairs(tokenizer, pairs)
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=learning_rate, betas=(0.9, 0.98), weight_decay=0.01
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, schedule))
+    step_once = _optimizer_step(model, tokenizer, learning_rate, lambda s: lr_factor(s, steps, schedule))
     model.train()
     order: list[int] = []
     losses = []
@@ -101,17 +98,32 @@ def train_supervised(
             rng.shuffle(fresh)
             order = fresh * max(1, math.ceil(batch_size / len(fresh)))
         batch, order = [data[i] for i in order[:batch_size]], order[batch_size:]
+        losses.append(step_once(batch))
+        if on_step:
+            on_step(step + 1, losses[-1])
+    model.eval()
+    return losses
+
+
+def _optimizer_step(model: Any, tokenizer: Any, learning_rate: float,
+                    lr_lambda: Callable[[int], float]) -> Callable[[list[tuple[list[int], list[int]]]], float]:
+    """One supervised optimizer step on an encoded batch, on the model's device (AdamW, clipped
+    gradients, the scheduler `lr_lambda`); returns the batch's loss. Shared by both trainers here."""
+    import torch
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+
+    def step(batch: list[tuple[list[int], list[int]]]) -> float:
         loss = model(**{k: v.to(model.device) for k, v in _collate(batch, tokenizer.pad_token_id).items()}).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if on_step:
-            on_step(step + 1, losses[-1])
-    model.eval()
-    return losses
+        return loss.item()
+
+    return step
 
 
 # --- Pre-training to the edge of competence, per domain ------------------------------------------
@@ -182,9 +194,8 @@ def train_to_edge(
     data = {d: encode_pairs(tokenizer, pairs_by_domain[d]) for d in domains}
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
     warmup = min(100, max(1, rule.max_steps // 10))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    step_once = _optimizer_step(model, tokenizer, learning_rate, lambda s: min(1.0, (s + 1) / warmup))
     orders: dict[str, list[int]] = {d: [] for d in domains}
 
     def draw(domain: str) -> tuple[list[int], list[int]]:
@@ -217,16 +228,10 @@ def train_to_edge(
         weights = checks[-1]["weights"]
         names = [d for d in domains if weights[d] > 0]
         picks = rng.choices(names, weights=[weights[d] for d in names], k=batch_size)
-        batch = [draw(d) for d in picks]
-        loss = model(**_collate(batch, tokenizer.pad_token_id)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss = step_once([draw(d) for d in picks])
         step += 1
         if on_step:
-            on_step(step, loss.item())
+            on_step(step, loss)
         if step % rule.check_every == 0 or step == rule.max_steps:
             done = check(step)
     model.eval()

@@ -16,8 +16,10 @@ import string
 from dataclasses import dataclass
 from typing import Any
 
+from fedgrpo.data.prompts import CLOSE_TAG, OPEN_TAG
+
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
-TAG_TOKENS = ("<answer>", "</answer>")  # fedgrpo.data.prompts' OPEN_TAG and CLOSE_TAG
+TAG_TOKENS = (OPEN_TAG, CLOSE_TAG)  # the prompt template's answer tags, one token each
 ALPHABET = tuple(dict.fromkeys(string.printable.replace("\x0b", "").replace("\x0c", "").replace("\r", "") + "×÷−"))
 MAX_POSITIONS = 256
 

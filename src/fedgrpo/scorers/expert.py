@@ -61,8 +61,9 @@ class LocalExpert:
     ) -> None:
         """The scorer settings come from the config (`engines.experts.make_local_expert`): `mode`
         (the config's scorer_mode), the prompt `style` (the expert answers as the server does),
-        `expert_samples`, and the generation's `max_new_tokens`, `batch_size` and `seed`. `domain` is the one it declares (default: its data's main one);
-        `scorer` replaces the built-in scoring."""
+        `expert_samples`, and the generation's `max_new_tokens`, `batch_size` and `seed`. `domain`
+        is the one it declares (default: its data's main one); `scorer` replaces the built-in
+        scoring."""
         if mode not in SCORER_MODES:
             raise ValueError(f"unknown scorer mode {mode!r}: use one of {', '.join(SCORER_MODES)}")
         self.expert_id = expert_id

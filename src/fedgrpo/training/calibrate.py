@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from fedgrpo.config import COMPETENCE_SELECTIONS
 from fedgrpo.core.graph import ConfidenceGraph, build_confidence_graph
 from fedgrpo.core.selection import competent_counts, routing_hit_rate, select_experts
 from fedgrpo.data.tasks import Question
@@ -102,7 +103,7 @@ def route(
                             seed=seed)  # (P, M)
     chosen_competence = np.take_along_axis(competence, chosen, axis=1)  # (P, M)
     # random and all have no per-question competence to threshold: they keep their M.
-    keep = competent_counts(chosen_competence, threshold if method in ("graph", "oracle") else 0.0)  # (P,): 1..M
+    keep = competent_counts(chosen_competence, threshold if method in COMPETENCE_SELECTIONS else 0.0)  # (P,): 1..M
     kept = [row[:n] for row, n in zip(chosen, keep)]
     # Rows padded by repeating their own experts, which changes no "is one of them right" answer.
     padded = np.stack([np.resize(row, chosen.shape[1]) for row in kept])  # (P, M)

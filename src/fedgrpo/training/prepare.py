@@ -53,11 +53,20 @@ def prepare(config: FedGRPOConfig, progress: ProgressSink = NullProgress(), *,
     if experts:
         expert_base = _expert_base(config, splits, server_dir, progress)
         for index, shard in enumerate(splits.clients):
-            seed = models.model_seed + 1 + index
-            expert_dirs[shard.expert_id], hits[shard.expert_id] = expert_model_dir(
-                expert_base, shard.expert_id, expert_training_items(shard.questions, splits.public, models.expert_replay, seed),
-                seed, models, PromptStyle.from_config(config.prompts), progress)
+            expert_dirs[shard.expert_id], hits[shard.expert_id] = _expert_dir(
+                config, splits, expert_base, shard.expert_id, shard.questions, index, progress)
     return Prepared(config, splits, server_dir, expert_dirs, hits)
+
+
+def _expert_dir(config: FedGRPOConfig, splits: Splits, expert_base: Path, expert_id: str,
+                questions: Sequence[Question], index: int, progress: ProgressSink) -> tuple[Path, bool]:
+    """The expert fine-tuned from `expert_base` on `questions` (with the config's public replay), its
+    seed derived from the client's `index`: the one recipe behind `prepare` and `prepare_expert`."""
+    models = config.models
+    seed = models.model_seed + 1 + index
+    return expert_model_dir(expert_base, expert_id,
+                            expert_training_items(questions, splits.public, models.expert_replay, seed),
+                            seed, models, PromptStyle.from_config(config.prompts), progress)
 
 
 def _expert_base(config: FedGRPOConfig, splits: Splits, server_dir: Path | None,
@@ -74,12 +83,8 @@ def prepare_expert(config: FedGRPOConfig, expert_id: str,
     `prepare` builds for it)."""
     splits = build_splits(config.data)
     shard, index = _config_shard(splits, expert_id)
-    models = config.models
     expert_base = _expert_base(config, splits, None, progress)
-    seed = models.model_seed + 1 + index
-    model_dir, _ = expert_model_dir(
-        expert_base, expert_id, expert_training_items(shard.questions, splits.public, models.expert_replay, seed),
-        seed, models, PromptStyle.from_config(config.prompts), progress)
+    model_dir, _ = _expert_dir(config, splits, expert_base, expert_id, shard.questions, index, progress)
     return shard, model_dir
 
 
@@ -176,8 +181,8 @@ def report_prepared(
     ev = prepared.config.evaluation
     splits = prepared.splits
     started = time.perf_counter()
-    common = {"max_new_tokens": ev.max_new_tokens, "batch_size": ev.eval_batch_size, "seed": prepared.config.data.data_seed,
-                  "style": PromptStyle.from_config(prepared.config.prompts)}
+    common = {"max_new_tokens": ev.max_new_tokens, "batch_size": ev.eval_batch_size,
+              "seed": prepared.config.data.data_seed, "style": PromptStyle.from_config(prepared.config.prompts)}
     n_eval = sum(len(v) for v in splits.eval.values())
 
     server, tokenizer = load_model(prepared.server_dir)

@@ -8,9 +8,9 @@ normalisation spans the whole federated group - exactly `core.advantage.federate
 joint pooling (tested as an invariant).
 
 The reward returned per candidate is accuracy_weight * expert reward + format_weight * format reward
-+ tag_weight * tag count reward (the last two computed here, by the prompt style), where the expert reward is the raw reward (the expert's reply, or the gold verifier's verdict) or,
-with `competence`, the raw reward shrunk by the expert's competence
-(`core.aggregate.shrink_to_competent_mean`).
++ tag_weight * tag count reward (the last two computed here, by the prompt style), where the expert
+reward is the raw reward (the expert's reply, or the gold verifier's verdict) or, with `competence`,
+the raw reward shrunk by the expert's competence (`core.aggregate.shrink_to_competent_mean`).
 It is one reward function on purpose: a missing expert reply must make the *whole* reward NaN (advantage
 0, baseline untouched); with two TRL reward functions, TRL's NaN-skipping sum would keep the format part.
 
@@ -207,7 +207,8 @@ class FederatedReward:
             raw_reward[span] = [self.gold_scorer(q, c) for c in completions[span]]
         return _Scored(raw_reward)
 
-    def _finish(self, step: int, groups: list[tuple[str, slice]], scored: _Scored, shape: _ServerSide) -> Rewards:
+    def _finish(self, step: int, groups: list[tuple[str, slice]], scored: _Scored,
+                shape: _ServerSide) -> Rewards:
         """Log one batch and combine its parts into the reward TRL sees."""
         self.log.failures.extend(scored.failures)
         if scored.all_failed:
