@@ -35,7 +35,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         default = f.default
         shown = ",".join(default) if isinstance(default, tuple) else default
-        help_text = f"{f.metadata['help']} (default: {shown})"
+        help_text = f"{f.metadata['help']} (default: {shown})".replace("%", "%%")  # argparse formats help with %
         hint = field_type(name)
         if hint is bool:
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
@@ -61,6 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
     p = sub.add_parser("run", help="The whole FedGRPO run: prepare (cached), calibrate, train with GRPO on "
                        "expert rewards, evaluate. Rerun with the same --output-dir to resume.")
+    _add_config_flags(p)
+    p = sub.add_parser("bench", help="Every method (FedGRPO and its variants, Central-GRPO, zero-shot, "
+                       "FedPETuning, DPSDA-FL) on one budget over seeds: accuracy, exact bytes, a Markdown "
+                       "report with plots. Resumable: rerun the same command after a kill.")
+    p.add_argument("--quick", action="store_true", help="A small budget: one seed, a sixth of the training "
+                   "(same data and models).")
+    p.add_argument("--methods", nargs="+", metavar="METHOD", help="Only these methods (default: all; "
+                   "zero_shot central_grpo fedgrpo fedgrpo_answers fedgrpo_random fedgrpo_oracle "
+                   "fedpetuning_sft fedpetuning_grpo dpsda_sft dpsda_grpo).")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="train_seed values (default: 0 1 2; "
+                   "--quick: 0).")
+    p.add_argument("--ablation", action="append", default=[], metavar="KEY=V1,V2,...", help="FedGRPO (no "
+                   "answers) at each value, a table each (repeatable; KEY: experts_per_question, num_clients, "
+                   "neighbours, encoder, competence_threshold, selection); alone it runs only the ablations.")
+    p.add_argument("--work", metavar="DIR", default="runs/bench", help="Where finished runs are kept "
+                   "(resume); a subdirectory per resolved config (default: runs/bench).")
+    p.add_argument("--results", metavar="DIR", default="benchmarks/results", help="Where the report goes "
+                   "(default: benchmarks/results).")
     _add_config_flags(p)
     p = sub.add_parser("up", help="A whole Flower deployment on this machine: a SuperLink and one SuperNode "
                        "plus expert service per client on 127.0.0.1 (TLS, SuperNode authentication), one "
@@ -271,6 +289,32 @@ def cmd_run(args: argparse.Namespace, console: Any) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, console: Any) -> int:
+    config = config_from_args(args)
+    from fedgrpo.bench.harness import plan, run_bench, write_bench
+    from fedgrpo.engines.environment import prepare_process
+
+    bench_plan = plan(config, args.methods, args.seeds, args.quick, Path(args.work).expanduser(), args.ablation)
+    prepare_process()
+    report = run_bench(bench_plan, RichProgress(console))
+    json_path, md_path = write_bench(report, bench_plan, Path(args.results).expanduser())
+    from rich.table import Table
+
+    table = Table(title="held-out greedy pass@1 (%), mean ± std over seeds")
+    for column in ("method", "mean", "gain", "bytes", "share of Central-GRPO's gain"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for name, s in report["summary"].items():
+        share = s["share_of_central_gain"]
+        table.add_row(s["label"], f"{s['mean']['mean']:.1f} ± {s['mean']['std']:.1f}", f"{s['gain']['mean']:+.1f}",
+                      f"{s['bytes']['total']:,.0f}",
+                      f"{100 * share:.0f}%" if share is not None and name != "central_grpo" else "")
+    console.print(table)
+    for g in report["goals"]:
+        console.print(f"{'[green]met[/]' if g['met'] else '[red]not met[/]'}  {g['goal']}: {g['measured']}")
+    console.print(f"Report: {md_path} (data: {json_path})")
+    return 0
+
+
 def print_run_report(m: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
@@ -472,7 +516,9 @@ def cmd_config(args: argparse.Namespace, console: Any) -> int:
     return 0
 
 
-COMMANDS = {"prepare": cmd_prepare, "run": cmd_run, "up": cmd_up, "expert": cmd_expert, "supernode": cmd_supernode, "evaluate": cmd_evaluate, "graph": cmd_graph, "domains": cmd_domains, "config": cmd_config}
+COMMANDS = {"prepare": cmd_prepare, "run": cmd_run, "bench": cmd_bench, "up": cmd_up, "expert": cmd_expert,
+            "supernode": cmd_supernode, "evaluate": cmd_evaluate, "graph": cmd_graph, "domains": cmd_domains,
+            "config": cmd_config}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -51,6 +51,10 @@ class DataConfig:
     use_ground_truth: bool = _f(
         False, "Give the server the pool's gold answers (off: answers withheld, the paper's Table 2)."
     )
+    pool_answers_at_clients: bool = _f(
+        False, "The paper's Table 1 setting: every client also holds the training pool's questions of its main "
+        "domain with their answers (for scoring only: answer-based rewards where it holds the question; "
+        "its expert model is unchanged). The server still sees no answer.")
     pool_file: str | None = _f(
         None, "Your own data instead of the generators: the server's training questions (answers optional, "
         "withheld unless use_ground_truth). Needs aux_file, eval_files and client data; .jsonl, .json, .csv, "
@@ -482,6 +486,45 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class BaselineConfig:
+    fedpetuning_rounds: int = _f(
+        10, "FedPETuning: FedAvg rounds, every client every round (its paper: 100 rounds, 10% of 100 clients).")
+    fedpetuning_local_epochs: int = _f(1, "FedPETuning SFT: local epochs per round over the client's data (its paper: 1).")
+    fedpetuning_batch_size: int = _f(32, "FedPETuning SFT: local batch size (its paper: 32).")
+    fedpetuning_learning_rate: float = _f(
+        1e-3, "FedPETuning: learning rate of the local LoRA update (its paper: 5e-4, 1e-3 for small tasks).")
+    fedpetuning_lora_rank: int = _f(8, "FedPETuning: LoRA rank of the shared adapter (its paper: 8).")
+    fedpetuning_lora_alpha: int = _f(16, "FedPETuning: LoRA alpha.")
+    dpsda_epsilon: float = _f(
+        4.0, "DPSDA-FL: each client's privacy budget epsilon over all its Private Evolution rounds (PE's text "
+        "example: 1; PrE-Text: 1.29 or 7.58).")
+    dpsda_delta: float | None = _f(
+        None, "DPSDA-FL: delta of each client's (epsilon, delta) guarantee; unset = 1 / (n ln n), n its private items "
+        "(PE's choice).")
+    dpsda_rounds: int = _f(5, "DPSDA-FL: Private Evolution rounds T, one noisy histogram release each (PE: 11).")
+    dpsda_candidates: int = _f(256, "DPSDA-FL: candidate samples per round N (laptop scale; PE text: 2,000).")
+    dpsda_threshold: float = _f(
+        1.0, "DPSDA-FL: noisy vote counts below this many noise standard deviations are zeroed (PE's threshold H).")
+    dpsda_synthetic_size: int = _f(250, "DPSDA-FL: synthetic items each client uploads.")
+    dpsda_sft_epochs: int = _f(3, "DPSDA-FL SFT: epochs of the server's supervised training on the pooled synthetic set.")
+
+    def __post_init__(self) -> None:
+        for name in ("fedpetuning_rounds", "fedpetuning_local_epochs", "fedpetuning_batch_size",
+                     "fedpetuning_lora_rank", "fedpetuning_lora_alpha", "dpsda_rounds", "dpsda_candidates",
+                     "dpsda_synthetic_size", "dpsda_sft_epochs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.fedpetuning_learning_rate < 1:
+            raise ConfigError(f"fedpetuning_learning_rate must be in (0, 1), got {self.fedpetuning_learning_rate}")
+        if not self.dpsda_epsilon > 0:
+            raise ConfigError(f"dpsda_epsilon must be > 0, got {self.dpsda_epsilon}")
+        if self.dpsda_delta is not None and not 0 < self.dpsda_delta < 1:
+            raise ConfigError(f"dpsda_delta must be in (0, 1), got {self.dpsda_delta}; or leave it unset")
+        if self.dpsda_threshold < 0:
+            raise ConfigError(f"dpsda_threshold must be 0 or more, got {self.dpsda_threshold}")
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     output_dir: str | None = _f(None, "Where this run's outputs go; unset = runs/<command>-<time>.")
 
@@ -495,6 +538,7 @@ class FedGRPOConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    baselines: BaselineConfig = field(default_factory=BaselineConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:

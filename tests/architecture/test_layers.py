@@ -28,8 +28,8 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("core", "data"),  # L1: the paper's maths; data generation and splits
     ("models", "scorers"),  # L2: models; a client's scoring
     ("transport",),  # L3: the transport protocol and its backends
-    ("training",),  # L4: the pipeline's phases and the TRL adapter
-    ("engines",),  # L5: the composition root: transports, runs, processes
+    ("training", "baselines"),  # L4: the pipeline's phases and the TRL adapter; the baselines' computations
+    ("engines", "bench"),  # L5: the composition root: transports, runs, processes; the comparison
     ("apps", "cli"),  # L6: the Flower App's objects; the command line
 )
 FLOOR_OF = {room: level for level, rooms in enumerate(FLOORS) for room in rooms}
@@ -40,6 +40,8 @@ SAME_FLOOR = {
     "fedgrpo": {"config", "errors"},  # the public surface
     "config": {"errors"},
     "scorers": {"models"},  # an expert runs its model
+    "baselines": {"training"},  # a baseline trains through the same adapters
+    "bench": {"engines"},  # the bench runs every method through the composition root
 }
 
 
@@ -55,15 +57,16 @@ def may_import(importer: str, imported: str) -> bool:
 THIRD_PARTY: dict[str, tuple[str, ...]] = {
     "flwr": ("transport/flower_", "engines/", "apps.py"),
     "trl": ("training/trainer.py", "training/overlap.py"),
-    "peft": ("training/trainer.py",),
+    "peft": ("training/trainer.py", "baselines/fedpetuning.py"),
     "datasets": ("training/trainer.py", "data/files.py"),
     "pyarrow": ("data/files.py",),
-    "torch": ("models/", "scorers/", "training/"),
-    "transformers": ("models/", "training/", "engines/environment.py"),
+    "torch": ("models/", "scorers/", "training/", "baselines/", "bench/harness.py"),
+    "transformers": ("models/", "training/", "baselines/", "engines/environment.py"),
     "tokenizers": ("models/",),
     "reasoning_gym": ("data/gym.py", "cli.py"),
     "math_verify": ("data/grading.py",),
-    "matplotlib": ("training/report.py",),
+    "matplotlib": ("training/report.py", "bench/report.py"),
+    "dp_accounting": ("core/privacy.py",),
     "rich": ("cli.py",),
     "cryptography": ("engines/local_deployment.py",),
 }

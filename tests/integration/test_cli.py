@@ -66,6 +66,10 @@ def test_evaluate_prints_a_table_and_writes_json(tmp_path, cache_dir, prepared, 
         (["prepare", "--server-model", "Qwen/Qwen2.5-0.5B"], "nothing is downloaded"),
         (["prepare", "--pool-size", "many"], "pool_size must be an integer"),
         (["evaluate", "--model", "/no/such/dir"], "is not a directory"),
+        (["bench", "--methods", "fedsgd"], "unknown method 'fedsgd'"),
+        (["bench", "--ablation", "learning_rate=1,2"], "--ablation takes KEY=V1,V2"),
+        (["bench", "--ablation", "experts_per_question=9"], "experts_per_question (9) is larger than"),
+        (["bench", "--dpsda-epsilon", "0"], "dpsda_epsilon must be > 0"),
     ],
 )
 def test_user_mistakes_give_one_line_and_exit_2(argv, fragment, capsys, tmp_path):

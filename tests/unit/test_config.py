@@ -215,6 +215,12 @@ def test_wrong_type_names_the_field_and_the_expected_type(file_values, cli_value
         ({"eval_samples": "-1"}, "eval_samples must be 0 or more"),
         ({"eval_temperature": "0"}, "eval_temperature must be > 0"),
         ({"max_new_tokens": "0"}, "must be at least 1"),
+        ({"dpsda_epsilon": "0"}, "dpsda_epsilon must be > 0"),
+        ({"dpsda_delta": "1"}, "dpsda_delta must be in (0, 1)"),
+        ({"dpsda_rounds": "0"}, "dpsda_rounds must be at least 1"),
+        ({"fedpetuning_rounds": "0"}, "fedpetuning_rounds must be at least 1"),
+        ({"fedpetuning_learning_rate": "2"}, "fedpetuning_learning_rate must be in (0, 1)"),
+        ({"dpsda_threshold": "-1"}, "dpsda_threshold must be 0 or more"),
     ],
 )
 def test_invalid_values_raise_config_error_naming_the_fix(cli_values, expected):

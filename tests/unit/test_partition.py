@@ -341,3 +341,14 @@ def test_domains_sharing_a_generator_never_repeat_a_question_text():
     texts = Counter(q.question for qs in all_questions(splits).values() for q in qs)
     assert [t for t, n in texts.items() if n > 1] == []
 
+
+
+def test_scoring_store_adds_the_pool_questions_of_the_clients_domain_with_answers(splits):
+    shard = splits.clients[0]
+    assert splits.scoring_store(shard, False) == shard.questions
+    store = splits.scoring_store(shard, True)
+    extra = store[len(shard.questions):]
+    assert store[:len(shard.questions)] == shard.questions
+    assert extra and {q.domain for q in extra} == {shard.main_domain}
+    assert set(ids(extra)) == {q.question_id for q in splits.pool if q.domain == shard.main_domain}
+    assert all(q.answer is not None for q in extra)

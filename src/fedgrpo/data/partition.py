@@ -56,6 +56,14 @@ class Splits:
         """D_s as the server's training path sees it: answers withheld unless ground truth is on."""
         return self.pool if use_ground_truth else tuple(q.without_answer() for q in self.pool)
 
+    def scoring_store(self, shard: ClientShard, pool_answers: bool) -> tuple[Question, ...]:
+        """What a client holds with answers when it scores: its private shard and, with
+        `pool_answers` (config `pool_answers_at_clients`, the paper's Table 1), the training pool's
+        questions of its main domain, answers included. Its expert model is trained on the shard only."""
+        if not pool_answers:
+            return shard.questions
+        return shard.questions + tuple(q for q in self.pool if q.domain == shard.main_domain)
+
     def all_question_ids(self) -> dict[str, list[str]]:
         roles = {
             "pool": [q.question_id for q in self.pool],

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedgrpo.config import FedGRPOConfig
+from fedgrpo.data.partition import build_splits
 from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.data.tasks import Question
 from fedgrpo.scorers.expert import LocalExpert
@@ -43,6 +44,8 @@ def build_site_expert(config: FedGRPOConfig, expert_id: str, *, data_path: str |
     if data_path is None and model_dir is None:
         shard, resolved_model = prepare_expert(config, expert_id)
         questions, site_domain = shard.questions, shard.main_domain
+        if config.data.pool_answers_at_clients:
+            questions = build_splits(config.data).scoring_store(shard, True)
     else:
         questions, site_domain, resolved_model = prepare_site_expert(
             config, expert_id, data_path=data_path, model_dir=model_dir, domain=domain)
@@ -52,6 +55,8 @@ def build_site_expert(config: FedGRPOConfig, expert_id: str, *, data_path: str |
 def embedded_transport(prepared: Prepared) -> ExpertTransport:
     """The embedded engine: every client's expert in this process, called through a thread pool."""
     config = prepared.config
-    experts = {s.expert_id: make_local_expert(config, s.expert_id, s.questions, prepared.expert_dirs[s.expert_id])
-               for s in prepared.splits.clients}
+    splits, answers = prepared.splits, config.data.pool_answers_at_clients
+    experts = {s.expert_id: make_local_expert(config, s.expert_id, splits.scoring_store(s, answers),
+                                              prepared.expert_dirs[s.expert_id])
+               for s in splits.clients}
     return EmbeddedTransport(experts, timeout_s=config.federation.expert_timeout_s)

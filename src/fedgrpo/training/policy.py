@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data.gym import is_correct
 from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.data.tasks import Question
@@ -48,11 +49,20 @@ def build_reward(prepared: Prepared, transport: ExpertTransport | None, routing:
     """The reward TRL calls: expert rewards through `transport` and `routing`, or (both None) the
     gold verifier. The hook reads gold answers only in ground-truth mode: an expert-reward run
     trains on questions whose answer is None."""
+    use_gt = prepared.config.data.use_ground_truth
+    return make_reward(prepared.config, prepared.splits.server_training_pool(use_gt), transport, routing,
+                       gold=use_gt, overlap=overlap)
+
+
+def gold_reward(config: FedGRPOConfig, questions: Sequence[Question]) -> FederatedReward:
+    """Ground-truth mode's reward on any labelled `questions` (a baseline's own labels)."""
+    return make_reward(config, questions, None, None, gold=True, overlap=False)
+
+
+def make_reward(config: FedGRPOConfig, questions: Sequence[Question], transport: ExpertTransport | None,
+                routing: Routing | None, *, gold: bool, overlap: bool) -> FederatedReward:
     from fedgrpo.training.trainer import group_by_question
 
-    config = prepared.config
-    use_gt = config.data.use_ground_truth
-    questions = prepared.splits.server_training_pool(use_gt)
     fed, train = config.federation, config.train
     style = PromptStyle.from_config(config.prompts)
     return FederatedReward(
@@ -60,7 +70,7 @@ def build_reward(prepared: Prepared, transport: ExpertTransport | None, routing:
         group_size=fed.experts_per_question * fed.generations_per_expert, style=style,
         accuracy_weight=train.accuracy_weight, format_weight=train.format_weight,
         tag_weight=config.prompts.tag_weight, group_by_question=group_by_question,
-        gold_scorer=functools.partial(gold_scorer, style) if use_gt else None,
+        gold_scorer=functools.partial(gold_scorer, style) if gold else None,
         competence=routing.competence if routing and fed.competence_weighting else None, deferred=overlap,
     )
 

@@ -1,0 +1,206 @@
+"""`fedgrpo bench`: every method over seeds on one config, resumable, summarised against the goals.
+
+Each (method, seed) runs in ``<work>/<method>/seed<s>`` and leaves ``result.json`` (written
+atomically) when done; a rerun with the same work directory skips finished ones and resumes an
+unfinished one from its own checkpoints. The work directory is keyed by the resolved config, so a
+changed default never resumes stale runs. Seeds set ``train_seed`` (GRPO sampling, data order,
+LoRA initialisation, DP noise); the models and data are the same for every seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from fedgrpo.bench.methods import METHODS, Method, method_config, run_method
+from fedgrpo.config import FedGRPOConfig, build_config
+from fedgrpo.core.costs import paper_scale_table
+from fedgrpo.errors import ConfigError
+from fedgrpo.progress import NullProgress, ProgressSink
+
+# --quick: the same data and models (the model cache is shared), a sixth of the training.
+QUICK = {"train_steps": 100, "fedpetuning_rounds": 5, "dpsda_rounds": 3}
+QUICK_SEEDS = (0,)
+FULL_SEEDS = (0, 1, 2)
+
+
+# Ablations the paper reports (M, number of clients: Fig. 3a) or that decide the graph (L, encoder).
+ABLATION_KEYS = ("experts_per_question", "num_clients", "neighbours", "encoder", "competence_threshold", "selection")
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    config: FedGRPOConfig
+    methods: tuple[Method, ...]
+    seeds: tuple[int, ...]
+    work: Path
+    quick: bool
+    ablations: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # key -> values
+
+
+def plan(config: FedGRPOConfig, methods: Sequence[str] | None, seeds: Sequence[int] | None, quick: bool,
+         work_root: Path, ablations: Sequence[str] = ()) -> BenchPlan:
+    """What to run: the methods (default all, or none when only ablations are asked for), seeds, the
+    work directory keyed by the resolved config, and each ablation (``KEY=V1,V2,...``) as FedGRPO (no
+    answers) at each value."""
+    parsed = parse_ablations(ablations)
+    names = list(methods or ([] if parsed else METHODS))
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"unknown method {unknown[0]!r}: use any of {', '.join(METHODS)}")
+    if quick:
+        config = build_config(cli_values={**config.to_flat(), **QUICK})
+    chosen = [METHODS[m] for m in names]
+    for key, values in parsed.items():
+        for value in values:
+            variant = Method(f"ablation-{key}={value}", f"FedGRPO, {key}={value}", "fedgrpo", {key: value},
+                             about=f"FedGRPO (no answers) with {key}={value}")
+            method_config(config, variant)  # a value the config refuses fails now, not hours later
+            chosen.append(variant)
+    resolved = json.dumps({k: str(v) for k, v in config.to_flat().items() if k != "output_dir"}, sort_keys=True)
+    digest = hashlib.sha256(resolved.encode()).hexdigest()[:10]
+    return BenchPlan(config, tuple(chosen), tuple(seeds or (QUICK_SEEDS if quick else FULL_SEEDS)),
+                     work_root / digest, quick, parsed)
+
+
+def parse_ablations(specs: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        items = tuple(v.strip() for v in values.split(",") if v.strip())
+        if not sep or key not in ABLATION_KEYS or not items:
+            raise ConfigError(f"--ablation takes KEY=V1,V2,... with KEY one of {', '.join(ABLATION_KEYS)}; got {spec!r}")
+        out[key] = items
+    return out
+
+
+def run_bench(p: BenchPlan, progress: ProgressSink = NullProgress()) -> dict[str, Any]:
+    """Every (method, seed) of the plan, finished ones read back; the summary and every result."""
+    results: dict[str, list[dict[str, Any]]] = {m.name: [] for m in p.methods}
+    labels = {m.name: m for m in p.methods}
+    for seed in p.seeds:
+        seeded = build_config(cli_values={**p.config.to_flat(), "train_seed": seed})
+        for method in p.methods:
+            out = p.work / method.name / f"seed{seed}"
+            done = out / "result.json"
+            if done.is_file():
+                results[method.name].append(json.loads(done.read_text()))
+                progress.log(f"{method.label}, seed {seed}: finished earlier")
+                continue
+            progress.log(f"{method.label}, seed {seed}")
+            result = run_method(seeded, method, out, progress) | {"seed": seed}
+            tmp = done.with_suffix(".tmp")
+            tmp.write_text(json.dumps(result))
+            os.replace(tmp, done)
+            results[method.name].append(result)
+    return {"summary": summarise(results), "goals": goals(results), "runs": results,
+            "paper_scale_bytes": paper_scale_table(), "quick": p.quick, "seeds": list(p.seeds),
+            "ablations": {key: {v: f"ablation-{key}={v}" for v in values} for key, values in p.ablations.items()},
+            "about": {name: m.about for name, m in labels.items()}}
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def summarise(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per method: accuracy per domain and on the mean (points, mean and std over seeds), the gain
+    over the base, bytes both ways, wall time, and the share of Central-GRPO's gain."""
+    out: dict[str, Any] = {}
+    for name, runs in results.items():
+        if not runs:
+            continue
+        domains = list(runs[0]["after"])
+        out[name] = {
+            "label": runs[0]["label"],
+            "per_domain": {d: _stats([100 * r["after"][d] for r in runs]) for d in domains},
+            "mean": _stats([100 * r["mean_after"] for r in runs]),
+            "gain": _stats([100 * (r["mean_after"] - r["mean_before"]) for r in runs]),
+            "bytes": {k: statistics.fmean(r["bytes"][k] for r in runs) for k in ("down", "up", "total")},
+            "wall_time_s": statistics.fmean(r["wall_time_s"] for r in runs),
+            "seeds": [r["seed"] for r in runs],
+        }
+    central = out.get("central_grpo", {}).get("gain", {}).get("mean")
+    for s in out.values():
+        s["share_of_central_gain"] = s["gain"]["mean"] / central if central else None
+    return out
+
+
+def goals(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The issue's goals, each measured: (goal, measured, met); a goal whose methods did not run is absent."""
+    s = summarise(results)
+    found: list[dict[str, Any]] = []
+
+    def add(goal: str, measured: str, met: bool) -> None:
+        found.append({"goal": goal, "measured": measured, "met": bool(met)})
+
+    if "fedgrpo" in s and "central_grpo" in s and s["central_grpo"]["gain"]["mean"] > 0:
+        share = s["fedgrpo"]["share_of_central_gain"]
+        add("FedGRPO without answers recovers >= 95% of Central-GRPO's gain", f"{100 * share:.0f}%", share >= 0.95)
+    if "fedgrpo_answers" in s and "central_grpo" in s and s["central_grpo"]["gain"]["mean"] > 0:
+        share = s["fedgrpo_answers"]["share_of_central_gain"]
+        add("FedGRPO with answer-based experts recovers >= 100%", f"{100 * share:.0f}%", share >= 1.0)
+    if "fedgrpo" in s and "fedgrpo_random" in s:
+        diff = s["fedgrpo"]["mean"]["mean"] - s["fedgrpo_random"]["mean"]["mean"]
+        spread = max(s["fedgrpo"]["mean"]["std"], s["fedgrpo_random"]["mean"]["std"])
+        add("the confidence graph beats random selection by more than the seed spread",
+            f"{diff:+.1f} points (spread {spread:.1f})", diff > spread and diff > 0)
+    fed = s.get("fedgrpo", {}).get("bytes", {}).get("total")
+    for name, ratio in (("fedpetuning_sft", 100), ("fedpetuning_grpo", 100), ("dpsda_sft", 10), ("dpsda_grpo", 10)):
+        if fed and name in s:
+            measured = s[name]["bytes"]["total"] / fed
+            add(f"FedGRPO's bytes <= 1/{ratio} of {s[name]['label']}'s", f"1/{measured:.1f}", measured >= ratio)
+    if "fedgrpo" in s:
+        for name, r in s.items():
+            if name.startswith(("fedpetuning", "dpsda")):
+                diff = s["fedgrpo"]["mean"]["mean"] - r["mean"]["mean"]
+                add(f"FedGRPO beats {r['label']} on mean accuracy", f"{diff:+.1f} points", diff > 0)
+    return found
+
+
+def environment() -> dict[str, Any]:
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except Exception:  # noqa: BLE001 - a package may be absent
+            return "absent"
+
+    try:
+        git = ["git", "-C", str(Path(__file__).resolve().parent)]
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
+        dirty = bool(subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True, check=False).stdout.strip())
+    except OSError:
+        commit, dirty = "unknown", True
+    import torch
+
+    return {"python": platform.python_version(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "device": "cuda" if torch.cuda.is_available() else "cpu",
+            **{name: v(name) for name in ("fedgrpo", "torch", "transformers", "trl", "peft", "flwr", "reasoning-gym",
+                                          "dp-accounting")},
+            "commit": commit or "unknown", "dirty": dirty}
+
+
+def write_bench(report: dict[str, Any], p: BenchPlan, results_dir: Path) -> tuple[Path, Path]:
+    """``bench-<time>.json`` (config, environment, metrics) and ``bench-<time>.md`` with its plots."""
+    from fedgrpo.bench.report import write_markdown
+
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = f"bench{'-quick' if p.quick else ''}-{datetime.now():%Y%m%d-%H%M%S}"
+    payload = {"name": "bench", "created": datetime.now().isoformat(timespec="seconds"), "env": environment(),
+               "config": p.config.to_flat(), "methods": [m.name for m in p.methods], "work": str(p.work),
+               "metrics": report}
+    json_path = results_dir / f"{stamp}.json"
+    json_path.write_text(json.dumps(payload, indent=1))
+    md_path = write_markdown(payload, results_dir / f"{stamp}.md", p)
+    return json_path, md_path

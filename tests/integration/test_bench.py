@@ -1,0 +1,112 @@
+"""`fedgrpo bench` in miniature: every method end to end, exact bytes, the report, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fedgrpo.bench import harness
+from fedgrpo.bench.harness import plan, run_bench, write_bench
+from fedgrpo.bench.methods import METHODS
+from fedgrpo.config import build_config
+from fedgrpo.errors import ConfigError
+
+# A tiny budget on the shared tiny federation: a few steps of every method.
+MINI = {"train_steps": 2, "prompts_per_step": 4, "save_steps": 1, "fedpetuning_rounds": 2, "dpsda_rounds": 2,
+        "dpsda_candidates": 16, "dpsda_synthetic_size": 8, "dpsda_sft_epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def mini_bench(tiny_config, tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    config = build_config(cli_values={**tiny_config.to_flat(), **MINI})
+    p = plan(config, None, [0], quick=False, work_root=root / "work")
+    report = run_bench(p)
+    json_path, md_path = write_bench(report, p, root / "results")
+    return p, report, json_path, md_path
+
+
+def test_every_method_is_in_the_report(mini_bench):
+    _, report, json_path, md_path = mini_bench
+    assert list(report["summary"]) == list(METHODS)
+    markdown = md_path.read_text()
+    for method in METHODS.values():
+        assert f"| {method.label} |" in markdown
+    for plot in ("bytes", "accuracy-vs-bytes", "curves", "accuracy"):
+        assert (md_path.parent / f"{md_path.stem}-{plot}.png").stat().st_size > 1000
+    saved = json.loads(json_path.read_text())
+    assert saved["env"]["commit"] and saved["config"]["train_steps"] == 2
+    assert {g["goal"] for g in saved["metrics"]["goals"]} >= {
+        "FedGRPO's bytes <= 1/100 of FedPETuning+SFT's", "FedGRPO beats DPSDA-FL+GRPO on mean accuracy"}
+
+
+def test_byte_totals_are_the_sum_of_the_recorded_messages(mini_bench):
+    _, report, _, _ = mini_bench
+    for name, runs in report["runs"].items():
+        run = runs[0]
+        for direction in ("down", "up"):
+            assert run["bytes"][direction] == sum(m[4] for m in run["messages"] if m[3] == direction), name
+        communicates = METHODS[name].kind not in ("zero_shot",) and name != "central_grpo"
+        assert (run["bytes"]["total"] > 0) == communicates, name
+    # FedGRPO: calibration and every scoring round, both ways; FedPETuning: every round, every client.
+    fedgrpo = report["runs"]["fedgrpo"][0]["messages"]
+    assert {(m[0], m[3]) for m in fedgrpo} == {("calibrate", "down"), ("calibrate", "up"), ("score", "down"),
+                                                 ("score", "up")}
+    fedpet = report["runs"]["fedpetuning_sft"][0]["messages"]
+    assert len(fedpet) == 2 * 2 * 2  # rounds x clients x both ways
+    assert report["runs"]["fedpetuning_sft"][0]["bytes"]["total"] > 50 * report["runs"]["fedgrpo"][0]["bytes"]["total"]
+    dpsda = report["runs"]["dpsda_sft"][0]
+    assert dpsda["facts"]["epsilon"]["client-0"] == pytest.approx(4.0, rel=2e-3)
+
+
+def test_a_killed_bench_resumes_without_redoing_finished_methods(mini_bench, monkeypatch):
+    p, report, _, _ = mini_bench
+    finished = {m.name: (p.work / m.name / "seed0" / "result.json").stat().st_mtime_ns for m in p.methods}
+    (p.work / "dpsda_grpo" / "seed0" / "result.json").unlink()  # killed while its last method ran
+    ran = []
+    real = harness.run_method
+
+    def spy(config, method, out, progress):
+        ran.append(method.name)
+        return real(config, method, out, progress)
+
+    monkeypatch.setattr(harness, "run_method", spy)
+    again = run_bench(p)
+    assert ran == ["dpsda_grpo"]
+    for name, mtime in finished.items():
+        if name != "dpsda_grpo":
+            assert (p.work / name / "seed0" / "result.json").stat().st_mtime_ns == mtime
+    assert again["summary"]["fedgrpo"] == report["summary"]["fedgrpo"]
+    assert again["runs"]["dpsda_grpo"][0]["after"] == report["runs"]["dpsda_grpo"][0]["after"]
+
+
+def test_unknown_method_is_refused(tiny_config, tmp_path):
+    with pytest.raises(ConfigError, match="unknown method 'fedsgd'"):
+        plan(tiny_config, ["fedsgd"], None, quick=False, work_root=tmp_path)
+
+
+def test_quick_keeps_data_and_models_and_cuts_training(tiny_config, tmp_path):
+    quick = plan(tiny_config, None, None, quick=True, work_root=tmp_path)
+    full = plan(tiny_config, None, None, quick=False, work_root=tmp_path)
+    assert quick.seeds == (0,) and full.seeds == (0, 1, 2)
+    assert quick.config.train.train_steps < full.config.train.train_steps
+    assert quick.config.data == full.config.data and quick.config.models == full.config.models
+    assert quick.work != full.work
+
+
+def test_fedpetuning_on_flower_simulation_equals_embedded(mini_bench, tmp_path):
+    """FedAvg.start on Flower's Simulation grid gives the embedded rounds' model and messages."""
+    from fedgrpo.bench.methods import run_method
+
+    p, report, _, _ = mini_bench
+    embedded = report["runs"]["fedpetuning_sft"][0]
+    config = build_config(cli_values={**p.config.to_flat(), "train_seed": 0, "engine": "simulation"})
+    simulated = run_method(config, METHODS["fedpetuning_sft"], tmp_path / "sim")
+    assert simulated["facts"]["engine"] == "simulation"
+    assert simulated["after"] == embedded["after"]
+    assert [c["loss"] for c in simulated["curve"]] == pytest.approx([c["loss"] for c in embedded["curve"]], rel=1e-5)
+    key = sorted((m[1], m[2], m[3]) for m in simulated["messages"])
+    assert key == sorted((m[1], m[2], m[3]) for m in embedded["messages"])  # every round, client and direction
+    down = [m[4] for m in simulated["messages"] if m[3] == "down"]
+    assert down == [m[4] for m in embedded["messages"] if m[3] == "down"]  # the same adapter down
