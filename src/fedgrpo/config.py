@@ -369,7 +369,10 @@ class TrainConfig:
     loss_type: str = _f("dr_grpo", "TRL loss aggregation: " + ", ".join(LOSS_TYPES) + " (TRL's own default: dapo).")
     accuracy_weight: float = _f(8.0, "Weight of the experts' reward (paper code: 8).")
     format_weight: float = _f(1.0, "Weight of the server-side format reward (paper code: 1); 0 turns it off.")
-    save_steps: int = _f(50, "Checkpoint every this many steps; a rerun with the same output_dir resumes.")
+    save_steps: int = _f(
+        50, "Checkpoint every this many steps (rounded up to a multiple of steps_per_generation: a checkpoint never "
+        "falls inside a generation batch); a rerun with the same output_dir resumes where it stopped, with the "
+        "metrics of an uninterrupted run.")
     steps_per_generation: int = _f(
         4, "Amortisation: optimizer steps per generation batch (TRL's steps_per_generation); each selected "
         "expert gets one message per this many steps, later steps train on samples up to this-1 steps old "

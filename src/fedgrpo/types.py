@@ -6,7 +6,16 @@ floats up. They hold no model, no data shard, no answer the client owns.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+# The declared range of a raw reward (a client's score of one candidate); NaN means "no reward".
+REWARD_MIN, REWARD_MAX = 0.0, 1.0
+
+
+def reward_in_range(value: float) -> bool:
+    """A raw reward the reply contract allows: NaN (no reward) or a float in [REWARD_MIN, REWARD_MAX]."""
+    return math.isnan(value) or REWARD_MIN <= value <= REWARD_MAX
 
 
 @dataclass(frozen=True)

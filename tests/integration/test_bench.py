@@ -110,3 +110,14 @@ def test_fedpetuning_on_flower_simulation_equals_embedded(mini_bench, tmp_path):
     assert key == sorted((m[1], m[2], m[3]) for m in embedded["messages"])  # every round, client and direction
     down = [m[4] for m in simulated["messages"] if m[3] == "down"]
     assert down == [m[4] for m in embedded["messages"] if m[3] == "down"]  # the same adapter down
+
+
+def test_ablations_plan_one_fedgrpo_variant_per_value_next_to_the_reference_runs(tiny_config, tmp_path):
+    p = plan(tiny_config, None, [0], quick=False, work_root=tmp_path, ablations=["neighbours=2,4", "encoder=ngram"])
+    assert [m.name for m in p.methods] == ["central_grpo", "fedgrpo", "ablation-neighbours=2", "ablation-neighbours=4",
+                                           "ablation-encoder=ngram"]
+    assert p.methods[2].overrides == {"neighbours": "2"} and p.methods[2].kind == "fedgrpo"
+    with pytest.raises(ConfigError, match="experts_per_question"):
+        plan(tiny_config, None, [0], quick=False, work_root=tmp_path, ablations=["experts_per_question=3"])
+    with pytest.raises(ConfigError, match="--ablation takes"):
+        plan(tiny_config, None, [0], quick=False, work_root=tmp_path, ablations=["beta=0.1"])

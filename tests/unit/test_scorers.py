@@ -98,3 +98,10 @@ def test_a_custom_scorer_replaces_the_builtin_logic():
 def test_majority_vote_ignores_missing_answers():
     assert _majority(["3", None, "4", "3"]) == "3"
     assert _majority([None, None]) is None
+
+
+@pytest.mark.parametrize("bad", [2.0, -0.5, float("inf"), 1e9])
+def test_a_reward_outside_the_declared_range_never_leaves_the_client(bad):
+    client = _client(scorer=lambda items: [[bad] + [None] * (len(i.candidates) - 1) for i in items])
+    with pytest.raises(ScorerError, match="outside"):
+        client.score(ScoreRequest(0, (ScoreItem("q1", "basic_arithmetic", "Calculate 1 + 1.", ("2", "3")),)))

@@ -55,7 +55,9 @@ def plan(config: FedGRPOConfig, methods: Sequence[str] | None, seeds: Sequence[i
     work directory keyed by the resolved config, and each ablation (``KEY=V1,V2,...``) as FedGRPO (no
     answers) at each value."""
     parsed = parse_ablations(ablations)
-    names = list(methods or ([] if parsed else METHODS))
+    # Ablations alone still run (or read back) Central-GRPO and FedGRPO at the defaults: each table's
+    # reference row and its share of Central-GRPO's gain.
+    names = list(methods or (["central_grpo", "fedgrpo"] if parsed else METHODS))
     unknown = [m for m in names if m not in METHODS]
     if unknown:
         raise ConfigError(f"unknown method {unknown[0]!r}: use any of {', '.join(METHODS)}")

@@ -82,7 +82,10 @@ def write_markdown(payload: dict[str, Any], path: Path, plan: Any) -> Path:
         lines += ["", f"## Ablation: {key} (FedGRPO without answers)", "",
                   f"| {key} | " + " | ".join(domains) + " | mean | gain | share of Central-GRPO's gain | bytes |",
                   "|---|" + "---|" * len(domains) + "---|---|---|---|"]
-        for value, name in values.items():
+        rows = dict(values)
+        if "fedgrpo" in everything:
+            rows = {f"{config[key]} (default)": "fedgrpo", **rows}
+        for value, name in rows.items():
             s = everything.get(name)
             if s is None:
                 continue

@@ -22,6 +22,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from fedgrpo.transport.base import Expert
+from fedgrpo.transport.contract import (
+    MAX_REPLY_BYTES,
+    calibration_reply_from_fields,
+    check_calibration_reply,
+    check_score_reply,
+    check_size,
+    score_reply_from_fields,
+)
 from fedgrpo.types import (
     CalibrationItem,
     CalibrationReply,
@@ -127,11 +135,13 @@ class RemoteExpert:
         return str(data["expert_id"]), str(data["domain"])
 
     def calibrate(self, request: CalibrationRequest) -> CalibrationReply:
-        return CalibrationReply(tuple(float(b) for b in self._call("POST", "/calibrate", asdict(request))["correct"]))
+        """The service's reply under the reply contract (`transport.contract`); ReplyRefused else."""
+        return check_calibration_reply(
+            calibration_reply_from_fields(self._call("POST", "/calibrate", asdict(request))), request)
 
     def score(self, request: ScoreRequest) -> ScoreReply:
-        data = self._call("POST", "/score", asdict(request))
-        return ScoreReply(int(data["step"]), tuple(float(r) for r in data["rewards"]))
+        """The service's reply under the reply contract (`transport.contract`); ReplyRefused else."""
+        return check_score_reply(score_reply_from_fields(self._call("POST", "/score", asdict(request))), request)
 
     def _call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         body = None if payload is None else json.dumps(payload).encode("utf-8")
@@ -139,7 +149,9 @@ class RemoteExpert:
                                      headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                return json.loads(resp.read())
+                body = resp.read(MAX_REPLY_BYTES + 1)  # never more than the contract allows into memory
+                check_size(len(body))
+                return json.loads(body)
         except urllib.error.HTTPError as exc:
             try:
                 reason = json.loads(exc.read()).get("error", exc.reason)

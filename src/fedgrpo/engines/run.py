@@ -100,9 +100,16 @@ def connect_and_calibrate(prepared: Prepared, connector: Connector, out: Path, p
     with phase("connect"), progress.phase("connect to the experts", 1):
         transport = resources.enter_context(closing(connector.open(prepared)))
     # Before calibration: its traffic is the first this session adds to the ledger (and the file).
-    ledger_file = LedgerFile(transport.ledger, out / "traffic.jsonl")
+    # A resumed run keeps only the scoring traffic before its checkpoint: it redoes what came after.
+    from fedgrpo.training.trainer import checkpoint_step, last_checkpoint
+
+    # Calibration's traffic stays only if graph.json says calibration finished (it is flushed to the
+    # file just before graph.json is written: a kill in between redoes calibration, counted once).
+    ledger_file = LedgerFile(transport.ledger, out / "traffic.jsonl",
+                             resume_step=checkpoint_step(last_checkpoint(out / "checkpoints")),
+                             keep_calibration=(out / "graph.json").is_file())
     with phase("calibrate"):
-        calibration = calibrate_and_route(prepared, transport, out, progress)
+        calibration = calibrate_and_route(prepared, transport, out, progress, before_save=ledger_file.flush)
     failover = None
     if prepared.config.engine.reroute_failed:
         transport = failover = FailoverTransport(transport, calibration.routing.ranking)
@@ -125,7 +132,7 @@ def collect_metrics(prepared: Prepared, before: dict[str, DomainScore], after: d
         engine=config.engine.engine,
         accuracy_before=before, accuracy_after=after, reward_curve=trained.reward_curve,
         bytes={"totals": ledger.totals(), "per_expert": ledger.per_expert(), "per_step": ledger.per_step(),
-               "stale_replies": ledger.stale_replies},
+               "stale_replies": ledger.stale_replies, "refused_replies": dict(ledger.refused)},
         routing=({"hit_rate": routing.hit_rate, "table": routing.table(prepared.splits.pool),
                   "method": config.federation.selection} if routing else None),
         graph=federation.calibration.summary() if federation else {},

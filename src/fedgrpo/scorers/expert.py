@@ -28,11 +28,14 @@ from fedgrpo.data.tasks import Question
 from fedgrpo.scorers.base import Scorer, ScorerError
 from fedgrpo.scorers.verifier import answers_agree, score_against
 from fedgrpo.types import (
+    REWARD_MAX,
+    REWARD_MIN,
     CalibrationReply,
     CalibrationRequest,
     ScoreItem,
     ScoreReply,
     ScoreRequest,
+    reward_in_range,
 )
 
 
@@ -110,6 +113,10 @@ class LocalExpert:
                 f"{self.expert_id}: scorer returned the wrong number of rewards for step {request.step}"
             )
         flat = tuple(float("nan") if r is None else float(r) for row in rows for r in row)
+        bad = [r for r in flat if not reward_in_range(r)]
+        if bad:  # the client side of the reply contract: nothing outside the declared range leaves
+            raise ScorerError(f"{self.expert_id}: scorer returned reward {bad[0]!r} outside "
+                              f"[{REWARD_MIN:g}, {REWARD_MAX:g}] (None for no reward)")
         return ScoreReply(step=request.step, rewards=flat)
 
     # -- internals -----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ Routing then fixes, for every training question, its M experts in rank order.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,10 +136,11 @@ class Calibration:
 
 
 def calibrate_and_route(prepared: Prepared, transport: ExpertTransport, out: Path,
-                        progress: ProgressSink) -> Calibration:
+                        progress: ProgressSink, before_save: Callable[[], None] = lambda: None) -> Calibration:
     """Module 1 of the paper for a run: the confidence graph (``out/graph.json``, read back on
     resume rather than asking the experts again) and every training question's experts
-    (``out/routing.json``)."""
+    (``out/routing.json``). `before_save` runs once the experts have answered, before graph.json
+    is written (the engine writes the calibration's traffic to disk there)."""
     config, splits = prepared.config, prepared.splits
     fed = config.federation
     graph_path = out / "graph.json"
@@ -149,6 +150,7 @@ def calibrate_and_route(prepared: Prepared, transport: ExpertTransport, out: Pat
         else:
             aux_z = embed_questions([q.question for q in splits.aux], fed.encoder, prepared.server_dir)
             graph, failures = calibrate(transport, splits.aux, aux_z)
+            before_save()
             graph.save(graph_path)
     # The domain each expert declares (hello); the split's own view where an expert declares none.
     expert_domains = {s.expert_id: transport.expert_domains.get(s.expert_id) or s.main_domain

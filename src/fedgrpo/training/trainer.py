@@ -95,7 +95,8 @@ class GRPOSettings:
             prompts_per_step=t.prompts_per_step, max_steps=t.train_steps, learning_rate=t.learning_rate,
             temperature=t.temperature, max_completion_length=t.max_completion_length,
             loss_type=t.loss_type, scale_rewards=t.scale_rewards, beta=t.beta, seed=t.train_seed,
-            save_steps=t.save_steps, steps_per_generation=t.steps_per_generation,
+            save_steps=generation_aligned(t.save_steps, t.steps_per_generation),
+            steps_per_generation=t.steps_per_generation,
             overlap_rewards=config.uses_overlap, style=PromptStyle.from_config(config.prompts),
             lora_rank=t.lora_rank, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
             lora_target_modules=t.lora_target_modules, extra=t.grpo_extra,
@@ -115,6 +116,19 @@ class GRPOSettings:
     @property
     def completions_per_step(self) -> int:
         return self.prompts_per_step * self.num_generations
+
+
+def generation_aligned(save_steps: int, steps_per_generation: int) -> int:
+    """`save_steps` rounded up to a multiple of `steps_per_generation`, so that a checkpoint never
+    falls inside a generation batch: TRL keeps the batch's later steps' inputs in memory only (and
+    counts generations from the trainer's start), so a run resumed mid-batch would generate anew at
+    other steps than the uninterrupted run (measured: save_steps 10 at 4 steps per generation, killed
+    after step 10, trained on other samples from step 11 on).
+
+    >>> generation_aligned(10, 4), generation_aligned(50, 1), generation_aligned(8, 4)
+    (12, 50, 8)
+    """
+    return -(-save_steps // steps_per_generation) * steps_per_generation
 
 
 def grpo_config_kwargs(settings: GRPOSettings, output_dir: str | Path) -> dict[str, Any]:
@@ -253,14 +267,31 @@ def build_grpo_trainer(
 
 
 def last_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest ``checkpoint-<step>`` directory in `output_dir`, or None."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest *complete* ``checkpoint-<step>`` directory in `output_dir`, or None.
+
+    transformers writes a checkpoint's files one by one and its ``trainer_state.json`` last, not
+    atomically: a process killed while saving leaves a directory without it, or with it cut short.
+    Such a directory is never taken for a checkpoint."""
+    import json
+    import re
 
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return None
-    found = get_last_checkpoint(str(output_dir))
-    return Path(found) if found else None
+    steps = sorted(((int(m.group(1)), p) for p in output_dir.iterdir()
+                    if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))), reverse=True)
+    for _, path in steps:
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue  # cut short by a kill: an older checkpoint is the newest complete one
+        return path
+    return None
+
+
+def checkpoint_step(checkpoint: Path | None) -> int:
+    """The optimizer step a checkpoint directory was saved at (0 without one)."""
+    return int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else 0
 
 
 def train_grpo(trainer: Any, resume: bool) -> Any:
@@ -268,11 +299,57 @@ def train_grpo(trainer: Any, resume: bool) -> Any:
 
     A resumed run restores model, optimizer, scheduler, RNG and step count
     (``resume_from_checkpoint`` semantics), draws the questions an uninterrupted run would have
-    drawn, and trains only the steps left up to ``max_steps``. Without a checkpoint it starts fresh.
-    Returns the ``transformers.trainer_utils.TrainOutput``.
+    drawn (`ResumeSampler`), and trains only the steps left up to ``max_steps``. Without a checkpoint
+    it starts fresh. Returns the ``transformers.trainer_utils.TrainOutput``.
     """
     checkpoint = last_checkpoint(trainer.args.output_dir) if resume else None
+    if checkpoint:
+        trainer.add_callback(resume_sampler_callback())
     return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+
+def find_sampler_generator(dataloader: Any) -> Any:
+    """The torch.Generator of the training sampler behind `dataloader` (TRL's ``RepeatSampler``
+    shuffles with its own generator, seeded once), through accelerate's wrappers; None if absent."""
+    seen: set[int] = set()
+    todo = [dataloader]
+    while todo:
+        node = todo.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        generator = getattr(node, "generator", None)
+        if generator is not None and type(generator).__name__ == "Generator" and hasattr(node, "__iter__") \
+                and node is not dataloader:
+            return node
+        todo += [getattr(node, name, None) for name in ("sampler", "batch_sampler", "base_dataloader")]
+    return None
+
+
+def resume_sampler_callback() -> Any:
+    """A callback that replays the sampler's shuffles of the epochs a resumed run has finished.
+
+    Why: transformers restores the global RNG and skips the batches already trained in the current
+    epoch, but TRL's ``RepeatSampler`` draws each epoch's order from its *own* generator, seeded once
+    when the trainer is built; a resumed run's fresh generator would give epoch k the order of epoch
+    0 (measured: a 40-step run killed at step 20, 10 steps per epoch, trained on other questions
+    from step 21 on). Iterating the sampler once per finished epoch, before training starts, moves
+    its generator to where the uninterrupted run's was. `tests/unit/test_trl_guard.py` pins that one
+    iteration is one shuffle."""
+    from transformers import TrainerCallback
+
+    class ResumeSampler(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, train_dataloader: Any = None,
+                           **kwargs: Any) -> None:
+            sampler = find_sampler_generator(train_dataloader)
+            if sampler is None or not state.global_step:
+                return
+            steps_per_epoch = max(1, len(train_dataloader) // max(1, args.gradient_accumulation_steps))
+            for _ in range(state.global_step // steps_per_epoch):
+                for _ in sampler:  # one epoch's draws, as the uninterrupted run made them
+                    pass
+
+    return ResumeSampler()
 
 
 class GroupLayoutError(RuntimeError):

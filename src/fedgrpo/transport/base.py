@@ -10,7 +10,7 @@ a missing reply into NaN rewards, which get advantage 0. A reply for another ste
 from __future__ import annotations
 
 import json
-import math
+import os
 import threading
 from collections import defaultdict
 from collections.abc import Mapping
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from fedgrpo.core.comm import payload_bytes
+from fedgrpo.transport.contract import ReplyRefused, check_calibration_reply, check_score_reply
 from fedgrpo.types import (
     CalibrationReply,
     CalibrationRequest,
@@ -67,7 +68,12 @@ class TrafficLedger:
 
     records: list[tuple[str, int, str, str, int]] = field(default_factory=list)
     stale_replies: int = 0
+    refused: dict[str, int] = field(default_factory=dict)  # expert id -> replies refused by the contract
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count_refused(self, expert_id: str) -> None:
+        with self._lock:
+            self.refused[expert_id] = self.refused.get(expert_id, 0) + 1
 
     def record(self, phase: str, step: int, expert_id: str, direction: str, message: object) -> int:
         size = payload_bytes(message)
@@ -99,12 +105,32 @@ class TrafficLedger:
 class LedgerFile:
     """Mirror of a traffic ledger in a JSON Lines file (`traffic.jsonl`), appended after every step
     (only new records: rewriting the whole file each step would grow quadratically) and read back
-    into the ledger on resume."""
+    into the ledger on resume.
 
-    def __init__(self, ledger: TrafficLedger, path: Path) -> None:
+    `resume_step` is the step of the checkpoint a resumed run starts from: scoring records of
+    generations at or after it are dropped (the resumed run makes those generations again and
+    records them anew), and so is a last line cut short by a kill, so the resumed run's bytes equal
+    an uninterrupted run's. The trimmed file replaces the old one atomically."""
+
+    def __init__(self, ledger: TrafficLedger, path: Path, resume_step: int | None = None,
+                 keep_calibration: bool = True) -> None:
         self.ledger, self.path = ledger, path
         if path.is_file():
-            ledger.records.extend(tuple(json.loads(line)) for line in path.read_text().splitlines() if line)
+            kept = []
+            for line in path.read_text().splitlines():
+                try:
+                    record = tuple(json.loads(line))
+                except ValueError:
+                    continue  # the line a kill cut short
+                if record[0] == "calibrate":
+                    if keep_calibration:
+                        kept.append(record)
+                elif resume_step is None or record[1] < resume_step:
+                    kept.append(record)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(list(r)) + "\n" for r in kept))
+            os.replace(tmp, path)
+            ledger.records.extend(kept)
         self.written = len(ledger.records)
 
     def flush(self) -> None:
@@ -119,24 +145,30 @@ class LedgerFile:
 
 
 def accept_calibration(ledger: TrafficLedger, expert_id: str, request: CalibrationRequest,
-                       reply: CalibrationReply) -> str | None:
-    """Record an arrived calibration reply; return why it is refused (wrong length), else None."""
-    if len(reply.correct) != len(request.items):
-        return f"{len(reply.correct)} bits for {len(request.items)} items"
+                       reply: object) -> str | None:
+    """Record an arrived calibration reply; return why it is refused (`transport.contract`), else None.
+    A refused reply is counted (``ledger.refused``)."""
+    try:
+        reply = check_calibration_reply(reply, request)
+    except ReplyRefused as exc:
+        ledger.count_refused(expert_id)
+        return f"refused calibration reply: {exc}"
     ledger.record("calibrate", -1, expert_id, "up", reply)
     return None
 
 
 def accept_score(ledger: TrafficLedger, step: int, expert_id: str, request: ScoreRequest,
-                 reply: ScoreReply) -> ScoreReply | str:
-    """The reply to keep (infinite rewards made NaN), or why it is refused: a reply for another step
-    (stale: counted in the ledger) or the wrong number or type of rewards."""
-    if reply.step != step:
+                 reply: object) -> ScoreReply | str:
+    """The reply to keep, or why it is refused: one that breaks the contract (`transport.contract`:
+    wrong type or length, a reward outside the declared range; counted in ``ledger.refused``) or one
+    for another step (stale: counted in ``ledger.stale_replies``)."""
+    try:
+        kept = check_score_reply(reply, request)
+    except ReplyRefused as exc:
+        ledger.count_refused(expert_id)
+        return f"refused score reply: {exc}"
+    if kept.step != step:
         ledger.stale_replies += 1
-        return f"stale reply for step {reply.step}"
-    expected = request.num_candidates
-    if len(reply.rewards) != expected or not all(isinstance(r, float) for r in reply.rewards):
-        return f"{len(reply.rewards)} rewards for {expected} candidates"
-    ledger.record("score", step, expert_id, "up", reply)
-    # An infinite reward would poison the group's mean and std: treat it as missing.
-    return ScoreReply(step, tuple(math.nan if math.isinf(r) else r for r in reply.rewards))
+        return f"stale reply for step {kept.step}"
+    ledger.record("score", step, expert_id, "up", kept)
+    return kept

@@ -9,9 +9,10 @@ simulation, flwr #4476).
 
 from __future__ import annotations
 
-from flwr.app import Error, Message
+from flwr.app import Error, Message, RecordDict
 
 from fedgrpo.transport.base import Expert
+from fedgrpo.transport.contract import check_calibration_reply, check_score_reply
 from fedgrpo.transport.flower_records import (
     decode_calibration_request,
     decode_score_request,
@@ -28,12 +29,20 @@ def handle_hello(message: Message, expert: Expert) -> Message:
 
 
 def handle_calibrate(message: Message, expert: Expert) -> Message:
-    return _guard(message, lambda: encode_calibration_reply(
-        expert.calibrate(decode_calibration_request(message.content))))
+    def build() -> RecordDict:
+        request = decode_calibration_request(message.content)
+        return encode_calibration_reply(check_calibration_reply(expert.calibrate(request), request))
+
+    return _guard(message, build)
 
 
 def handle_score(message: Message, expert: Expert) -> Message:
-    return _guard(message, lambda: encode_score_reply(expert.score(decode_score_request(message.content))))
+    # The client side of the reply contract: nothing outside it leaves the node (an error reply instead).
+    def build() -> RecordDict:
+        request = decode_score_request(message.content)
+        return encode_score_reply(check_score_reply(expert.score(request), request))
+
+    return _guard(message, build)
 
 
 def error_reply(message: Message, exc: BaseException) -> Message:

@@ -14,6 +14,12 @@ from __future__ import annotations
 
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
+from fedgrpo.transport.contract import (
+    ReplyRefused,
+    calibration_reply_from_fields,
+    check_size,
+    score_reply_from_fields,
+)
 from fedgrpo.types import (
     CalibrationItem,
     CalibrationReply,
@@ -58,7 +64,8 @@ def encode_calibration_reply(reply: CalibrationReply) -> RecordDict:
 
 
 def decode_calibration_reply(content: RecordDict) -> CalibrationReply:
-    return CalibrationReply(tuple(float(b) for b in content["calibration"]["correct"]))
+    """Exactly one MetricRecord ``calibration`` with exactly ``correct``; else ReplyRefused."""
+    return calibration_reply_from_fields(_only_record(content, "calibration"))
 
 
 def encode_score_request(request: ScoreRequest) -> RecordDict:
@@ -93,5 +100,20 @@ def encode_score_reply(reply: ScoreReply) -> RecordDict:
 
 
 def decode_score_reply(content: RecordDict) -> ScoreReply:
-    record = content["rewards"]
-    return ScoreReply(int(record["step"]), tuple(float(r) for r in record["rewards"]))
+    """Exactly one MetricRecord ``rewards`` with exactly ``step`` and ``rewards``; else ReplyRefused."""
+    return score_reply_from_fields(_only_record(content, "rewards"))
+
+
+def _only_record(content: RecordDict, name: str) -> dict[str, object]:
+    """The reply's one record, as plain fields, after the contract's checks on the wire: no other
+    record, a MetricRecord, at most MAX_REPLY_BYTES (Flower's own count)."""
+    if not isinstance(content, RecordDict):
+        raise ReplyRefused(f"the reply content is a {type(content).__name__}, not a RecordDict")
+    names = list(content.keys())
+    if names != [name]:
+        raise ReplyRefused(f"the reply holds records {names}, expected exactly [{name!r}]")
+    record = content[name]
+    if not isinstance(record, MetricRecord):
+        raise ReplyRefused(f"record {name!r} is a {type(record).__name__}, not a MetricRecord")
+    check_size(record.count_bytes())
+    return dict(record)

@@ -119,8 +119,9 @@ class FlowerTransport:
         for expert_id, message in arrived.items():
             try:
                 reply = decode_calibration_reply(message.content)
-            except (KeyError, TypeError, ValueError) as exc:
-                failures[expert_id] = f"malformed calibration reply ({exc})"
+            except (KeyError, TypeError, ValueError) as exc:  # ReplyRefused is a ValueError
+                self.ledger.count_refused(expert_id)
+                failures[expert_id] = f"refused calibration reply: {exc}"
                 continue
             refused = accept_calibration(self.ledger, expert_id, request, reply)
             if refused:
@@ -140,8 +141,9 @@ class FlowerTransport:
         for expert_id, message in arrived.items():
             try:
                 reply = decode_score_reply(message.content)
-            except (KeyError, TypeError, ValueError) as exc:
-                failures.append(ExpertFailure(expert_id, step, f"malformed score reply ({exc})"))
+            except (KeyError, TypeError, ValueError) as exc:  # ReplyRefused is a ValueError
+                self.ledger.count_refused(expert_id)
+                failures.append(ExpertFailure(expert_id, step, f"refused score reply: {exc}"))
                 continue
             kept = accept_score(self.ledger, step, expert_id, requests[expert_id], reply)
             if isinstance(kept, str):
