@@ -344,6 +344,20 @@ def print_run_report(m: dict[str, Any], console: Any) -> None:
     if m.get("lost_experts"):
         console.print("Lost during training and re-routed to the next-best expert: " + ", ".join(
             f"{e} ({m['rerouted_questions'].get(e, 0)} questions; {why})" for e, why in m["lost_experts"].items()))
+    privacy = m.get("privacy")
+    if privacy:
+        console.print(f"Local DP ({privacy['mechanism']}, epsilon {privacy['epsilon_per_value']:g} per value): "
+                      f"epsilon spent at delta {privacy['delta']:g}: " + ", ".join(
+                          f"{e} {eps:g} ({privacy['released'][e]:,} values)" for e, eps in privacy["epsilon_spent"].items())
+                      + (f"; budget {privacy['budget']:g}, stopped: {', '.join(privacy['stopped_by_budget']) or 'none'}"
+                         if privacy["budget"] else "")
+                      + (f"; training stopped after step {privacy['training_stopped_at']} (every budget spent)"
+                         if privacy["training_stopped_at"] is not None else ""))
+    fidelity = m.get("reward_fidelity")
+    if fidelity:
+        mean = sum(f["share"] for f in fidelity) / len(fidelity)
+        console.print(f"Fidelity of the noisy channel: {100 * mean:.1f}% of advantage signs preserved (mean over "
+                      f"{len(fidelity)} scoring rounds; per round in metrics.json, reward_fidelity).")
 
 
 def cmd_expert(args: argparse.Namespace, console: Any) -> int:

@@ -488,6 +488,41 @@ class EngineConfig:
             raise ConfigError(f"node_wait_s must be > 0, got {self.node_wait_s}")
 
 
+LDP_MECHANISMS = ("randomized_response", "laplace")  # core.privacy's mechanisms
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    reward_epsilon: float | None = _f(
+        None, "Local differential privacy at the client boundary: epsilon of every value a client sends (each "
+        "reward, each calibration value), noised on the client before it leaves; unset = off.")
+    reward_mechanism: str = _f(
+        "randomized_response", "LDP mechanism of the rewards: randomized_response (0/1 rewards, the built-in "
+        "scorers; calibration values always use it) or laplace (real rewards in [0, 1], clipped).",
+        choices=LDP_MECHANISMS)
+    privacy_delta: float = _f(1e-5, "Delta at which each client's epsilon spent is reported and budgeted.")
+    privacy_budget: float | None = _f(
+        None, "Each client's epsilon budget (at privacy_delta) over all its releases, calibration included; a "
+        "client stops scoring before it would exceed it, and its questions go to the next-best expert. "
+        "Unset = no budget.")
+    reward_debias: bool = _f(
+        True, "Server side: replace each randomised-response value r by its unbiased estimate (r - (1 - p)) / "
+        "(2p - 1) before the advantage and the confidence graph.")
+
+    def __post_init__(self) -> None:
+        if self.reward_epsilon is not None and not self.reward_epsilon > 0:
+            raise ConfigError(f"reward_epsilon must be > 0, got {self.reward_epsilon}; or leave it unset (no LDP)")
+        if not 0 < self.privacy_delta < 1:
+            raise ConfigError(f"privacy_delta must be in (0, 1), got {self.privacy_delta}")
+        if self.privacy_budget is not None:
+            if self.reward_epsilon is None:
+                raise ConfigError("privacy_budget needs reward_epsilon: set the epsilon of each release, or drop "
+                                  "the budget")
+            if self.privacy_budget < self.reward_epsilon:
+                raise ConfigError(f"privacy_budget ({self.privacy_budget}) is below one release (reward_epsilon "
+                                  f"{self.reward_epsilon}): raise the budget or lower reward_epsilon")
+
+
 @dataclass(frozen=True)
 class BaselineConfig:
     fedpetuning_rounds: int = _f(
@@ -541,6 +576,7 @@ class FedGRPOConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 

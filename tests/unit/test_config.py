@@ -221,6 +221,11 @@ def test_wrong_type_names_the_field_and_the_expected_type(file_values, cli_value
         ({"fedpetuning_rounds": "0"}, "fedpetuning_rounds must be at least 1"),
         ({"fedpetuning_learning_rate": "2"}, "fedpetuning_learning_rate must be in (0, 1)"),
         ({"dpsda_threshold": "-1"}, "dpsda_threshold must be 0 or more"),
+        ({"reward_epsilon": "0"}, "reward_epsilon must be > 0"),
+        ({"privacy_budget": "10"}, "privacy_budget needs reward_epsilon"),
+        ({"reward_epsilon": "2", "privacy_budget": "1"}, "below one release"),
+        ({"privacy_delta": "1"}, "privacy_delta must be in (0, 1)"),
+        ({"reward_mechanism": "gaussian"}, "reward_mechanism must be one of randomized_response, laplace"),
     ],
 )
 def test_invalid_values_raise_config_error_naming_the_fix(cli_values, expected):

@@ -67,3 +67,70 @@ def test_nearest_votes_against_a_loop():
         expected[max(range(7), key=lambda j: float(row @ candidates[j]))] += 1
     assert nearest_votes(private, candidates).tolist() == expected.tolist()
     assert nearest_votes(private, candidates).sum() == 50  # sensitivity 1: one vote per item
+
+
+# --- local DP of the reward channel -------------------------------------------------------------------
+
+from dp_accounting import privacy_accountant  # noqa: E402
+from dp_accounting.pld import pld_privacy_accountant  # noqa: E402
+
+from fedgrpo.config import LDP_MECHANISMS as CONFIG_MECHANISMS  # noqa: E402, I001
+from fedgrpo.core.privacy import (  # noqa: E402
+    LDP_MECHANISMS,
+    bounded_laplace,
+    debias_randomized_response,
+    keep_probability,
+    ldp_epsilon,
+    max_releases,
+    randomized_response,
+    sign_fidelity,
+)
+
+
+def test_the_config_names_the_same_mechanisms():
+    assert CONFIG_MECHANISMS == LDP_MECHANISMS
+
+
+def test_randomized_response_flips_at_the_calibrated_rate_and_debiasing_is_unbiased():
+    rng = np.random.default_rng(0)
+    truth = (rng.random(200_000) < 0.3).astype(float)
+    noisy = randomized_response(truth, 1.0, rng)
+    assert set(np.unique(noisy)) == {0.0, 1.0}
+    assert (noisy != truth).mean() == pytest.approx(1 - keep_probability(1.0), abs=0.005)
+    assert debias_randomized_response(noisy, 1.0).mean() == pytest.approx(truth.mean(), abs=0.01)
+    assert np.isnan(randomized_response(np.array([np.nan]), 1.0, rng)[0])
+
+
+def test_bounded_laplace_stays_in_range_and_keeps_missing_values():
+    rng = np.random.default_rng(1)
+    out = bounded_laplace(np.array([0.0, 0.5, 1.0, np.nan] * 1000), 0.5, rng)
+    present = out[~np.isnan(out)]
+    assert present.min() >= 0.0 and present.max() <= 1.0 and np.isnan(out[3::4]).all()
+
+
+def _composed_by_the_accountant(k, epsilon, delta):
+    """k randomised-response releases composed one by one by dp-accounting's PLD accountant."""
+    accountant = pld_privacy_accountant.PLDAccountant(privacy_accountant.NeighboringRelation.REPLACE_ONE)
+    for _ in range(k):
+        accountant.compose(dp_event.RandomizedResponseDpEvent(2 * (1 - keep_probability(epsilon)), 2))
+    return accountant.get_epsilon(delta)
+
+
+@pytest.mark.parametrize("k", [1, 3, 40])
+def test_ldp_epsilon_is_the_accountants_composition(k):
+    assert ldp_epsilon(k, 1.0, 1e-5, "randomized_response") == pytest.approx(_composed_by_the_accountant(k, 1.0, 1e-5),
+                                                                              rel=0.01)
+    assert ldp_epsilon(k, 1.0, 1e-5, "randomized_response") <= k * 1.0 + 1e-9  # never above basic composition
+
+
+def test_max_releases_is_the_last_count_within_budget():
+    for mechanism in LDP_MECHANISMS:
+        n = max_releases(20.0, 1.0, 1e-5, mechanism)
+        assert ldp_epsilon(n, 1.0, 1e-5, mechanism) <= 20.0 < ldp_epsilon(n + 1, 1.0, 1e-5, mechanism)
+    assert max_releases(0.5, 1.0, 1e-5, "randomized_response") == 0
+
+
+def test_sign_fidelity():
+    assert sign_fidelity(np.array([1.0, 0.0, 1.0, 0.0]), np.array([1.0, 0.0, 1.0, 0.0])) == 1.0
+    assert sign_fidelity(np.array([1.0, 0.0, 1.0, 0.0]), np.array([0.0, 1.0, 1.0, 0.0])) == 0.5
+    assert sign_fidelity(np.array([1.0, 1.0]), np.array([0.0, 1.0])) is None  # no signal to preserve

@@ -105,3 +105,42 @@ def test_a_reward_outside_the_declared_range_never_leaves_the_client(bad):
     client = _client(scorer=lambda items: [[bad] + [None] * (len(i.candidates) - 1) for i in items])
     with pytest.raises(ScorerError, match="outside"):
         client.score(ScoreRequest(0, (ScoreItem("q1", "basic_arithmetic", "Calculate 1 + 1.", ("2", "3")),)))
+
+
+# --- local DP on the client ---------------------------------------------------------------------------
+
+def _private_client(epsilon, max_releases=None):
+    from fedgrpo.core.privacy import LocalPrivacy
+
+    client = LocalExpert("client-0", [], Path("/nonexistent"), mode="model", style=PREFILL, expert_samples=1,
+                         max_new_tokens=24, batch_size=256, seed=0,
+                         privacy=LocalPrivacy("randomized_response", epsilon, max_releases, seed=3))
+    client._expert_answers.update({"q": "2", "a1": "5", "a2": "7"})
+    return client
+
+
+def _request(step=0):
+    return ScoreRequest(step, (ScoreItem("q", GEN, "Calculate 1 + 1.", ("2</answer>", "3</answer>") * 4),))
+
+
+def test_rewards_leave_the_client_through_randomized_response_and_it_logs_fidelity():
+    clean = (1.0, 0.0) * 4
+    assert _private_client(60.0).score(_request()).rewards == clean  # epsilon 60: p = 1 - 1e-26
+    noisy_client = _private_client(0.1)
+    flips = sum(r != c for step in range(50) for r, c in zip(noisy_client.score(_request(step)).rewards, clean))
+    assert 0.35 < flips / 400 < 0.6  # p = 0.525 at epsilon 0.1
+    assert noisy_client.released == 400 and len(noisy_client.fidelity) == 50
+    assert 0 <= min(share for _, share in noisy_client.fidelity) < 1
+
+
+def test_a_client_stops_before_its_budget_is_exceeded():
+    from fedgrpo.scorers.expert import PrivacyBudgetSpent
+
+    client = _private_client(1.0, max_releases=12)
+    client.score(_request())  # 8 values
+    with pytest.raises(PrivacyBudgetSpent, match="privacy budget spent"):
+        client.score(_request(1))  # 8 more would make 16 > 12
+    assert client.released == 8
+    request = CalibrationRequest((CalibrationItem("a1", GEN, "Calculate 2 + 3.", "5"),
+                                  CalibrationItem("a2", GEN, "Calculate 4 + 4.", "8")))
+    assert len(client.calibrate(request).correct) == 2 and client.released == 10

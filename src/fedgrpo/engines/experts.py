@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedgrpo.config import FedGRPOConfig
+from fedgrpo.core.privacy import LocalPrivacy, max_releases
 from fedgrpo.data.partition import build_splits
 from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.data.tasks import Question
@@ -31,7 +32,20 @@ def make_local_expert(config: FedGRPOConfig, expert_id: str, private_data: Seque
         style=PromptStyle.from_config(config.prompts),
         expert_samples=fed.expert_samples, max_new_tokens=config.evaluation.max_new_tokens,
         batch_size=config.evaluation.eval_batch_size, seed=config.train.train_seed,
+        privacy=local_privacy(config),
     )
+
+
+def local_privacy(config: FedGRPOConfig) -> LocalPrivacy | None:
+    """A client's local DP from the config's ``privacy`` section (None: off). Its budget becomes a
+    number of values: every value it sends, calibration included, counts as one release of the
+    reward mechanism at reward_epsilon."""
+    p = config.privacy
+    if p.reward_epsilon is None:
+        return None
+    limit = None if p.privacy_budget is None else max_releases(
+        p.privacy_budget, p.reward_epsilon, p.privacy_delta, p.reward_mechanism)
+    return LocalPrivacy(p.reward_mechanism, p.reward_epsilon, limit, config.train.train_seed)
 
 
 def build_site_expert(config: FedGRPOConfig, expert_id: str, *, data_path: str | None = None,

@@ -37,6 +37,7 @@ from fedgrpo.training.evaluate import DomainScore, evaluate_greedy
 from fedgrpo.training.policy import TrainedPolicy, train_policy
 from fedgrpo.training.prepare import Prepared, prepare
 from fedgrpo.training.report import RunMetrics
+from fedgrpo.training.reward import PRIVACY_BUDGET_SPENT
 from fedgrpo.transport.base import ExpertTransport, LedgerFile, TrafficLedger
 from fedgrpo.transport.failover import FailoverTransport
 from fedgrpo.transport.timed import TimedTransport
@@ -63,6 +64,7 @@ class Federation:
     calibration: Calibration
     failover: FailoverTransport | None
     ledger_file: LedgerFile  # the traffic ledger's mirror, read back on resume, appended after each step
+    base: ExpertTransport  # the engine's own transport, unwrapped (its clients' logs, where they are local)
 
 
 def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(), *,
@@ -110,10 +112,10 @@ def connect_and_calibrate(prepared: Prepared, connector: Connector, out: Path, p
                              keep_calibration=(out / "graph.json").is_file())
     with phase("calibrate"):
         calibration = calibrate_and_route(prepared, transport, out, progress, before_save=ledger_file.flush)
-    failover = None
+    failover, base = None, transport
     if prepared.config.engine.reroute_failed:
         transport = failover = FailoverTransport(transport, calibration.routing.ranking)
-    return Federation(TimedTransport(transport), calibration, failover, ledger_file)
+    return Federation(TimedTransport(transport), calibration, failover, ledger_file, base)
 
 
 def collect_metrics(prepared: Prepared, before: dict[str, DomainScore], after: dict[str, DomainScore],
@@ -143,7 +145,42 @@ def collect_metrics(prepared: Prepared, before: dict[str, DomainScore], after: d
         reward_wait_s=trained.reward_wait_s,
         reward_round_trips_s=list(federation.transport.rounds) if federation else [],
         overlap_rewards=trained.overlap_rewards, timings_s=timings, final_model=str(trained.final_dir),
+        privacy=privacy_report(config, ledger, dict(failover.lost) if failover else {},
+                               trained.budget_spent_at) if federation else None,
+        reward_fidelity=fidelity_log(federation.base) if federation else None,
     )
+
+
+def privacy_report(config: FedGRPOConfig, ledger: TrafficLedger, lost: dict[str, str],
+                   training_stopped_at: int | None) -> dict[str, Any] | None:
+    """Each client's epsilon spent (its released values composed at privacy_delta), who stopped at
+    its budget, and the step training stopped at when every budget was spent; None when local DP is
+    off."""
+    p = config.privacy
+    if p.reward_epsilon is None:
+        return None
+    from fedgrpo.core.privacy import ldp_epsilon
+
+    released = ledger.released()
+    return {"mechanism": p.reward_mechanism, "epsilon_per_value": p.reward_epsilon, "delta": p.privacy_delta,
+            "budget": p.privacy_budget, "released": released,
+            "epsilon_spent": {e: round(ldp_epsilon(n, p.reward_epsilon, p.privacy_delta, p.reward_mechanism), 3)
+                              for e, n in released.items()},
+            "stopped_by_budget": sorted(e for e, why in lost.items() if PRIVACY_BUDGET_SPENT in why),
+            "training_stopped_at": training_stopped_at}
+
+
+def fidelity_log(transport: ExpertTransport) -> list[dict[str, Any]] | None:
+    """Per step, the mean over clients of their logged sign fidelity; None where the clients are not
+    in this process (Flower engines: each site keeps its own log) or keep none (local DP off)."""
+    experts = getattr(transport, "experts", None)
+    if not experts:
+        return None
+    by_step: dict[int, list[float]] = {}
+    for expert in experts.values():
+        for step, share in getattr(expert, "fidelity", []):
+            by_step.setdefault(step, []).append(share)
+    return [{"step": s, "share": round(sum(v) / len(v), 4)} for s, v in sorted(by_step.items())] or None
 
 
 def _nothing() -> None:

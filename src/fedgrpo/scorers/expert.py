@@ -22,7 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fedgrpo.config import SCORER_MODES
+from fedgrpo.core.privacy import LocalPrivacy, randomized_response, sign_fidelity
 from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.data.tasks import Question
 from fedgrpo.scorers.base import Scorer, ScorerError
@@ -61,12 +64,14 @@ class LocalExpert:
         seed: int,
         domain: str | None = None,
         scorer: Scorer | None = None,
+        privacy: LocalPrivacy | None = None,
     ) -> None:
         """The scorer settings come from the config (`engines.experts.make_local_expert`): `mode`
         (the config's scorer_mode), the prompt `style` (the expert answers as the server does),
         `expert_samples`, and the generation's `max_new_tokens`, `batch_size` and `seed`. `domain`
         is the one it declares (default: its data's main one); `scorer` replaces the built-in
-        scoring."""
+        scoring; `privacy` noises every value before it leaves (local DP, `core.privacy`) and stops
+        the client once its budget is spent."""
         if mode not in SCORER_MODES:
             raise ValueError(f"unknown scorer mode {mode!r}: use one of {', '.join(SCORER_MODES)}")
         self.expert_id = expert_id
@@ -86,6 +91,12 @@ class LocalExpert:
         self._loaded: tuple[Any, Any] | None = None  # (model, tokenizer), loaded on first use
         self._expert_answers: dict[str, str | None] = {}
         self._lock = threading.Lock()  # one request at a time per client: the model is not re-entrant
+        self._privacy = privacy
+        self._noise = np.random.default_rng([privacy.seed if privacy else 0, *expert_id.encode()])
+        self.released = 0  # values sent through the LDP mechanism (the accountant's count)
+        # The client's own log, never sent: per scoring request, the share of advantage signs its noise
+        # preserved (what a given epsilon costs, before any accuracy is measured).
+        self.fidelity: list[tuple[int, float]] = []
 
     # -- the calls a server may make ------------------------------------------------------------
 
@@ -97,11 +108,14 @@ class LocalExpert:
             answers = self._expert_answer_batch(
                 [(i.question_id, i.question) for i in request.items]
             )
-        bits = tuple(
-            1.0 if answers_agree(i.generator, i.question, answers[i.question_id], i.answer) else 0.0
-            for i in request.items
-        )
-        return CalibrationReply(bits)
+        bits = np.array([1.0 if answers_agree(i.generator, i.question, answers[i.question_id], i.answer) else 0.0
+                         for i in request.items])
+        if self._privacy is not None:
+            with self._lock:
+                self._spend(len(bits), "calibration")
+                # Calibration values are 0/1: always randomised response.
+                bits = randomized_response(bits, self._privacy.epsilon, self._noise)
+        return CalibrationReply(tuple(float(b) for b in bits))
 
     def score(self, request: ScoreRequest) -> ScoreReply:
         with self._lock:
@@ -117,7 +131,37 @@ class LocalExpert:
         if bad:  # the client side of the reply contract: nothing outside the declared range leaves
             raise ScorerError(f"{self.expert_id}: scorer returned reward {bad[0]!r} outside "
                               f"[{REWARD_MIN:g}, {REWARD_MAX:g}] (None for no reward)")
+        if self._privacy is not None:
+            flat = self._private(request, np.array(flat))
         return ScoreReply(step=request.step, rewards=flat)
+
+    def _private(self, request: ScoreRequest, clean: np.ndarray) -> tuple[float, ...]:
+        """The rewards as they leave: through the LDP mechanism, within the budget; logs fidelity."""
+        assert self._privacy is not None
+        with self._lock:
+            self._spend(int((~np.isnan(clean)).sum()), f"step {request.step}")
+            if self._privacy.mechanism == "randomized_response" and not np.isin(clean[~np.isnan(clean)], (0.0, 1.0)).all():
+                raise ScorerError(f"{self.expert_id}: randomised response needs 0/1 rewards; use "
+                                  "reward_mechanism laplace for real-valued ones")
+            noisy = self._privacy.release(clean, self._noise)
+        shares, offset = [], 0
+        for item in request.items:
+            n = len(item.candidates)
+            share = sign_fidelity(clean[offset:offset + n], noisy[offset:offset + n])
+            if share is not None:
+                shares.append(share)
+            offset += n
+        if shares:
+            self.fidelity.append((request.step, float(np.mean(shares))))
+        return tuple(float(r) for r in noisy)
+
+    def _spend(self, n: int, what: str) -> None:
+        """Count `n` releases against the budget, or refuse them all (the caller holds the lock)."""
+        limit = self._privacy.max_releases if self._privacy else None
+        if limit is not None and self.released + n > limit:
+            raise PrivacyBudgetSpent(f"{self.expert_id}: privacy budget spent ({self.released} of {limit} values "
+                                     f"released; {what} needs {n} more)")
+        self.released += n
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -178,6 +222,10 @@ class LocalExpert:
 
             self._loaded = load_model(self._model_dir)
         return self._loaded
+
+
+class PrivacyBudgetSpent(ScorerError):
+    """The client would exceed its privacy budget: it sends nothing more (its questions are re-routed)."""
 
 
 def _majority(answers: Sequence[str | None]) -> str | None:

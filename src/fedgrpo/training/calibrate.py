@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from fedgrpo.config import COMPETENCE_SELECTIONS
+from fedgrpo.config import COMPETENCE_SELECTIONS, FedGRPOConfig
 from fedgrpo.core.graph import ConfidenceGraph, build_confidence_graph
 from fedgrpo.core.selection import competent_counts, routing_hit_rate, select_experts
 from fedgrpo.data.tasks import Question
@@ -51,6 +51,17 @@ def calibrate(
         aux_embeddings, correctness,
     )
     return graph, failures
+
+
+def calibration_debias(config: FedGRPOConfig) -> Callable[[np.ndarray], np.ndarray] | None:
+    """Calibration values are released by randomised response whenever local DP is on: the map from
+    a mean of released values to the unbiased estimate of the true mean (None: nothing to undo)."""
+    p = config.privacy
+    if p.reward_epsilon is None or not p.reward_debias:
+        return None
+    from fedgrpo.core.privacy import debias_randomized_response
+
+    return lambda values: debias_randomized_response(values, p.reward_epsilon)
 
 
 @dataclass(frozen=True)
@@ -87,14 +98,19 @@ def route(
     expert_domains: dict[str, str],
     seed: int = 0,
     threshold: float = 0.0,
+    debias: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Routing:
     """Choose M experts per question, or fewer under a competence `threshold` (`competent_counts`).
     `expert_domains` (expert id -> its main domain) is used only by the oracle method and for the
-    hit-rate diagnostic."""
+    hit-rate diagnostic. `debias` maps the graph's competences (means of released 0/1 values) to
+    unbiased estimates of the true ones (local DP: `calibration_debias`); the graph keeps what was
+    released."""
     ids = list(graph.expert_ids)
     # Competence ranks the selected experts and, beyond them, the failover order.
     if method == "graph":
         competence = graph.competences(embeddings, neighbours)  # (P, K)
+        if debias is not None:  # a mean of debiased values is the debiased mean
+            competence = debias(competence)
     elif method == "oracle":
         competence = np.array([[expert_domains[e] == q.domain for e in ids] for q in questions], dtype=float)
     else:  # random, all: no per-question competence; failover falls back on overall competence
@@ -158,7 +174,8 @@ def calibrate_and_route(prepared: Prepared, transport: ExpertTransport, out: Pat
     pool_z = embed_questions([q.question for q in splits.pool], fed.encoder, prepared.server_dir)
     routing = route(list(splits.pool), pool_z, graph, experts_per_question=fed.experts_per_question,
                     neighbours=fed.neighbours, method=fed.selection, expert_domains=expert_domains,
-                    seed=fed.selection_seed, threshold=fed.competence_threshold)
+                    seed=fed.selection_seed, threshold=fed.competence_threshold,
+                    debias=calibration_debias(config))
     (out / "routing.json").write_text(json.dumps(
         {"hit_rate": routing.hit_rate, "table": routing.table(splits.pool), "experts": routing.experts}, indent=1))
     return Calibration(graph, routing, failures)

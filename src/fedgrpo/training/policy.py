@@ -37,6 +37,7 @@ class TrainedPolicy:
     failures: tuple[ExpertFailure, ...]  # every failed scoring request
     reward_wait_s: float  # seconds training blocked for rewards
     overlap_rewards: bool
+    budget_spent_at: int | None = None  # local DP: the step at which training stopped, every budget spent
 
 
 def gold_scorer(style: PromptStyle, question: Question, completion: str) -> float:
@@ -72,7 +73,18 @@ def make_reward(config: FedGRPOConfig, questions: Sequence[Question], transport:
         tag_weight=config.prompts.tag_weight, group_by_question=group_by_question,
         gold_scorer=functools.partial(gold_scorer, style) if gold else None,
         competence=routing.competence if routing and fed.competence_weighting else None, deferred=overlap,
+        debias=None if gold else reward_debias(config),
     )
+
+
+def reward_debias(config: FedGRPOConfig) -> Callable[[Any], Any] | None:
+    """The server's debiasing of randomised-response values (config ``privacy``), or None."""
+    p = config.privacy
+    if p.reward_epsilon is None or p.reward_mechanism != "randomized_response" or not p.reward_debias:
+        return None
+    from fedgrpo.core.privacy import debias_randomized_response
+
+    return functools.partial(debias_randomized_response, epsilon=p.reward_epsilon)
 
 
 def train_policy(prepared: Prepared, out: Path, progress: ProgressSink, *,
@@ -90,7 +102,8 @@ def train_policy(prepared: Prepared, out: Path, progress: ProgressSink, *,
     try:
         trainer = build_grpo_trainer(prepared.server_dir, questions, reward, settings, out / "checkpoints")
         with progress.phase(f"GRPO training ({steps} steps)", steps) as advance:
-            step_ends = _report_steps(trainer, lambda: (advance(1), on_step()))
+            step_ends = _report_steps(trainer, lambda: (advance(1), on_step()),
+                                      should_stop=lambda: reward.budget_spent_at is not None)
             train_grpo(trainer, resume=True)
     finally:
         reward.close()  # overlap's background sender; nothing is in flight after the last step
@@ -105,6 +118,7 @@ def train_policy(prepared: Prepared, out: Path, progress: ProgressSink, *,
         failures=tuple(reward.log.failures),
         reward_wait_s=round(reward.wait_seconds, 4),
         overlap_rewards=settings.overlap_rewards,
+        budget_spent_at=reward.budget_spent_at,
     )
 
 
@@ -119,9 +133,11 @@ def save_policy(trainer: Any, final_dir: Path) -> None:
     trainer.processing_class.save_pretrained(str(final_dir))
 
 
-def _report_steps(trainer: Any, after_step: Callable[[], Any]) -> list[float]:
+def _report_steps(trainer: Any, after_step: Callable[[], Any],
+                  should_stop: Callable[[], bool] = lambda: False) -> list[float]:
     """Replace TRL's tqdm bar and printed log dicts (the logs stay in trainer.state.log_history and
-    every checkpoint) with `after_step`; returns the list of step end times it fills."""
+    every checkpoint) with `after_step`; returns the list of step end times it fills. Training ends
+    after a step at which `should_stop()` holds (every client's privacy budget spent)."""
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -131,6 +147,8 @@ def _report_steps(trainer: Any, after_step: Callable[[], Any]) -> list[float]:
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             after_step()
             step_ends.append(time.perf_counter())
+            if should_stop():
+                control.should_training_stop = True
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)

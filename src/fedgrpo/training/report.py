@@ -43,6 +43,12 @@ class RunMetrics:
     overlap_rewards: bool
     timings_s: dict[str, float]  # phase -> seconds
     final_model: str
+    # Local DP (config ``privacy``; None when off): mechanism, epsilon per value, delta, budget, values
+    # released and epsilon spent per client, clients stopped by their budget.
+    privacy: dict[str, Any] | None = None
+    # Per step, the mean over clients of the share of advantage signs their noise preserved (the
+    # clients' own logs, read where they run in this process: the embedded engine).
+    reward_fidelity: list[dict[str, Any]] | None = None
 
     @property
     def mean_before(self) -> float:
@@ -82,6 +88,8 @@ class RunMetrics:
             "overlap_rewards": self.overlap_rewards,
             "timings_s": self.timings_s,
             "final_model": self.final_model,
+            "privacy": self.privacy,
+            "reward_fidelity": self.reward_fidelity,
         }
 
 

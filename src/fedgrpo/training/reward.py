@@ -90,6 +90,9 @@ class PendingRewards:
     future: cf.Future[_Scored]
 
 
+PRIVACY_BUDGET_SPENT = "privacy budget spent"  # in the reason of a client that stopped at its budget
+
+
 class FederatedReward:
     """Callable passed to TRL's `reward_funcs`."""
 
@@ -110,6 +113,7 @@ class FederatedReward:
         gold_scorer: Callable[[Question, str], float] | None = None,
         competence: Mapping[str, Sequence[float]] | None = None,
         deferred: bool = False,
+        debias: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         """`gold_scorer` replaces the experts with a local verifier on gold answers (ground-truth mode).
 
@@ -118,6 +122,9 @@ class FederatedReward:
 
         `deferred`: TRL's call stages the batch and returns placeholders; `submit` and `resolve`
         deliver the real rewards (see the module docstring).
+
+        `debias` maps each expert's released rewards to estimates of the true ones (local DP with
+        randomised response, `core.privacy.debias_randomized_response`); NaN stays NaN.
         """
         if gold_scorer is None and (routing is None or transport is None):
             raise ValueError("expert rewards need a routing and a transport")
@@ -133,6 +140,8 @@ class FederatedReward:
         self.group_by_question = group_by_question
         self.gold_scorer = gold_scorer
         self.deferred = deferred
+        self.debias = debias
+        self.budget_spent_at: int | None = None  # the step at which every asked client's budget was spent
         self.log = RewardLog()
         self.calls = 0
         self.wait_seconds = 0.0  # time training blocked for expert rewards: the round trip, or `resolve`
@@ -211,7 +220,12 @@ class FederatedReward:
                 shape: _ServerSide) -> Rewards:
         """Log one batch and combine its parts into the reward TRL sees."""
         self.log.failures.extend(scored.failures)
-        if scored.all_failed:
+        if scored.all_failed and all(PRIVACY_BUDGET_SPENT in f.reason for f in scored.failures):
+            # Local DP: no client may release anything more. The batch carries no reward (advantage
+            # 0, no update) and the train phase stops after this step, keeping what was learnt.
+            if self.budget_spent_at is None:
+                self.budget_spent_at = step
+        elif scored.all_failed:
             raise RuntimeError(
                 f"every expert failed at step {step}: "
                 + "; ".join(f"{f.expert_id}: {f.reason}" for f in scored.failures)
@@ -255,6 +269,8 @@ class FederatedReward:
         raw_reward = np.full(len(completions), np.nan)
         for expert_id, reply in results.replies.items():
             flat = np.asarray(reply.rewards, dtype=float)
+            if self.debias is not None:
+                flat = self.debias(flat)
             offset = 0
             for block in spans[expert_id]:
                 n = block.stop - block.start

@@ -10,10 +10,11 @@ a missing reply into NaN rewards, which get advantage 0. A reply for another ste
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -64,12 +65,26 @@ class ExpertTransport(Protocol):
 
 @dataclass
 class TrafficLedger:
-    """Payload bytes per (phase, step, expert, direction); thread-safe."""
+    """Payload bytes per (phase, step, expert, direction), and the values each expert released
+    (phase, step, expert, count: rewards that are not NaN, calibration values; what a privacy
+    accountant composes); thread-safe."""
 
     records: list[tuple[str, int, str, str, int]] = field(default_factory=list)
+    releases: list[tuple[str, int, str, int]] = field(default_factory=list)
     stale_replies: int = 0
     refused: dict[str, int] = field(default_factory=dict)  # expert id -> replies refused by the contract
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def release(self, phase: str, step: int, expert_id: str, count: int) -> None:
+        with self._lock:
+            self.releases.append((phase, step, expert_id, count))
+
+    def released(self) -> dict[str, int]:
+        """Values released per expert over the run."""
+        out: dict[str, int] = {}
+        for _, _, expert_id, count in self.releases:
+            out[expert_id] = out.get(expert_id, 0) + count
+        return out
 
     def count_refused(self, expert_id: str) -> None:
         with self._lock:
@@ -103,42 +118,60 @@ class TrafficLedger:
 
 
 class LedgerFile:
-    """Mirror of a traffic ledger in a JSON Lines file (`traffic.jsonl`), appended after every step
+    """Mirror of a traffic ledger in JSON Lines files (`traffic.jsonl` for the byte records,
+    `traffic.jsonl`'s sibling `releases.jsonl` for the release counts), appended after every step
     (only new records: rewriting the whole file each step would grow quadratically) and read back
     into the ledger on resume.
 
     `resume_step` is the step of the checkpoint a resumed run starts from: scoring records of
     generations at or after it are dropped (the resumed run makes those generations again and
     records them anew), and so is a last line cut short by a kill, so the resumed run's bytes equal
-    an uninterrupted run's. The trimmed file replaces the old one atomically."""
+    an uninterrupted run's; calibration records are dropped unless `keep_calibration` (the run
+    will calibrate again). The trimmed files replace the old ones atomically."""
 
     def __init__(self, ledger: TrafficLedger, path: Path, resume_step: int | None = None,
                  keep_calibration: bool = True) -> None:
         self.ledger, self.path = ledger, path
-        if path.is_file():
-            kept = []
-            for line in path.read_text().splitlines():
-                try:
-                    record = tuple(json.loads(line))
-                except ValueError:
-                    continue  # the line a kill cut short
-                if record[0] == "calibrate":
-                    if keep_calibration:
-                        kept.append(record)
-                elif resume_step is None or record[1] < resume_step:
-                    kept.append(record)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps(list(r)) + "\n" for r in kept))
-            os.replace(tmp, path)
-            ledger.records.extend(kept)
+        self.releases_path = path.with_name("releases.jsonl")
+
+        def keep(record: tuple) -> bool:
+            if record[0] == "calibrate":
+                return keep_calibration
+            return resume_step is None or record[1] < resume_step
+
+        ledger.records.extend(_read_back(path, keep))
+        ledger.releases.extend(_read_back(self.releases_path, keep))
         self.written = len(ledger.records)
+        self.releases_written = len(ledger.releases)
 
     def flush(self) -> None:
-        new = self.ledger.records[self.written:]
-        if new:
-            with self.path.open("a") as fh:
-                fh.writelines(json.dumps(record) + "\n" for record in new)
-            self.written += len(new)
+        self.written = _append(self.path, self.ledger.records, self.written)
+        self.releases_written = _append(self.releases_path, self.ledger.releases, self.releases_written)
+
+
+def _read_back(path: Path, keep: Callable[[tuple], bool]) -> list[tuple]:
+    if not path.is_file():
+        return []
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = tuple(json.loads(line))
+        except ValueError:
+            continue  # the line a kill cut short
+        if keep(record):
+            kept.append(record)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(list(r)) + "\n" for r in kept))
+    os.replace(tmp, path)
+    return kept
+
+
+def _append(path: Path, records: list, written: int) -> int:
+    new = records[written:]
+    if new:
+        with path.open("a") as fh:
+            fh.writelines(json.dumps(record) + "\n" for record in new)
+    return written + len(new)
 
 
 # -- what every engine does with a reply that arrived (one place, so engines cannot drift apart) ----
@@ -154,6 +187,7 @@ def accept_calibration(ledger: TrafficLedger, expert_id: str, request: Calibrati
         ledger.count_refused(expert_id)
         return f"refused calibration reply: {exc}"
     ledger.record("calibrate", -1, expert_id, "up", reply)
+    ledger.release("calibrate", -1, expert_id, len(reply.correct))
     return None
 
 
@@ -171,4 +205,5 @@ def accept_score(ledger: TrafficLedger, step: int, expert_id: str, request: Scor
         ledger.stale_replies += 1
         return f"stale reply for step {kept.step}"
     ledger.record("score", step, expert_id, "up", kept)
+    ledger.release("score", step, expert_id, sum(1 for r in kept.rewards if not math.isnan(r)))
     return kept

@@ -27,6 +27,7 @@ class EmbeddedTransport:
         """`experts`: expert id -> the expert; each declares its domain through `hello`, as it
         would to the Flower engine."""
         self._experts = dict(experts)
+        self.experts = self._experts  # read-only use: the run report reads the clients' own logs
         self.expert_ids = tuple(self._experts)
         self.expert_domains = {expert_id: expert.hello()[1] for expert_id, expert in self._experts.items()}
         self.timeout_s = timeout_s

@@ -1,0 +1,44 @@
+"""A run with local DP on the reward channel: epsilon per client in the report, a budget that stops
+clients (their questions re-routed), the fidelity of the noisy channel logged per step."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedgrpo.config import load_config
+from fedgrpo.core.privacy import ldp_epsilon
+from fedgrpo.engines.run import run
+
+from .conftest import TINY_OVERRIDES
+
+pytestmark = pytest.mark.slow
+
+
+def test_dp_run_reports_epsilon_per_client_and_stops_clients_at_their_budget(tmp_path, cache_dir, prepared):
+    # Calibration releases 8 values per client (8 auxiliary items), then a step's 4 questions x 8
+    # candidates are split over the clients: a budget of 80 (100 values at epsilon 1, delta 1e-5)
+    # lasts a few steps; a client then stops, its questions go to the other client, and once both
+    # have stopped, training ends early with what it learnt.
+    config = load_config(overrides={**TINY_OVERRIDES, "cache_dir": str(cache_dir), "train_steps": 16,
+                                    "prompts_per_step": 4, "steps_per_generation": 1, "reward_epsilon": 1.0,
+                                    "privacy_budget": 80.0})
+    m = run(config, tmp_path).to_dict()
+    privacy = m["privacy"]
+    assert privacy["mechanism"] == "randomized_response" and privacy["budget"] == 80.0
+    assert set(privacy["epsilon_spent"]) == {"client-0", "client-1"}
+    for client, spent in privacy["epsilon_spent"].items():
+        assert 0 < spent <= 80.0
+        assert spent == pytest.approx(ldp_epsilon(privacy["released"][client], 1.0, 1e-5, "randomized_response"), abs=1e-3)
+    assert privacy["stopped_by_budget"] == ["client-0", "client-1"]
+    assert set(privacy["stopped_by_budget"]) <= set(m["lost_experts"])
+    assert 0 < privacy["training_stopped_at"] < 15 and len(m["step_seconds"]) < 15
+    assert (tmp_path / "final-model" / "config.json").is_file()  # what was learnt is kept
+    assert m["reward_fidelity"] and all(0 <= f["share"] <= 1 for f in m["reward_fidelity"])
+    assert m["graph"]["calibration_failures"] == {}
+
+
+def test_dp_off_reports_nothing(tmp_path, cache_dir, prepared):
+    config = load_config(overrides={**TINY_OVERRIDES, "cache_dir": str(cache_dir), "train_steps": 2,
+                                    "prompts_per_step": 4})
+    m = run(config, tmp_path).to_dict()
+    assert m["privacy"] is None and m["reward_fidelity"] is None
