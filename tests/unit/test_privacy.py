@@ -6,15 +6,25 @@ import math
 
 import numpy as np
 import pytest
-from dp_accounting import dp_event
+from dp_accounting import dp_event, privacy_accountant
+from dp_accounting.pld import pld_privacy_accountant
 from dp_accounting.rdp import rdp_privacy_accountant
 
+from fedgrpo.config import LDP_MECHANISMS as CONFIG_MECHANISMS
 from fedgrpo.core.privacy import (
+    LDP_MECHANISMS,
+    bounded_laplace,
+    debias_randomized_response,
     default_delta,
     epsilon_spent,
+    keep_probability,
+    ldp_epsilon,
+    max_releases,
     nearest_votes,
     noise_multiplier,
     noisy_histogram,
+    randomized_response,
+    sign_fidelity,
 )
 
 
@@ -70,22 +80,6 @@ def test_nearest_votes_against_a_loop():
 
 
 # --- local DP of the reward channel -------------------------------------------------------------------
-
-from dp_accounting import privacy_accountant  # noqa: E402
-from dp_accounting.pld import pld_privacy_accountant  # noqa: E402
-
-from fedgrpo.config import LDP_MECHANISMS as CONFIG_MECHANISMS  # noqa: E402, I001
-from fedgrpo.core.privacy import (  # noqa: E402
-    LDP_MECHANISMS,
-    bounded_laplace,
-    debias_randomized_response,
-    keep_probability,
-    ldp_epsilon,
-    max_releases,
-    randomized_response,
-    sign_fidelity,
-)
-
 
 def test_the_config_names_the_same_mechanisms():
     assert CONFIG_MECHANISMS == LDP_MECHANISMS
