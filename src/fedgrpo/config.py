@@ -303,6 +303,7 @@ GRPO_DERIVED = {
     "per_device_train_batch_size": "it is prompts_per_step * M * G; set those instead",
 }
 SCORER_MODES = ("gated", "model", "answer")
+ADVERSARY_BEHAVIOURS = ("invert", "random", "max")  # scorers.adversary
 
 
 @dataclass(frozen=True)
@@ -330,6 +331,17 @@ class FederationConfig:
     )
     expert_samples: int = _f(1, "Expert answers per question for model-based scoring: 1 = greedy, n = majority of n samples.")
     expert_timeout_s: float = _f(600.0, "Seconds an expert may take for one request before it counts as failed.")
+    recheck_every: int = _f(
+        0, "Dishonest experts: every this many scoring rounds, each expert's request also carries recheck_items "
+        "auxiliary items it claimed at calibration, with the gold and a wrong answer as candidates; an expert "
+        "whose estimated accuracy on them (one-coin Dawid-Skene) falls below recheck_threshold is excluded and "
+        "its questions re-routed. 0 = off.")
+    recheck_items: int = _f(2, "Probe items per expert per re-check (two candidates each).")
+    recheck_threshold: float = _f(0.75, "Estimated probe accuracy below which an expert is excluded (honest: near 1; "
+                                  "inverting: near 0; random or always 1: near 0.5).")
+    adversaries: tuple[str, ...] = _f(
+        (), "For measurements only: experts that lie after an honest calibration, as EXPERT:BEHAVIOUR with "
+        "BEHAVIOUR invert, random or max (e.g. client-1:invert).")
     selection_seed: int = _f(0, "Seed of random selection.")
 
     def __post_init__(self) -> None:
@@ -355,6 +367,19 @@ class FederationConfig:
             raise ConfigError(f"expert_samples must be at least 1, got {self.expert_samples}")
         if not self.expert_timeout_s > 0:
             raise ConfigError(f"expert_timeout_s must be > 0, got {self.expert_timeout_s}")
+        if self.recheck_every < 0 or self.recheck_items < 1:
+            raise ConfigError("recheck_every must be 0 (off) or more and recheck_items at least 1")
+        if not 0 < self.recheck_threshold < 1:
+            raise ConfigError(f"recheck_threshold must be in (0, 1), got {self.recheck_threshold}")
+        for entry in self.adversaries:
+            expert, sep, behaviour = entry.partition(":")
+            if not sep or not expert or behaviour not in ADVERSARY_BEHAVIOURS:
+                raise ConfigError(f"adversaries entry {entry!r}: write EXPERT:BEHAVIOUR with BEHAVIOUR one of "
+                                  f"{', '.join(ADVERSARY_BEHAVIOURS)} (e.g. client-1:invert)")
+
+    def adversary_of(self, expert_id: str) -> str | None:
+        """The behaviour the config gives `expert_id` (None: honest)."""
+        return dict(e.split(":", 1) for e in self.adversaries).get(expert_id)
 
 
 @dataclass(frozen=True)

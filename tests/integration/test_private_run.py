@@ -42,3 +42,16 @@ def test_dp_off_reports_nothing(tmp_path, cache_dir, prepared):
                                     "prompts_per_step": 4})
     m = run(config, tmp_path).to_dict()
     assert m["privacy"] is None and m["reward_fidelity"] is None
+
+
+def test_recheck_reports_every_expert_and_an_inverting_one_is_never_rewarded_for_long(tmp_path, cache_dir, prepared):
+    config = load_config(overrides={**TINY_OVERRIDES, "cache_dir": str(cache_dir), "train_steps": 4,
+                                    "prompts_per_step": 4, "steps_per_generation": 1, "recheck_every": 1,
+                                    "adversaries": "client-1:invert"})
+    m = run(config, tmp_path).to_dict()
+    checks = m["expert_checks"]
+    assert set(checks) == {"client-0", "client-1"}
+    for check in checks.values():
+        assert check["probe_values"] >= 0 and 0 < check["accuracy"] < 1
+    if checks["client-1"]["flagged"]:  # it had claimed items to be probed on
+        assert "flagged as dishonest" in m["lost_experts"]["client-1"]

@@ -17,23 +17,27 @@ from fedgrpo.core.privacy import LocalPrivacy, max_releases
 from fedgrpo.data.partition import build_splits
 from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.data.tasks import Question
+from fedgrpo.scorers.adversary import AdversarialExpert
 from fedgrpo.scorers.expert import LocalExpert
 from fedgrpo.training.prepare import Prepared, prepare_expert, prepare_site_expert
-from fedgrpo.transport.base import ExpertTransport
+from fedgrpo.transport.base import Expert, ExpertTransport
 from fedgrpo.transport.embedded import EmbeddedTransport
 
 
 def make_local_expert(config: FedGRPOConfig, expert_id: str, private_data: Sequence[Question], model_dir: Path,
-                      domain: str | None = None) -> LocalExpert:
-    """An in-process expert with the config's scorer settings, wherever it runs."""
+                      domain: str | None = None) -> Expert:
+    """An in-process expert with the config's scorer settings, wherever it runs (a dishonest one
+    where the config's `adversaries` name it: measurements only)."""
     fed = config.federation
-    return LocalExpert(
+    expert = LocalExpert(
         expert_id, private_data, model_dir, domain=domain, mode=fed.scorer_mode,
         style=PromptStyle.from_config(config.prompts),
         expert_samples=fed.expert_samples, max_new_tokens=config.evaluation.max_new_tokens,
         batch_size=config.evaluation.eval_batch_size, seed=config.train.train_seed,
         privacy=local_privacy(config),
     )
+    behaviour = fed.adversary_of(expert_id)
+    return AdversarialExpert(expert, behaviour, seed=config.train.train_seed) if behaviour else expert
 
 
 def local_privacy(config: FedGRPOConfig) -> LocalPrivacy | None:
@@ -49,7 +53,7 @@ def local_privacy(config: FedGRPOConfig) -> LocalPrivacy | None:
 
 
 def build_site_expert(config: FedGRPOConfig, expert_id: str, *, data_path: str | None = None,
-                      model_dir: str | None = None, domain: str | None = None) -> LocalExpert:
+                      model_dir: str | None = None, domain: str | None = None) -> Expert:
     """A site's expert. Without `data_path` and `model_dir`, the config's shard for `expert_id`
     and its cached expert model (the same one `prepare` builds). A real site brings its own:
     `data_path` (its questions with trusted answers, any format of `fedgrpo.data.files`) and/or `model_dir` (its

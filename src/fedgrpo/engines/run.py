@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgrpo.config import FedGRPOConfig
+from fedgrpo.core.privacy import keep_probability
 from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.engines.experts import embedded_transport
 from fedgrpo.progress import NullProgress, ProgressSink
@@ -40,6 +41,7 @@ from fedgrpo.training.report import RunMetrics
 from fedgrpo.training.reward import PRIVACY_BUDGET_SPENT
 from fedgrpo.transport.base import ExpertTransport, LedgerFile, TrafficLedger
 from fedgrpo.transport.failover import FailoverTransport
+from fedgrpo.transport.recheck import RecheckTransport, build_probes
 from fedgrpo.transport.timed import TimedTransport
 
 
@@ -65,6 +67,7 @@ class Federation:
     failover: FailoverTransport | None
     ledger_file: LedgerFile  # the traffic ledger's mirror, read back on resume, appended after each step
     base: ExpertTransport  # the engine's own transport, unwrapped (its clients' logs, where they are local)
+    recheck: RecheckTransport | None = None  # the dishonest-expert check, when on
 
 
 def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(), *,
@@ -112,10 +115,27 @@ def connect_and_calibrate(prepared: Prepared, connector: Connector, out: Path, p
                              keep_calibration=(out / "graph.json").is_file())
     with phase("calibrate"):
         calibration = calibrate_and_route(prepared, transport, out, progress, before_save=ledger_file.flush)
-    failover, base = None, transport
+    failover, recheck, base = None, None, transport
+    if prepared.config.federation.recheck_every:
+        transport = recheck = recheck_transport(prepared, transport, calibration)
     if prepared.config.engine.reroute_failed:
         transport = failover = FailoverTransport(transport, calibration.routing.ranking)
-    return Federation(TimedTransport(transport), calibration, failover, ledger_file, base)
+    return Federation(TimedTransport(transport), calibration, failover, ledger_file, base, recheck)
+
+
+def recheck_transport(prepared: Prepared, transport: ExpertTransport, calibration: Calibration) -> RecheckTransport:
+    """The periodic re-check of every expert on auxiliary items it claimed at calibration (inside the
+    failover, so an expert it flags is lost and its questions re-routed)."""
+    config, graph = prepared.config, calibration.graph
+    style = PromptStyle.from_config(config.prompts)
+    aux = [(q.question_id, q.generator, q.question, q.answer or "") for q in prepared.splits.aux]
+    position = {qid: i for i, qid in enumerate(graph.aux_ids)}
+    claimed = {e: [graph.correctness[k][position[qid]] == 1.0 for qid, *_ in aux]
+               for k, e in enumerate(graph.expert_ids)}
+    p, fed = config.privacy, config.federation
+    keep = keep_probability(p.reward_epsilon) if p.reward_epsilon is not None else 1.0
+    return RecheckTransport(transport, build_probes(aux, claimed, style.target), every=fed.recheck_every,
+                            per_check=fed.recheck_items, threshold=fed.recheck_threshold, keep=keep)
 
 
 def collect_metrics(prepared: Prepared, before: dict[str, DomainScore], after: dict[str, DomainScore],
@@ -148,6 +168,7 @@ def collect_metrics(prepared: Prepared, before: dict[str, DomainScore], after: d
         privacy=privacy_report(config, ledger, dict(failover.lost) if failover else {},
                                trained.budget_spent_at) if federation else None,
         reward_fidelity=fidelity_log(federation.base) if federation else None,
+        expert_checks=federation.recheck.report() if federation and federation.recheck else None,
     )
 
 

@@ -49,6 +49,9 @@ class RunMetrics:
     # Per step, the mean over clients of the share of advantage signs their noise preserved (the
     # clients' own logs, read where they run in this process: the embedded engine).
     reward_fidelity: list[dict[str, Any]] | None = None
+    # The dishonest-expert re-check (config recheck_every; None when off): per expert, probe values,
+    # agreements, estimated accuracy, whether and when it was flagged and excluded.
+    expert_checks: dict[str, Any] | None = None
 
     @property
     def mean_before(self) -> float:
@@ -90,6 +93,7 @@ class RunMetrics:
             "final_model": self.final_model,
             "privacy": self.privacy,
             "reward_fidelity": self.reward_fidelity,
+            "expert_checks": self.expert_checks,
         }
 
 

@@ -1,0 +1,178 @@
+"""Dishonest or broken experts caught by a periodic re-check on auxiliary items with known answers.
+
+Every `every` scoring rounds, each expert's request carries, after its real items, a few probe items:
+auxiliary questions it said it answers correctly at calibration (its own claim), each with two
+candidates whose truth the server knows: the gold answer (truth 1) and another item's answer of the
+same generator (truth 0). They look like any other item. An honest expert that answers the question
+as it did at calibration rewards them (1, 0); one that inverts its rewards (0, 1); one that answers
+at random or always 1 agrees half the time.
+
+Each expert's accuracy on probes is estimated by a one-coin Dawid-Skene model (one accuracy per
+expert) whose Beta(2, 1) prior stands for the calibration it passed, from the rewards as released
+(under local DP with randomised response, their expected agreement p_keep is mapped back first). An
+expert whose posterior mean falls below `threshold` after at least `min_values` probe values is
+flagged: from then on its replies are refused as a failure (`FailoverTransport`, outside this one,
+then loses it and sends its questions to the next-best expert) and the evidence is in `report()`.
+
+Limits: a colluding expert that recognises probes (it saw the auxiliary questions at calibration) can
+answer them honestly and lie elsewhere; agreement with peers on shared candidates would catch it,
+which needs several experts per candidate (not built).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from fedgrpo.transport.base import ExpertTransport, TrafficLedger
+from fedgrpo.types import (
+    CalibrationReply,
+    CalibrationRequest,
+    ExpertFailure,
+    ScoreItem,
+    ScoreReply,
+    ScoreRequest,
+    ScoreResults,
+)
+
+PRIOR_AGREE, PRIOR_DISAGREE = 2.0, 1.0  # Beta prior on an expert's accuracy: it passed calibration
+FLAGGED = "flagged as dishonest"  # in the failure reason of a flagged expert's refused reply
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One probe item: the question and its two candidates, with their truth (1 then 0)."""
+
+    item: ScoreItem
+    truth: tuple[float, ...]
+
+
+def one_coin_accuracy(agree: float, total: float) -> float:
+    """Posterior mean accuracy of a one-coin rater after `agree` agreements in `total` probe values."""
+    return (agree + PRIOR_AGREE) / (total + PRIOR_AGREE + PRIOR_DISAGREE)
+
+
+@dataclass
+class ExpertCheck:
+    agree: float = 0.0
+    total: int = 0
+    flagged_at: int | None = None
+
+    @property
+    def accuracy(self) -> float:
+        return one_coin_accuracy(self.agree, self.total)
+
+
+@dataclass
+class RecheckTransport:
+    """Wraps a transport; see the module docstring. `probes` are each expert's probe items (its
+    claimed-correct auxiliary items, cycled); `keep` is the probability a released 0/1 value is the
+    true one (1 without local DP)."""
+
+    inner: ExpertTransport
+    probes: Mapping[str, Sequence[Probe]]
+    every: int
+    per_check: int
+    threshold: float
+    min_values: int = 8
+    keep: float = 1.0
+    checks: dict[str, ExpertCheck] = field(default_factory=dict)
+    _cursor: dict[str, int] = field(default_factory=dict)
+    _rounds: int = 0
+
+    @property
+    def expert_ids(self) -> tuple[str, ...]:
+        return self.inner.expert_ids
+
+    @property
+    def expert_domains(self) -> dict[str, str]:
+        return self.inner.expert_domains
+
+    @property
+    def ledger(self) -> TrafficLedger:
+        return self.inner.ledger
+
+    def calibrate_round(self, request: CalibrationRequest) -> tuple[dict[str, CalibrationReply], dict[str, str]]:
+        return self.inner.calibrate_round(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def score_round(self, step: int, requests: Mapping[str, ScoreRequest]) -> ScoreResults:
+        due = self.every > 0 and self._rounds % self.every == 0
+        self._rounds += 1
+        flagged = [ExpertFailure(e, step, self._reason(e)) for e in requests if self._is_flagged(e)]
+        live = {e: r for e, r in requests.items() if not self._is_flagged(e)}
+        added: dict[str, list[Probe]] = {e: self._next_probes(e) if due else [] for e in live}
+        sent = {e: ScoreRequest(r.step, r.items + tuple(p.item for p in added[e])) for e, r in live.items()}
+        results = self.inner.score_round(step, sent)
+        replies: dict[str, ScoreReply] = {}
+        failures = list(results.failures) + flagged
+        for expert_id, reply in results.replies.items():
+            n = requests[expert_id].num_candidates
+            self._score_probes(expert_id, step, reply.rewards[n:], added[expert_id])
+            if self._is_flagged(expert_id):
+                failures.append(ExpertFailure(expert_id, step, self._reason(expert_id)))
+            else:
+                replies[expert_id] = ScoreReply(reply.step, reply.rewards[:n])
+        return ScoreResults(replies=replies, failures=tuple(failures))
+
+    def report(self) -> dict[str, dict[str, float | int | bool | None]]:
+        """Per expert (every one, probed or not): probe values, agreements, estimated accuracy, flag."""
+        checks = {e: self.checks.get(e, ExpertCheck()) for e in self.expert_ids}
+        return {e: {"probe_values": c.total, "agreed": round(c.agree, 2), "accuracy": round(c.accuracy, 3),
+                    "flagged": c.flagged_at is not None, "flagged_at_step": c.flagged_at,
+                    "probe_items": len(self.probes.get(e, ()))}
+                for e, c in checks.items()}
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _is_flagged(self, expert_id: str) -> bool:
+        check = self.checks.get(expert_id)
+        return check is not None and check.flagged_at is not None
+
+    def _reason(self, expert_id: str) -> str:
+        c = self.checks[expert_id]
+        return (f"{FLAGGED}: agreed with {c.agree:g} of {c.total} probe values with known answers "
+                f"(estimated accuracy {c.accuracy:.2f} < {self.threshold:g})")
+
+    def _next_probes(self, expert_id: str) -> list[Probe]:
+        pool = self.probes.get(expert_id, ())
+        if not pool:
+            return []
+        start = self._cursor.get(expert_id, 0)
+        self._cursor[expert_id] = start + self.per_check
+        return [pool[(start + i) % len(pool)] for i in range(min(self.per_check, len(pool)))]
+
+    def _score_probes(self, expert_id: str, step: int, rewards: Sequence[float], probes: Sequence[Probe]) -> None:
+        truth = [t for p in probes for t in p.truth]
+        check = self.checks.setdefault(expert_id, ExpertCheck())
+        for reward, true in zip(rewards, truth):
+            if math.isnan(reward):
+                continue
+            check.total += 1
+            check.agree += 1.0 if reward == true else 0.0
+        # Under randomised response an honest expert agrees with probability keep, not 1: map the
+        # threshold onto the released values' scale before comparing.
+        threshold = 0.5 + (self.threshold - 0.5) * (2 * self.keep - 1)
+        if check.flagged_at is None and check.total >= self.min_values and check.accuracy < threshold:
+            check.flagged_at = step
+
+
+def build_probes(aux: Sequence[tuple[str, str, str, str]], claimed: Mapping[str, Sequence[bool]],
+                 completion: Callable[[str], str]) -> dict[str, list[Probe]]:
+    """Each expert's probes: the auxiliary items (question id, generator, question, answer) it
+    claimed at calibration, each with its gold answer and the next item's different answer of the same
+    generator as candidates, rendered as completions by `completion`."""
+    by_generator: dict[str, list[str]] = {}
+    for _, generator, _, answer in aux:
+        by_generator.setdefault(generator, []).append(answer)
+    items: list[Probe | None] = []
+    for qid, generator, question, answer in aux:
+        wrong = next((a for a in by_generator[generator] if a.strip() != answer.strip()), None)
+        if wrong is None:
+            items.append(None)
+            continue
+        items.append(Probe(ScoreItem(qid, generator, question, (completion(answer), completion(wrong))), (1.0, 0.0)))
+    return {e: [p for p, ok in zip(items, bits) if ok and p is not None] for e, bits in claimed.items()}
