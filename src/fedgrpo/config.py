@@ -304,6 +304,7 @@ GRPO_DERIVED = {
 }
 SCORER_MODES = ("gated", "model", "answer")
 ADVERSARY_BEHAVIOURS = ("invert", "random", "max")  # scorers.adversary
+ROBUST_AGGREGATIONS = ("mean", "median", "trimmed_mean")  # core.aggregate
 
 
 @dataclass(frozen=True)
@@ -331,6 +332,13 @@ class FederationConfig:
     )
     expert_samples: int = _f(1, "Expert answers per question for model-based scoring: 1 = greedy, n = majority of n samples.")
     expert_timeout_s: float = _f(600.0, "Seconds an expert may take for one request before it counts as failed.")
+    score_replication: bool = _f(
+        False, "Every selected expert scores all M*G candidates of its question (M times the scoring traffic), "
+        "and the server combines their rewards per candidate with robust_aggregation: robust to a lying "
+        "expert when M >= 3. Off: each expert scores its own block of G (the paper).")
+    robust_aggregation: str = _f(
+        "median", "With score_replication: mean, median or trimmed_mean (drops a quarter of the values at each end) "
+        "of the experts' rewards for one candidate.", choices=ROBUST_AGGREGATIONS)
     recheck_every: int = _f(
         0, "Dishonest experts: every this many scoring rounds, each expert's request also carries recheck_items "
         "auxiliary items it claimed at calibration, with the gold and a wrong answer as candidates; an expert "
@@ -367,6 +375,9 @@ class FederationConfig:
             raise ConfigError(f"expert_samples must be at least 1, got {self.expert_samples}")
         if not self.expert_timeout_s > 0:
             raise ConfigError(f"expert_timeout_s must be > 0, got {self.expert_timeout_s}")
+        if self.score_replication and self.competence_weighting:
+            raise ConfigError("score_replication and competence_weighting both combine several experts' rewards: "
+                              "turn one of them off")
         if self.recheck_every < 0 or self.recheck_items < 1:
             raise ConfigError("recheck_every must be 0 (off) or more and recheck_items at least 1")
         if not 0 < self.recheck_threshold < 1:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from fedgrpo.core.advantage import federated_advantages
+from fedgrpo.core.aggregate import TRIM, aggregate_replicated
 
 SCALES = ("none", "group", "batch")
 POOLINGS = ("joint", "per_expert")
@@ -146,3 +147,31 @@ def test_one_expert_equals_plain_grpo(rewards, pooling, scale):
     # M = 1: the federated group is the expert's G candidates, so FedGRPO is GRPO.
     adv = federated_advantages(rewards, pooling=pooling, scale_rewards=scale)
     np.testing.assert_allclose(adv[:, 0], _plain_grpo(rewards[:, 0], scale), rtol=1e-12, atol=1e-12)
+
+
+# --- robust aggregation of replicated scores (core.aggregate) ------------------------------------------
+
+
+def _slow_aggregate(row, method):
+    values = sorted(v for v in row if not math.isnan(v))
+    if not values:
+        return math.nan
+    if method == "mean":
+        return sum(values) / len(values)
+    if method == "median":
+        k = len(values)
+        return values[k // 2] if k % 2 else (values[k // 2 - 1] + values[k // 2]) / 2
+    cut = math.floor(TRIM * len(values))
+    kept = values[cut:len(values) - cut]
+    return sum(kept) / len(kept)
+
+
+@settings(max_examples=300, deadline=None)
+@given(hnp.arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 6)),
+                  elements=st.one_of(st.just(math.nan), st.floats(0, 1))),
+       st.sampled_from(["mean", "median", "trimmed_mean"]))
+def test_aggregate_replicated_matches_a_slow_loop(matrix, method):
+    got = aggregate_replicated(matrix, method)
+    for value, row in zip(got, matrix):
+        expected = _slow_aggregate(row, method)
+        assert (math.isnan(value) and math.isnan(expected)) or math.isclose(value, expected, abs_tol=1e-12)

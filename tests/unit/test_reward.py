@@ -178,3 +178,20 @@ def test_deferred_ground_truth_and_misuse():
     with pytest.raises(RuntimeError, match="never submitted"):  # two calls, one submit: a trainer bug
         ask(hook, prompts=[""] * 2, completions=["4</answer>", "5</answer>"], question_id=["q1", "q1"])
     assert hook.resolve(hook.submit(step=0)) == [1.0, 0.0]  # scored locally, same as synchronous
+
+
+def test_replicated_scoring_sends_every_candidate_to_every_selected_expert_and_takes_the_median():
+    from fedgrpo.scorers.adversary import AdversarialExpert
+
+    honest_a, honest_b = EchoExpert("1"), EchoExpert("1")
+    liar = AdversarialExpert(EchoExpert("1"), "invert")
+    hook = FederatedReward(_questions(), {"q1": ("a", "b", "c"), "q2": ("a", "a", "a")},
+                           EmbeddedTransport({"a": honest_a, "b": honest_b, "c": liar}), group_size=2 * G,
+                           style=PREFILL, tag_weight=0.0, accuracy_weight=1.0, format_weight=0.0,
+                           group_by_question=group_by_question, replicate="median")
+    completions = ["1</answer>", "2</answer>", "1</answer>", "2</answer>"] * 2
+    rewards = ask(hook, prompts=[""] * 8, completions=completions, question_id=["q1"] * 4 + ["q2"] * 4)
+    # q1: the median of (honest, honest, inverted) is the honest reward; q2's padded routing asks a once.
+    assert rewards == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+    assert [len(i.candidates) for i in honest_a.requests[0].items] == [4, 4]
+    assert [i.question_id for i in honest_b.requests[0].items] == ["q1"]

@@ -51,3 +51,35 @@ def shrink_to_competent_mean(raw_reward: ArrayLike, blocks: Sequence[slice],
     else:
         r_bar = 0.0  # nothing present: every reward stays NaN below
     return weight * r + (1.0 - weight) * r_bar  # NaN * anything stays NaN
+
+
+# --- Several experts scoring the same candidates (config score_replication) ----------------------------
+
+ROBUST_AGGREGATIONS = ("mean", "median", "trimmed_mean")
+TRIM = 0.25  # trimmed_mean drops this share of the values at each end (of 4 values: 1 each side)
+
+
+def aggregate_replicated(rewards: ArrayLike, method: str) -> NDArray[np.float64]:
+    """One reward per candidate from an (N, m) matrix of m experts' rewards for the same N
+    candidates (NaN = that expert gave none): their mean, median, or mean after dropping the
+    floor(TRIM * k) lowest and highest of the k present values. A candidate nobody scored stays NaN.
+
+    >>> aggregate_replicated([[1.0, 1.0, 0.0], [0.0, np.nan, 1.0]], "median").tolist()
+    [1.0, 0.5]
+    """
+    r = np.asarray(rewards, dtype=np.float64)
+    if method not in ROBUST_AGGREGATIONS:
+        raise ConfigError(f"unknown aggregation {method!r}: use one of {', '.join(ROBUST_AGGREGATIONS)}")
+    out = np.full(r.shape[0], np.nan)
+    for i, row in enumerate(r):
+        present = np.sort(row[~np.isnan(row)])
+        if not len(present):
+            continue
+        if method == "mean":
+            out[i] = present.mean()
+        elif method == "median":
+            out[i] = float(np.median(present))
+        else:
+            cut = int(np.floor(TRIM * len(present)))
+            out[i] = present[cut:len(present) - cut].mean()
+    return out

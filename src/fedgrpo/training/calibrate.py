@@ -110,7 +110,7 @@ def route(
     if method == "graph":
         competence = graph.competences(embeddings, neighbours)  # (P, K)
         if debias is not None:  # a mean of debiased values is the debiased mean
-            competence = debias(competence)
+            competence = np.clip(debias(competence), 0.0, 1.0)  # an estimate of a probability
     elif method == "oracle":
         competence = np.array([[expert_domains[e] == q.domain for e in ids] for q in questions], dtype=float)
     else:  # random, all: no per-question competence; failover falls back on overall competence

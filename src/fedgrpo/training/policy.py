@@ -74,6 +74,7 @@ def make_reward(config: FedGRPOConfig, questions: Sequence[Question], transport:
         gold_scorer=functools.partial(gold_scorer, style) if gold else None,
         competence=routing.competence if routing and fed.competence_weighting else None, deferred=overlap,
         debias=None if gold else reward_debias(config),
+        replicate=fed.robust_aggregation if fed.score_replication and not gold else None,
     )
 
 

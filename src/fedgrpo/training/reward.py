@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from fedgrpo.core.aggregate import shrink_to_competent_mean
+from fedgrpo.core.aggregate import aggregate_replicated, shrink_to_competent_mean
 from fedgrpo.data.prompts import PromptStyle, completion_text
 from fedgrpo.data.tasks import Question
 from fedgrpo.transport.base import ExpertTransport
@@ -114,6 +114,7 @@ class FederatedReward:
         competence: Mapping[str, Sequence[float]] | None = None,
         deferred: bool = False,
         debias: Callable[[np.ndarray], np.ndarray] | None = None,
+        replicate: str | None = None,
     ) -> None:
         """`gold_scorer` replaces the experts with a local verifier on gold answers (ground-truth mode).
 
@@ -125,6 +126,10 @@ class FederatedReward:
 
         `debias` maps each expert's released rewards to estimates of the true ones (local DP with
         randomised response, `core.privacy.debias_randomized_response`); NaN stays NaN.
+
+        `replicate` (an aggregation of `core.aggregate.ROBUST_AGGREGATIONS`): every selected expert
+        scores all of its question's candidates and their rewards are combined per candidate;
+        None: each expert scores its own block.
         """
         if gold_scorer is None and (routing is None or transport is None):
             raise ValueError("expert rewards need a routing and a transport")
@@ -141,6 +146,7 @@ class FederatedReward:
         self.gold_scorer = gold_scorer
         self.deferred = deferred
         self.debias = debias
+        self.replicate = replicate
         self.budget_spent_at: int | None = None  # the step at which every asked client's budget was spent
         self.log = RewardLog()
         self.calls = 0
@@ -256,26 +262,34 @@ class FederatedReward:
     def _expert_rewards(self, step: int, groups: list[tuple[str, slice]], completions: Sequence[str]) -> _Scored:
         assert self.routing is not None and self.transport is not None
         items: dict[str, list[ScoreItem]] = {}
-        spans: dict[str, list[slice]] = {}
+        spans: dict[str, list[tuple[slice, int]]] = {}  # expert -> (its candidates, its column)
+        width = 1
         for qid, span in groups:
             q = self.questions[qid]
             experts = self.routing[qid]
-            for expert_id, block in zip(experts, expert_blocks(span, len(experts)), strict=True):
+            if self.replicate is not None:  # every (distinct) selected expert scores every candidate
+                experts = tuple(dict.fromkeys(experts))
+                blocks = [(span, column) for column in range(len(experts))]
+                width = max(width, len(experts))
+            else:
+                blocks = [(block, 0) for block in expert_blocks(span, len(experts))]
+            for expert_id, (block, column) in zip(experts, blocks, strict=True):
                 items.setdefault(expert_id, []).append(
                     ScoreItem(qid, q.generator, q.question, tuple(completions[block])))
-                spans.setdefault(expert_id, []).append(block)
+                spans.setdefault(expert_id, []).append((block, column))
         requests = {e: ScoreRequest(step, tuple(its)) for e, its in items.items()}
         results = self.transport.score_round(step, requests)
-        raw_reward = np.full(len(completions), np.nan)
+        by_expert = np.full((len(completions), width), np.nan)  # (N, experts per candidate)
         for expert_id, reply in results.replies.items():
             flat = np.asarray(reply.rewards, dtype=float)
             if self.debias is not None:
                 flat = self.debias(flat)
             offset = 0
-            for block in spans[expert_id]:
+            for block, column in spans[expert_id]:
                 n = block.stop - block.start
-                raw_reward[block] = flat[offset:offset + n]
+                by_expert[block, column] = flat[offset:offset + n]
                 offset += n
+        raw_reward = by_expert[:, 0] if self.replicate is None else aggregate_replicated(by_expert, self.replicate)
         return _Scored(raw_reward, tuple(results.failures), bool(results.failures) and not results.replies)
 
 
