@@ -13,7 +13,7 @@ from fedgrpo.config import build_config
 from fedgrpo.errors import ConfigError
 
 # A tiny budget on the shared tiny federation: a few steps of every method.
-MINI = {"train_steps": 2, "prompts_per_step": 4, "save_steps": 1, "fedpetuning_rounds": 2, "dpsda_rounds": 2,
+MINI = {"train_steps": 2, "prompts_per_step": 4, "save_steps": 1, "steps_per_generation": 1, "fedpetuning_rounds": 2, "dpsda_rounds": 2,
         "dpsda_candidates": 16, "dpsda_synthetic_size": 8, "dpsda_sft_epochs": 1}
 
 
@@ -33,12 +33,22 @@ def test_every_method_is_in_the_report(mini_bench):
     markdown = md_path.read_text()
     for method in METHODS.values():
         assert f"| {method.label} |" in markdown
-    for plot in ("bytes", "accuracy-vs-bytes", "curves", "accuracy"):
+    for plot in ("bytes", "accuracy-vs-bytes", "curves", "accuracy-curves", "accuracy"):
         assert (md_path.parent / f"{md_path.stem}-{plot}.png").stat().st_size > 1000
     saved = json.loads(json_path.read_text())
     assert saved["env"]["commit"] and saved["config"]["train_steps"] == 2
     assert {g["goal"] for g in saved["metrics"]["goals"]} >= {
         "FedGRPO's bytes <= 1/100 of FedPETuning+SFT's", "FedGRPO beats DPSDA-FL+GRPO on mean accuracy"}
+
+
+def test_accuracy_curves_cover_every_checkpoint_of_the_training_methods(mini_bench):
+    _, report, _, _ = mini_bench
+    runs = {name: rs[0] for name, rs in report["runs"].items()}
+    assert [c["step"] for c in runs["central_grpo"]["accuracy_curve"]] == [1, 2]  # save_steps 1, 2 steps
+    assert [c["step"] for c in runs["fedpetuning_sft"]["accuracy_curve"]] == [1, 2]  # one per round
+    assert runs["zero_shot"]["accuracy_curve"] == [] and runs["dpsda_sft"]["accuracy_curve"] == []
+    last = runs["central_grpo"]["accuracy_curve"][-1]["mean"]
+    assert last == pytest.approx(runs["central_grpo"]["mean_after"])  # the last checkpoint is the final model
 
 
 def test_byte_totals_are_the_sum_of_the_recorded_messages(mini_bench):

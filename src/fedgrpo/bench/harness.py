@@ -10,6 +10,7 @@ LoRA initialisation, DP noise); the models and data are the same for every seed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from fedgrpo.bench.methods import METHODS, Method, method_config, run_method
+from fedgrpo.bench.methods import METHODS, Method, accuracy_curve, method_config, run_method
 from fedgrpo.config import FedGRPOConfig, build_config
 from fedgrpo.core.costs import paper_scale_table
 from fedgrpo.errors import ConfigError
@@ -97,19 +98,33 @@ def run_bench(p: BenchPlan, progress: ProgressSink = NullProgress()) -> dict[str
             out = p.work / method.name / f"seed{seed}"
             done = out / "result.json"
             if done.is_file():
-                results[method.name].append(json.loads(done.read_text()))
+                result = json.loads(done.read_text())
                 progress.log(f"{method.label}, seed {seed}: finished earlier")
-                continue
-            progress.log(f"{method.label}, seed {seed}")
-            result = run_method(seeded, method, out, progress) | {"seed": seed}
-            tmp = done.with_suffix(".tmp")
-            tmp.write_text(json.dumps(result))
-            os.replace(tmp, done)
+            else:
+                progress.log(f"{method.label}, seed {seed}")
+                result = run_method(seeded, method, out, progress) | {"seed": seed}
+            if "accuracy_curve" not in result:  # also for results of a version that made none
+                result["accuracy_curve"] = accuracy_curve(method_config(seeded, method), out,
+                                                          _eval_sets(p.config), progress)
+                tmp = done.with_suffix(".tmp")
+                tmp.write_text(json.dumps(result))
+                os.replace(tmp, done)
             results[method.name].append(result)
     return {"summary": summarise(results), "goals": goals(results), "runs": results,
             "paper_scale_bytes": paper_scale_table(), "quick": p.quick, "seeds": list(p.seeds),
             "ablations": {key: {v: f"ablation-{key}={v}" for v in values} for key, values in p.ablations.items()},
             "about": {name: m.about for name, m in labels.items()}}
+
+
+@functools.lru_cache(maxsize=2)
+def _eval_sets_cached(data: Any) -> Any:
+    from fedgrpo.data.partition import build_splits
+
+    return build_splits(data).eval
+
+
+def _eval_sets(config: FedGRPOConfig) -> Any:
+    return _eval_sets_cached(config.data)
 
 
 def _stats(values: list[float]) -> dict[str, float]:

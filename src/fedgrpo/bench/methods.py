@@ -96,6 +96,44 @@ def run_method(config: FedGRPOConfig, method: Method, out: Path, progress: Progr
     }
 
 
+def accuracy_curve(config: FedGRPOConfig, out: Path, eval_sets: Mapping[str, Any],
+                   progress: ProgressSink = NullProgress()) -> list[dict[str, float]]:
+    """Held-out greedy mean pass@1 of every checkpoint a method left in `out` (GRPO: TRL's
+    ``checkpoints/checkpoint-<step>``; FedPETuning: the global adapter after each round), each
+    evaluation cached in ``out/curve/``; the points in step (or round) order."""
+    from fedgrpo.training.evaluate import evaluate_greedy
+    from fedgrpo.training.trainer import checkpoint_step
+
+    style = PromptStyle.from_config(config.prompts)
+    points: list[tuple[int, Path]] = []
+    checkpoints = out / "checkpoints"
+    if checkpoints.is_dir():
+        points += [(checkpoint_step(p), p) for p in checkpoints.glob("checkpoint-*")
+                   if (p / "trainer_state.json").is_file() and (p / "config.json").is_file()]
+    rounds = sorted((out / "fedavg").glob("round-*.npz")) if (out / "fedavg").is_dir() else []
+    curve_dir = out / "curve"
+    curve_dir.mkdir(exist_ok=True)
+    for npz in rounds:  # FedPETuning: the base with that round's global adapter merged in
+        r = int(npz.stem.split("-")[1])
+        model_dir = curve_dir / f"round-{r}-model"
+        if not (curve_dir / f"step-{r}.json").is_file() and not (model_dir / "config.json").is_file():
+            import numpy as np
+
+            from fedgrpo.baselines.fedpetuning import merge_adapter
+            from fedgrpo.training.prepare import prepare
+
+            with np.load(npz) as data:
+                merge_adapter(config, prepare(config, experts=False).server_dir, {k: data[k] for k in data.files},
+                              model_dir)
+        points.append((r, model_dir))
+    curve = []
+    for step, model_dir in sorted(points):
+        scores = evaluate_greedy(model_dir, eval_sets, config.evaluation, style, progress,
+                                 f"evaluate checkpoint {step}", cache=curve_dir / f"step-{step}.json")
+        curve.append({"step": step, "mean": _mean(scores)})
+    return curve
+
+
 def _mean(scores: Mapping[str, Any]) -> float:
     return sum(s.pass_at_1 for s in scores.values()) / len(scores)
 

@@ -159,6 +159,18 @@ def write_plots(report: dict[str, Any], summary: dict[str, Any], stem: Path) -> 
     fig.tight_layout()
     paths.append(_save(fig, stem, "curves"))
 
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name, runs in report["runs"].items():
+        if name in summary and runs and runs[0].get("accuracy_curve"):
+            curve = runs[0]["accuracy_curve"]
+            ax.plot([c["step"] for c in curve], [100 * c["mean"] for c in curve], marker=".", label=runs[0]["label"])
+    ax.set_xlabel("GRPO step (FedPETuning: round)")
+    ax.set_ylabel("mean held-out pass@1 (%)")
+    ax.set_title("Accuracy of each checkpoint (seed 0)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(_save(fig, stem, "accuracy-curves"))
+
     domains = list(next(iter(summary.values()))["per_domain"])
     fig, ax = plt.subplots(figsize=(10, 4))
     width = 0.8 / max(1, len(summary))
