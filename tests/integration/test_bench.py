@@ -94,6 +94,10 @@ def test_a_killed_bench_resumes_without_redoing_finished_methods(mini_bench, mon
 def test_unknown_method_is_refused(tiny_config, tmp_path):
     with pytest.raises(ConfigError, match="unknown method 'fedsgd'"):
         plan(tiny_config, ["fedsgd"], None, quick=False, work_root=tmp_path)
+    deployment = build_config(cli_values={**tiny_config.to_flat(), "engine": "deployment"})
+    with pytest.raises(ConfigError, match="fedpetuning_sft, fedpetuning_grpo, dpsda_sft, dpsda_grpo run on"):
+        plan(deployment, None, None, quick=False, work_root=tmp_path)
+    assert plan(deployment, ["fedgrpo"], None, quick=False, work_root=tmp_path).methods[0].name == "fedgrpo"
 
 
 def test_quick_keeps_data_and_models_and_cuts_training(tiny_config, tmp_path):

@@ -65,6 +65,11 @@ def plan(config: FedGRPOConfig, methods: Sequence[str] | None, seeds: Sequence[i
     if quick:
         config = build_config(cli_values={**config.to_flat(), **QUICK})
     chosen = [METHODS[m] for m in names]
+    baselines = [m.name for m in chosen if m.kind in ("fedpetuning", "dpsda")]
+    if config.engine.engine == "deployment" and baselines:
+        raise ConfigError(f"{', '.join(baselines)} run on the embedded and simulation engines only (no Flower "
+                          "Deployment App for them yet); drop --engine deployment or pick FedGRPO's methods "
+                          "with --methods")
     for key, values in parsed.items():
         for value in values:
             variant = Method(f"ablation-{key}={value}", f"FedGRPO, {key}={value}", "fedgrpo", {key: value},
