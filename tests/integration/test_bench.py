@@ -18,7 +18,8 @@ MINI = {"train_steps": 2, "prompts_per_step": 4, "save_steps": 1, "steps_per_gen
 
 
 @pytest.fixture(scope="module")
-def mini_bench(tiny_config, tmp_path_factory):
+def mini_bench(tiny_config, prepared, tmp_path_factory):
+    # `prepared` first: the session's models are built by its fixture (test_prepare checks that build).
     root = tmp_path_factory.mktemp("bench")
     config = build_config(cli_values={**tiny_config.to_flat(), **MINI})
     p = plan(config, None, [0], quick=False, work_root=root / "work")
