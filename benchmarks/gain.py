@@ -72,6 +72,12 @@ def one_run(overrides: dict[str, str], out: Path) -> dict[str, Any]:
         "bytes": metrics["bytes"]["totals"],
         "routing_hit_rate": (metrics["routing"] or {}).get("hit_rate"),
         "routing_table": (metrics["routing"] or {}).get("table"),
+        # Issue 13: local DP (epsilon per client, fidelity) and the dishonest-expert re-check.
+        "privacy": metrics.get("privacy"),
+        "mean_fidelity": (statistics.fmean(f["share"] for f in metrics["reward_fidelity"])
+                          if metrics.get("reward_fidelity") else None),
+        "expert_checks": metrics.get("expert_checks"),
+        "lost_experts": metrics.get("lost_experts"),
     }
     result_file.write_text(json.dumps(summary, indent=2))
     return summary
