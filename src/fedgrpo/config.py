@@ -505,6 +505,10 @@ class EngineConfig:
         True, "When an expert fails or times out, send its questions to the next-best expert by "
         "competence and stop asking it for the rest of the run (off: its rewards stay missing).",
     )
+    reroute_competent_only: bool = _f(
+        False, "With reroute_failed: a lost expert's questions go only to substitutes whose competence there clears "
+        "competence_threshold (graph and oracle selection); a question without one gets no reward rather than "
+        "an incompetent expert's.")
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:

@@ -195,6 +195,9 @@ def test_route_with_a_threshold_sends_each_question_to_its_competent_expert_only
     assert adaptive.competence == {"qa": (1.0,), "qb": (1.0,)}
     assert adaptive.ranking["qa"] == ("ea", "eb")  # the failover order still names every expert
     assert adaptive.hit_rate == paper.hit_rate == 1.0
+    # Competent substitutes only: eb knows nothing of a, so qa has no substitute (no reward if ea is lost).
+    strict = route(questions, np.eye(2), graph, threshold=0.5, competent_substitutes=True, **common)
+    assert strict.experts == adaptive.experts and strict.ranking == {"qa": ("ea",), "qb": ("eb",)}
 
 
 @pytest.mark.parametrize("method", ["random", "all"])

@@ -99,6 +99,7 @@ def route(
     seed: int = 0,
     threshold: float = 0.0,
     debias: Callable[[np.ndarray], np.ndarray] | None = None,
+    competent_substitutes: bool = False,
 ) -> Routing:
     """Choose M experts per question, or fewer under a competence `threshold` (`competent_counts`).
     `expert_domains` (expert id -> its main domain) is used only by the oracle method and for the
@@ -125,9 +126,12 @@ def route(
     padded = np.stack([np.resize(row, chosen.shape[1]) for row in kept])  # (P, M)
     hit = routing_hit_rate(padded, [expert_domains[e] for e in ids], [q.domain for q in questions])
     order = select_experts(competence, len(ids), method="graph", overall=graph.overall())  # (P, K)
+    # Failover order: the selected experts, then the others by competence (with
+    # `competent_substitutes`, only those whose competence clears the threshold).
+    bar = threshold if competent_substitutes and method in COMPETENCE_SELECTIONS else -np.inf
     ranking = {
-        q.question_id: tuple(ids[i] for i in row) + tuple(ids[i] for i in full if i not in row)
-        for q, row, full in zip(questions, kept, order)
+        q.question_id: tuple(ids[i] for i in row) + tuple(ids[i] for i in full if i not in row and c[i] >= bar)
+        for q, row, full, c in zip(questions, kept, order, competence)
     }
     return Routing(
         experts={q.question_id: tuple(ids[i] for i in row) for q, row in zip(questions, kept)},
@@ -175,7 +179,7 @@ def calibrate_and_route(prepared: Prepared, transport: ExpertTransport, out: Pat
     routing = route(list(splits.pool), pool_z, graph, experts_per_question=fed.experts_per_question,
                     neighbours=fed.neighbours, method=fed.selection, expert_domains=expert_domains,
                     seed=fed.selection_seed, threshold=fed.competence_threshold,
-                    debias=calibration_debias(config))
+                    debias=calibration_debias(config), competent_substitutes=config.engine.reroute_competent_only)
     (out / "routing.json").write_text(json.dumps(
         {"hit_rate": routing.hit_rate, "table": routing.table(splits.pool), "experts": routing.experts}, indent=1))
     return Calibration(graph, routing, failures)
