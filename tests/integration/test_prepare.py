@@ -10,16 +10,19 @@ import time
 
 import pytest
 
+from fedgrpo.config import load_config
 from fedgrpo.models.load import load_model
 from fedgrpo.training.prepare import prepare, report_prepared
 
 pytestmark = pytest.mark.slow
 
 
-def test_prepare_builds_server_and_one_expert_per_client(prepared, tiny_config):
+def test_prepare_builds_server_and_one_expert_per_client(prepared, tiny_config, tmp_path):
     assert list(prepared.expert_dirs) == ["client-0", "client-1"]
-    # A fresh cache: nothing could have been a hit.
-    assert not any(prepared.cache_hits.values())
+    # A fresh cache of its own (the session's may have been filled by any test before this one):
+    # nothing could have been a hit.
+    fresh = prepare(load_config(overrides={**tiny_config.to_flat(), "cache_dir": str(tmp_path / "cache")}))
+    assert not any(fresh.cache_hits.values()) and list(fresh.cache_hits) == ["server", "client-0", "client-1"]
     model, tokenizer = load_model(prepared.server_dir)
     assert model.config.hidden_size == 64  # the micro preset
     assert tokenizer.padding_side == "left"
