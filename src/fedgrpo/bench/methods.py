@@ -10,6 +10,7 @@ time and its method-specific facts (epsilon spent, rounds, routing hit rate).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -193,8 +194,6 @@ def _fedpetuning(config: FedGRPOConfig, method: Method, prepared: Any, out: Path
 
 
 def _simulated_update(objective: str):
-    import functools
-
     return functools.partial(_simulated_client_update, objective)
 
 
@@ -203,12 +202,20 @@ def _simulated_client_update(objective: str, config: FedGRPOConfig, arrays: Any,
     import tempfile
 
     from fedgrpo.baselines.fedpetuning import local_update
-    from fedgrpo.training.prepare import prepare
 
-    prepared = prepare(config, experts=False)
+    prepared = _prepared_server(config)
     with tempfile.TemporaryDirectory() as work:
         return local_update(config, prepared.server_dir, arrays, prepared.splits.clients[c].questions, objective, r, c,
                             Path(work))
+
+
+@functools.lru_cache(maxsize=2)
+def _prepared_server(config: FedGRPOConfig) -> Any:
+    """A simulated SuperNode's splits and cached base, built once per process (Ray keeps its actors
+    alive across rounds), not once per round."""
+    from fedgrpo.training.prepare import prepare
+
+    return prepare(config, experts=False)
 
 
 def _dpsda(config: FedGRPOConfig, method: Method, prepared: Any, out: Path, progress: ProgressSink):
