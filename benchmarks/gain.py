@@ -13,6 +13,7 @@ them.
 
 Run: .venv/bin/python benchmarks/gain.py [--seeds 0 1 2] [--set key=value ...]
                                          [--variant NAME:key=value,key=value ...] [--no-truth]
+                                         [--reference NAME]
      e.g. --variant paper: --variant threshold:competence_threshold=0.5
 """
 
@@ -113,11 +114,15 @@ def main(argv: list[str]) -> None:
                         help="an expert-reward run with these extra overrides (repeatable; default: one, no extras)")
     parser.add_argument("--no-truth", action="store_true", help="skip the ground-truth runs")
     parser.add_argument("--work", type=Path, help="where finished runs are kept (resume)")
+    parser.add_argument("--reference", metavar="NAME",
+                        help="a variant every other one is compared with, seed by seed (paired difference)")
     args = parser.parse_args(argv)
     if any("=" not in a for a in args.set):
         parser.error("--set takes key=value pairs")
     shared = dict(a.split("=", 1) for a in args.set)
     variants = parse_variants(args.variant)
+    if args.reference is not None and args.reference not in variants:
+        raise SystemExit(f"--reference {args.reference!r} is not a variant: use one of {', '.join(variants)}")
     modes = ({} if args.no_truth else {"ground_truth": {"use_ground_truth": "true"}}) | \
         {name: {**extra, "use_ground_truth": "false"} for name, extra in variants.items()}
     # Keyed by the whole resolved config, so a change of the defaults never resumes stale runs.
@@ -131,6 +136,12 @@ def main(argv: list[str]) -> None:
             print(f"seed {seed} {mode}: {runs[mode][-1]['gain_points']:+.2f} points "
                   f"({runs[mode][-1]['wall_time_s']} s)", flush=True)
     report = {mode: summarise(rs) for mode, rs in runs.items()}
+    if args.reference is not None:
+        # Paired over seeds (same data order and sampling): the seed-to-seed noise common to both
+        # runs cancels, which an unpaired difference of means would keep.
+        for mode, r in report.items():
+            diffs = [a["gain_points"] - b["gain_points"] for a, b in zip(runs[mode], runs[args.reference])]
+            r["minus_reference"] = {**interval(diffs), "reference": args.reference, "per_seed": diffs}
     print_report(report, runs)
     truth = report.get("ground_truth", {}).get("gain", {}).get("mean")
     shares = {m: r["gain"]["mean"] / truth for m, r in report.items() if truth and m != "ground_truth"}
@@ -153,7 +164,9 @@ def print_report(report: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) 
     truth = report.get("ground_truth", {}).get("gain", {}).get("mean")
     for mode, r in report.items():
         share = f", {100 * r['gain']['mean'] / truth:.0f}% of ground truth" if truth and mode != "ground_truth" else ""
-        print(f"{mode}: per seed {r['per_seed']}{share}; eval SE {r['eval_se_points']:.2f} points; "
+        paired = (f"; minus {r['minus_reference']['reference']} {cell(r['minus_reference'])} "
+                  f"(per seed {[round(d, 2) for d in r['minus_reference']['per_seed']]})" if "minus_reference" in r else "")
+        print(f"{mode}: per seed {r['per_seed']}{share}{paired}; eval SE {r['eval_se_points']:.2f} points; "
               f"wall {r['wall_time_s']['mean']:.0f} s")
 
 

@@ -344,6 +344,12 @@ def print_run_report(m: dict[str, Any], console: Any) -> None:
     if m.get("lost_experts"):
         console.print("Lost during training and re-routed to the next-best expert: " + ", ".join(
             f"{e} ({m['rerouted_questions'].get(e, 0)} questions; {why})" for e, why in m["lost_experts"].items()))
+    checks = m.get("expert_checks")
+    if checks:
+        console.print("Re-check on probes with known answers: " + "; ".join(
+            f"{e} agreed {c['agreed']:g} of {c['probe_values']} (accuracy {c['accuracy']:.2f})"
+            + (f", flagged at step {c['flagged_at_step']}: {c['response']}" if c["flagged"] else "")
+            for e, c in checks.items()) + ".")
     privacy = m.get("privacy")
     if privacy:
         console.print(f"Local DP ({privacy['mechanism']}, epsilon {privacy['epsilon_per_value']:g} per value): "

@@ -342,11 +342,16 @@ class FederationConfig:
     recheck_every: int = _f(
         0, "Dishonest experts: every this many scoring rounds, each expert's request also carries recheck_items "
         "auxiliary items it claimed at calibration, with the gold and a wrong answer as candidates; an expert "
-        "whose estimated accuracy on them (one-coin Dawid-Skene) falls below recheck_threshold is excluded and "
-        "its questions re-routed. 0 = off.")
+        "whose estimated accuracy on them (one-coin Dawid-Skene) falls below recheck_threshold is flagged: "
+        "excluded and its questions re-routed, or corrected (recheck_correct_inverted). Probed every round "
+        "until it has 8 probe values. 0 = off.")
     recheck_items: int = _f(2, "Probe items per expert per re-check (two candidates each).")
     recheck_threshold: float = _f(0.75, "Estimated probe accuracy below which an expert is excluded (honest: near 1; "
                                   "inverting: near 0; random or always 1: near 0.5).")
+    recheck_correct_inverted: bool = _f(
+        True, "A flagged expert whose probe accuracy is below 1 - recheck_threshold (it inverts its rewards) is "
+        "corrected, not excluded: its rewards are used as 1 - reward (Dawid-Skene's reading of a rater worse "
+        "than chance), and it is excluded if it stops inverting. Off: every flagged expert is excluded.")
     adversaries: tuple[str, ...] = _f(
         (), "For measurements only: experts that lie after an honest calibration, as EXPERT:BEHAVIOUR with "
         "BEHAVIOUR invert, random or max (e.g. client-1:invert).")

@@ -3,6 +3,8 @@ clients (their questions re-routed), the fidelity of the noisy channel logged pe
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from fedgrpo.config import load_config
@@ -44,14 +46,19 @@ def test_dp_off_reports_nothing(tmp_path, cache_dir, prepared):
     assert m["privacy"] is None and m["reward_fidelity"] is None
 
 
-def test_recheck_reports_every_expert_and_an_inverting_one_is_never_rewarded_for_long(tmp_path, cache_dir, prepared):
+def test_recheck_reports_every_expert_and_journals_every_round(tmp_path, cache_dir, prepared):
+    # The wiring, end to end (what the re-check does with liars: tests/unit/test_recheck.py; at scale:
+    # benchmarks/README.md). The tiny experts answer no auxiliary item right, so they claimed none at
+    # calibration: there is nothing to probe them on, and neither is flagged, whatever they send.
     config = load_config(overrides={**TINY_OVERRIDES, "cache_dir": str(cache_dir), "train_steps": 4,
-                                    "prompts_per_step": 4, "steps_per_generation": 1, "recheck_every": 1,
+                                    "prompts_per_step": 4, "steps_per_generation": 1, "recheck_every": 3,
                                     "adversaries": "client-1:invert"})
     m = run(config, tmp_path).to_dict()
     checks = m["expert_checks"]
     assert set(checks) == {"client-0", "client-1"}
     for check in checks.values():
-        assert check["probe_values"] >= 0 and 0 < check["accuracy"] < 1
-    if checks["client-1"]["flagged"]:  # it had claimed items to be probed on
-        assert "flagged as dishonest" in m["lost_experts"]["client-1"]
+        assert check["probe_items"] == check["probe_values"] == 0 and check["accuracy"] == pytest.approx(2 / 3, abs=1e-3)
+        assert not check["flagged"] and check["response"] is None
+    assert not m["lost_experts"]
+    # One line per scoring round in the journal a resumed run restores its state from.
+    assert [json.loads(x)["step"] for x in (tmp_path / "recheck.jsonl").read_text().splitlines()] == [0, 1, 2, 3]

@@ -1,7 +1,9 @@
-"""The dishonest-expert re-check: probes with known answers, one-coin accuracy, exclusion."""
+"""The dishonest-expert re-check: probes with known answers, one-coin accuracy, exclusion or correction,
+its journal for resumed runs."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -9,7 +11,14 @@ import pytest
 from fedgrpo.scorers.adversary import AdversarialExpert
 from fedgrpo.transport.embedded import EmbeddedTransport
 from fedgrpo.transport.failover import FailoverTransport
-from fedgrpo.transport.recheck import FLAGGED, RecheckTransport, build_probes, one_coin_accuracy
+from fedgrpo.transport.recheck import (
+    CORRECTED,
+    EXCLUDED,
+    FLAGGED,
+    RecheckTransport,
+    build_probes,
+    one_coin_accuracy,
+)
 from fedgrpo.types import ScoreItem, ScoreReply, ScoreRequest
 
 AUX = [("a1", "basic_arithmetic", "Calculate 1 + 1.", "2"), ("a2", "basic_arithmetic", "Calculate 2 + 2.", "4"),
@@ -36,10 +45,11 @@ def _request(step):
     return ScoreRequest(step, (ScoreItem("q", "basic_arithmetic", "Q", ("7", "8")),))
 
 
-def _setup(behaviour):
-    experts = {"honest": Honest("honest"), "liar": AdversarialExpert(Honest("liar"), behaviour, seed=1)}
+def _setup(behaviour, every=1, correct_inverted=False, journal=None, liar=None):
+    experts = {"honest": Honest("honest"), "liar": liar or AdversarialExpert(Honest("liar"), behaviour, seed=1)}
     probes = build_probes(AUX, {"honest": [True] * 3, "liar": [True] * 3}, completion=lambda a: a)
-    recheck = RecheckTransport(EmbeddedTransport(experts, timeout_s=5), probes, every=1, per_check=2, threshold=0.75)
+    recheck = RecheckTransport(EmbeddedTransport(experts, timeout_s=5), probes, every=every, per_check=2,
+                               threshold=0.75, correct_inverted=correct_inverted, journal=journal)
     return recheck, FailoverTransport(recheck, {"q": ("liar", "honest")})
 
 
@@ -59,6 +69,7 @@ def test_a_lying_expert_is_flagged_excluded_and_its_questions_rerouted(behaviour
     report = recheck.report()
     assert report["liar"]["flagged"] and not report["honest"]["flagged"]
     assert report["honest"]["accuracy"] > 0.9 and report["liar"]["accuracy"] < 0.75
+    assert report["liar"]["response"] == EXCLUDED and report["honest"]["response"] is None
     assert FLAGGED in transport.lost["liar"]
     # After the flag the liar's question is scored by the honest expert, in the liar's place.
     last = transport.score_round(99, {"liar": _request(99)})
@@ -90,3 +101,87 @@ def test_one_coin_accuracy_starts_at_its_prior_and_follows_the_evidence():
     assert one_coin_accuracy(0, 0) == pytest.approx(2 / 3)
     assert one_coin_accuracy(100, 100) > 0.97 and one_coin_accuracy(0, 100) < 0.03
     assert math.isclose(one_coin_accuracy(5, 10), 7 / 13)
+
+
+def test_an_inverting_expert_is_caught_in_its_first_rounds_and_its_rewards_corrected():
+    # every=50, 2 probe items (4 values) per re-check: its first request still carries 4 items (8
+    # values, min_values), so its first reply is judged before its rewards are used. Only 3 items
+    # exist: the fourth value pair waits for round 2 (probed every round until it has 8 values).
+    recheck, transport = _setup("invert", every=50, correct_inverted=True)
+    rewards = [transport.score_round(step, {"liar": _request(step)}).replies["liar"].rewards for step in range(6)]
+    report = recheck.report()["liar"]
+    assert report["flagged_at_step"] == 1 and report["response"] == CORRECTED and report["probe_values"] == 10
+    assert rewards[0] == (0.0, 1.0)  # before the evidence: its inverted rewards
+    assert rewards[1:] == [(1.0, 0.0)] * 5  # its reply of that very round on, corrected
+    assert not transport.lost
+
+
+@pytest.mark.parametrize("behaviour", ["random", "max"])
+def test_random_or_always_one_rewards_are_excluded_not_corrected(behaviour):
+    recheck, transport = _setup(behaviour, correct_inverted=True)
+    for step in range(12):
+        transport.score_round(step, {"liar": _request(step), "honest": _request(step)})
+    assert recheck.report()["liar"]["response"] == EXCLUDED and "liar" in transport.lost
+
+
+class Switching(Honest):
+    """Inverts its rewards for its first `rounds` replies, then answers honestly."""
+
+    def __init__(self, name, rounds):
+        super().__init__(name)
+        self.left = rounds
+
+    def score(self, request):
+        reply = super().score(request)
+        self.left -= 1
+        return ScoreReply(reply.step, tuple(1.0 - r for r in reply.rewards)) if self.left >= 0 else reply
+
+
+def test_a_corrected_expert_that_stops_inverting_is_excluded():
+    recheck, transport = _setup(None, correct_inverted=True, liar=Switching("liar", rounds=4))
+    for step in range(30):
+        transport.score_round(step, {"liar": _request(step), "honest": _request(step)})
+        if recheck.report()["liar"]["response"] == EXCLUDED:
+            break
+    report = recheck.report()["liar"]
+    assert report["response"] == EXCLUDED and report["flagged_at_step"] == 1 and "liar" in transport.lost
+
+
+def test_the_journal_restores_the_state_at_a_checkpoint_and_drops_later_rounds(tmp_path):
+    journal = tmp_path / "recheck.jsonl"
+
+    def rounds(recheck, transport, steps):
+        return [transport.score_round(s, {"liar": _request(s), "honest": _request(s)}) for s in steps]
+
+    whole, whole_t = _setup("invert", every=3, correct_inverted=True, journal=tmp_path / "whole.jsonl")
+    whole.resume(None)
+    expected = rounds(whole, whole_t, range(10))
+    first, first_t = _setup("invert", every=3, correct_inverted=True, journal=journal)
+    first.resume(None)
+    rounds(first, first_t, range(7))
+    with journal.open("a") as f:
+        f.write('{"step": 7, "rou')  # a line a kill cut short
+    resumed, resumed_t = _setup("invert", every=3, correct_inverted=True, journal=journal)
+    resumed.resume(5)  # the checkpoint is at step 5: rounds 5 and 6 are redone
+    assert [json.loads(x)["step"] for x in journal.read_text().splitlines()] == [4]
+    assert rounds(resumed, resumed_t, range(5, 10)) == expected[5:]
+    assert resumed.report() == whole.report()
+    fresh, _ = _setup("invert", journal=journal)
+    fresh.resume(None)  # a fresh run starts an empty journal
+    assert journal.read_text() == "" and fresh.report()["liar"]["probe_values"] == 0
+
+
+def test_with_enough_probe_items_a_liar_is_judged_on_its_first_reply():
+    aux = [(f"a{i}", "basic_arithmetic", f"Calculate {i} + {i}.", str(2 * i)) for i in range(1, 6)]
+
+    class Knows(Honest):
+        KNOWN = {**Honest.KNOWN, **{q: a for _, _, q, a in aux}}
+
+    probes = build_probes(aux, {"liar": [True] * 5}, completion=lambda a: a)
+    recheck = RecheckTransport(EmbeddedTransport({"liar": AdversarialExpert(Knows("liar"), "invert")}, timeout_s=5),
+                               probes, every=50, per_check=1, threshold=0.75)
+    first = recheck.score_round(0, {"liar": _request(0)})
+    assert first.replies["liar"].rewards == (1.0, 0.0)
+    assert recheck.report()["liar"]["probe_values"] == 8 and recheck.report()["liar"]["flagged_at_step"] == 0
+    recheck.score_round(1, {"liar": _request(1)})
+    assert recheck.report()["liar"]["probe_values"] == 8  # proven: next probes at round 50

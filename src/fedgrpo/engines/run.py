@@ -110,22 +110,25 @@ def connect_and_calibrate(prepared: Prepared, connector: Connector, out: Path, p
 
     # Calibration's traffic stays only if graph.json says calibration finished (it is flushed to the
     # file just before graph.json is written: a kill in between redoes calibration, counted once).
-    ledger_file = LedgerFile(transport.ledger, out / "traffic.jsonl",
-                             resume_step=checkpoint_step(last_checkpoint(out / "checkpoints")),
+    resume_step = checkpoint_step(last_checkpoint(out / "checkpoints"))
+    ledger_file = LedgerFile(transport.ledger, out / "traffic.jsonl", resume_step=resume_step,
                              keep_calibration=(out / "graph.json").is_file())
     with phase("calibrate"):
         calibration = calibrate_and_route(prepared, transport, out, progress, before_save=ledger_file.flush)
     failover, recheck, base = None, None, transport
     if prepared.config.federation.recheck_every:
-        transport = recheck = recheck_transport(prepared, transport, calibration)
+        transport = recheck = recheck_transport(prepared, transport, calibration, out / "recheck.jsonl")
+        recheck.resume(resume_step)  # its state at the checkpoint, like the ledger's
     if prepared.config.engine.reroute_failed:
         transport = failover = FailoverTransport(transport, calibration.routing.ranking)
     return Federation(TimedTransport(transport), calibration, failover, ledger_file, base, recheck)
 
 
-def recheck_transport(prepared: Prepared, transport: ExpertTransport, calibration: Calibration) -> RecheckTransport:
+def recheck_transport(prepared: Prepared, transport: ExpertTransport, calibration: Calibration,
+                      journal: Path) -> RecheckTransport:
     """The periodic re-check of every expert on auxiliary items it claimed at calibration (inside the
-    failover, so an expert it flags is lost and its questions re-routed)."""
+    failover, so an expert it excludes is lost and its questions re-routed), its state after every
+    round in `journal`."""
     config, graph = prepared.config, calibration.graph
     style = PromptStyle.from_config(config.prompts)
     aux = [(q.question_id, q.generator, q.question, q.answer or "") for q in prepared.splits.aux]
@@ -135,7 +138,8 @@ def recheck_transport(prepared: Prepared, transport: ExpertTransport, calibratio
     p, fed = config.privacy, config.federation
     keep = keep_probability(p.reward_epsilon) if p.reward_epsilon is not None else 1.0
     return RecheckTransport(transport, build_probes(aux, claimed, style.target), every=fed.recheck_every,
-                            per_check=fed.recheck_items, threshold=fed.recheck_threshold, keep=keep)
+                            per_check=fed.recheck_items, threshold=fed.recheck_threshold, keep=keep,
+                            correct_inverted=fed.recheck_correct_inverted, journal=journal)
 
 
 def collect_metrics(prepared: Prepared, before: dict[str, DomainScore], after: dict[str, DomainScore],

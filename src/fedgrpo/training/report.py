@@ -50,7 +50,8 @@ class RunMetrics:
     # clients' own logs, read where they run in this process: the embedded engine).
     reward_fidelity: list[dict[str, Any]] | None = None
     # The dishonest-expert re-check (config recheck_every; None when off): per expert, probe values,
-    # agreements, estimated accuracy, whether and when it was flagged and excluded.
+    # agreements, estimated accuracy, whether and when it was flagged, and its response (excluded or
+    # corrected).
     expert_checks: dict[str, Any] | None = None
 
     @property

@@ -10,9 +10,23 @@ at random or always 1 agrees half the time.
 Each expert's accuracy on probes is estimated by a one-coin Dawid-Skene model (one accuracy per
 expert) whose Beta(2, 1) prior stands for the calibration it passed, from the rewards as released
 (under local DP with randomised response, their expected agreement p_keep is mapped back first). An
-expert whose posterior mean falls below `threshold` after at least `min_values` probe values is
-flagged: from then on its replies are refused as a failure (`FailoverTransport`, outside this one,
-then loses it and sends its questions to the next-best expert) and the evidence is in `report()`.
+expert's first request carries enough probes for `min_values` probe values, and it is probed every
+round until it has them (a liar is judged on its first reply, before any of its rewards is used, not
+after `every` rounds), then every `every` rounds. Once it has them, an expert whose
+posterior mean falls below `threshold` is flagged, and the evidence is in `report()`:
+
+- *corrected* (with `correct_inverted`) when its accuracy is as far below chance as an honest one's
+  is above it (below 1 - threshold): it is anti-correlated with the truth, and the maximum-likelihood
+  reading of a one-coin rater with accuracy under 1/2 is the opposite label, so its rewards are used
+  as 1 - reward. An inverted reward scale (a bug as much as an attack) then costs nothing. It stays
+  probed; should its accuracy rise towards chance (it stopped inverting), it is excluded;
+- *excluded* otherwise (random or always-1 rewards carry nothing to recover): its replies are
+  refused as a failure (`FailoverTransport`, outside this one, then loses it and sends its questions
+  to the next-best expert).
+
+Correcting gives a liar no power it lacks anyway: one that can tell probes from real items could
+already answer probes honestly and invert the rest. With `journal`, the state after every round is
+appended to a file; a resumed run restores the last state before its checkpoint (`resume`).
 
 Limits: a colluding expert that recognises probes (it saw the auxiliary questions at calibration) can
 answer them honestly and lie elsewhere; agreement with peers on shared candidates would catch it,
@@ -21,9 +35,12 @@ which needs several experts per candidate (not built).
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from fedgrpo.transport.base import ExpertTransport, TrafficLedger
 from fedgrpo.types import (
@@ -38,6 +55,7 @@ from fedgrpo.types import (
 
 PRIOR_AGREE, PRIOR_DISAGREE = 2.0, 1.0  # Beta prior on an expert's accuracy: it passed calibration
 FLAGGED = "flagged as dishonest"  # in the failure reason of a flagged expert's refused reply
+EXCLUDED, CORRECTED = "excluded", "corrected"  # what is done with a flagged expert's rewards
 
 
 @dataclass(frozen=True)
@@ -58,6 +76,7 @@ class ExpertCheck:
     agree: float = 0.0
     total: int = 0
     flagged_at: int | None = None
+    response: str | None = None  # EXCLUDED or CORRECTED once flagged
 
     @property
     def accuracy(self) -> float:
@@ -77,6 +96,8 @@ class RecheckTransport:
     threshold: float
     min_values: int = 8
     keep: float = 1.0
+    correct_inverted: bool = True
+    journal: Path | None = None
     checks: dict[str, ExpertCheck] = field(default_factory=dict)
     _cursor: dict[str, int] = field(default_factory=dict)
     _rounds: int = 0
@@ -100,11 +121,12 @@ class RecheckTransport:
         self.inner.close()
 
     def score_round(self, step: int, requests: Mapping[str, ScoreRequest]) -> ScoreResults:
-        due = self.every > 0 and self._rounds % self.every == 0
+        periodic = self.every > 0 and self._rounds % self.every == 0
         self._rounds += 1
-        flagged = [ExpertFailure(e, step, self._reason(e)) for e in requests if self._is_flagged(e)]
-        live = {e: r for e, r in requests.items() if not self._is_flagged(e)}
-        added: dict[str, list[Probe]] = {e: self._next_probes(e) if due else [] for e in live}
+        flagged = [ExpertFailure(e, step, self._reason(e)) for e in requests if self._is_excluded(e)]
+        live = {e: r for e, r in requests.items() if not self._is_excluded(e)}
+        added: dict[str, list[Probe]] = {e: self._next_probes(e) if periodic or self._unproven(e) else []
+                                         for e in live}
         sent = {e: ScoreRequest(r.step, r.items + tuple(p.item for p in added[e])) for e, r in live.items()}
         results = self.inner.score_round(step, sent)
         replies: dict[str, ScoreReply] = {}
@@ -112,38 +134,80 @@ class RecheckTransport:
         for expert_id, reply in results.replies.items():
             n = requests[expert_id].num_candidates
             self._score_probes(expert_id, step, reply.rewards[n:], added[expert_id])
-            if self._is_flagged(expert_id):
+            rewards = reply.rewards[:n]
+            if self._is_excluded(expert_id):
                 failures.append(ExpertFailure(expert_id, step, self._reason(expert_id)))
+            elif self.checks[expert_id].response == CORRECTED:
+                replies[expert_id] = ScoreReply(reply.step, tuple(r if math.isnan(r) else 1.0 - r for r in rewards))
             else:
-                replies[expert_id] = ScoreReply(reply.step, reply.rewards[:n])
+                replies[expert_id] = ScoreReply(reply.step, rewards)
+        self._write_journal(step)
         return ScoreResults(replies=replies, failures=tuple(failures))
+
+    def resume(self, before_step: int | None) -> None:
+        """Restore the state after the last round of a step before `before_step` (a resumed run's
+        checkpoint) from `journal`, dropping later rounds and a last line cut short by a kill; the
+        resumed run redoes those rounds. None: a fresh run, the journal starts empty."""
+        if self.journal is None:
+            return
+        state = None
+        if before_step is not None and self.journal.is_file():
+            for line in self.journal.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    break  # the last line, cut short by a kill
+                if record["step"] >= before_step:
+                    break
+                state = record
+        tmp = self.journal.with_suffix(".tmp")  # replaced atomically: a kill now loses nothing
+        tmp.write_text("" if state is None else json.dumps(state) + "\n")
+        os.replace(tmp, self.journal)
+        if state is not None:
+            self._rounds, self._cursor = state["rounds"], dict(state["cursor"])
+            self.checks = {e: ExpertCheck(**c) for e, c in state["checks"].items()}
 
     def report(self) -> dict[str, dict[str, float | int | bool | None]]:
         """Per expert (every one, probed or not): probe values, agreements, estimated accuracy, flag."""
         checks = {e: self.checks.get(e, ExpertCheck()) for e in self.expert_ids}
         return {e: {"probe_values": c.total, "agreed": round(c.agree, 2), "accuracy": round(c.accuracy, 3),
-                    "flagged": c.flagged_at is not None, "flagged_at_step": c.flagged_at,
+                    "flagged": c.flagged_at is not None, "flagged_at_step": c.flagged_at, "response": c.response,
                     "probe_items": len(self.probes.get(e, ()))}
                 for e, c in checks.items()}
 
     # -- internals ---------------------------------------------------------------------------------
 
-    def _is_flagged(self, expert_id: str) -> bool:
+    def _is_excluded(self, expert_id: str) -> bool:
         check = self.checks.get(expert_id)
-        return check is not None and check.flagged_at is not None
+        return check is not None and check.response == EXCLUDED
+
+    def _unproven(self, expert_id: str) -> bool:
+        """Fewer than `min_values` probe values: probed every round until it has them."""
+        return self.every > 0 and self.checks.get(expert_id, ExpertCheck()).total < self.min_values
 
     def _reason(self, expert_id: str) -> str:
         c = self.checks[expert_id]
         return (f"{FLAGGED}: agreed with {c.agree:g} of {c.total} probe values with known answers "
                 f"(estimated accuracy {c.accuracy:.2f} < {self.threshold:g})")
 
+    def _write_journal(self, step: int) -> None:
+        if self.journal is not None:
+            record = {"step": step, "rounds": self._rounds, "cursor": self._cursor,
+                      "checks": {e: asdict(c) for e, c in self.checks.items()}}
+            with self.journal.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
     def _next_probes(self, expert_id: str) -> list[Probe]:
+        """`per_check` probes, or as many as an unproven expert needs to reach `min_values` at once
+        (its first reply is then judged before any of its rewards is used), the pool cycled."""
         pool = self.probes.get(expert_id, ())
         if not pool:
             return []
+        missing = self.min_values - self.checks.get(expert_id, ExpertCheck()).total
+        count = max(self.per_check, math.ceil(missing / len(pool[0].truth)))
         start = self._cursor.get(expert_id, 0)
-        self._cursor[expert_id] = start + self.per_check
-        return [pool[(start + i) % len(pool)] for i in range(min(self.per_check, len(pool)))]
+        self._cursor[expert_id] = start + count
+        return [pool[(start + i) % len(pool)] for i in range(min(count, len(pool)))]
 
     def _score_probes(self, expert_id: str, step: int, rewards: Sequence[float], probes: Sequence[Probe]) -> None:
         truth = [t for p in probes for t in p.truth]
@@ -154,10 +218,17 @@ class RecheckTransport:
             check.total += 1
             check.agree += 1.0 if reward == true else 0.0
         # Under randomised response an honest expert agrees with probability keep, not 1: map the
-        # threshold onto the released values' scale before comparing.
-        threshold = 0.5 + (self.threshold - 0.5) * (2 * self.keep - 1)
-        if check.flagged_at is None and check.total >= self.min_values and check.accuracy < threshold:
+        # thresholds onto the released values' scale before comparing.
+        high = 0.5 + (self.threshold - 0.5) * (2 * self.keep - 1)
+        low = 1.0 - high  # as far below chance as `high` is above it: anti-correlated
+        if check.total < self.min_values or check.response == EXCLUDED:
+            return
+        if check.response == CORRECTED:
+            if check.accuracy >= low:  # no longer inverting: nothing to recover, exclude it
+                check.response = EXCLUDED
+        elif check.accuracy < high:
             check.flagged_at = step
+            check.response = CORRECTED if self.correct_inverted and check.accuracy < low else EXCLUDED
 
 
 def build_probes(aux: Sequence[tuple[str, str, str, str]], claimed: Mapping[str, Sequence[bool]],
