@@ -348,6 +348,7 @@ def print_run_report(m: dict[str, Any], console: Any) -> None:
     if checks:
         console.print("Re-check on probes with known answers: " + "; ".join(
             f"{e} agreed {c['agreed']:g} of {c['probe_values']} (accuracy {c['accuracy']:.2f})"
+            + (f", with its peers {c['peer_agreed']} of {c['peer_values']}" if c.get("peer_values") else "")
             + (f", flagged at step {c['flagged_at_step']}: {c['response']}" if c["flagged"] else "")
             for e, c in checks.items()) + ".")
     privacy = m.get("privacy")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from rich.console import Console
 
+from fedgrpo.cli import print_run_report
 from fedgrpo.config import load_config
 from fedgrpo.core.privacy import ldp_epsilon
 from fedgrpo.engines.run import run
@@ -60,5 +62,8 @@ def test_recheck_reports_every_expert_and_journals_every_round(tmp_path, cache_d
         assert check["probe_items"] == check["probe_values"] == 0 and check["accuracy"] == pytest.approx(2 / 3, abs=1e-3)
         assert not check["flagged"] and check["response"] is None
     assert not m["lost_experts"]
+    console = Console(record=True, width=400)
+    print_run_report(m, console)
+    assert "Re-check on probes with known answers: client-0 agreed 0 of 0 (accuracy 0.67); client-1" in console.export_text()
     # One line per scoring round in the journal a resumed run restores its state from.
     assert [json.loads(x)["step"] for x in (tmp_path / "recheck.jsonl").read_text().splitlines()] == [0, 1, 2, 3]

@@ -1,16 +1,17 @@
-"""core.aggregate: competence shrinkage of one question's expert rewards, hand-computed cases and a
-slow reference over random inputs."""
+"""core.aggregate: competence shrinkage of one question's expert rewards and peer agreement on shared
+candidates, hand-computed cases and slow references over random inputs."""
 
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedgrpo.core.aggregate import shrink_to_competent_mean
+from fedgrpo.core.aggregate import peer_agreement, shrink_to_competent_mean
 from fedgrpo.errors import ConfigError
 
 
@@ -67,3 +68,32 @@ def test_matches_the_slow_reference(case):
     blocks = [slice(int(a), int(b)) for a, b in zip(bounds, bounds[1:])]
     got = shrink_to_competent_mean(raw, blocks, competence)
     np.testing.assert_allclose(got, _slow(raw, sizes, competence), equal_nan=True, atol=1e-12)
+
+
+def _peer_reference(matrix):
+    """Each expert's (agreed, compared), one candidate and one expert at a time, in plain Python."""
+    m = len(matrix[0])
+    out = [[0, 0] for _ in range(m)]
+    for row in matrix:
+        for j, value in enumerate(row):
+            others = [x for k, x in enumerate(row) if k != j and not math.isnan(x)]
+            if math.isnan(value) or len(others) < 2 or statistics.median(others) == 0.5:
+                continue
+            out[j][1] += 1
+            out[j][0] += (value > 0.5) == (statistics.median(others) > 0.5)
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(3, 5).flatmap(lambda m: st.lists(
+    st.lists(st.sampled_from([0.0, 1.0, 0.25, 0.75, math.nan]), min_size=m, max_size=m), min_size=1, max_size=6)))
+def test_peer_agreement_matches_the_slow_reference(matrix):
+    agreed, compared = peer_agreement(matrix)
+    assert [[int(a), int(c)] for a, c in zip(agreed, compared)] == _peer_reference(matrix)
+
+
+def test_an_inverting_expert_disagrees_with_every_honest_majority():
+    honest = np.array([1.0, 0.0, 0.0, 1.0, 0.0])
+    matrix = np.stack([honest, honest, honest, 1.0 - honest], axis=1)
+    agreed, compared = peer_agreement(matrix)
+    assert agreed.tolist() == [5, 5, 5, 0] and compared.tolist() == [5, 5, 5, 5]

@@ -185,3 +185,16 @@ def test_with_enough_probe_items_a_liar_is_judged_on_its_first_reply():
     assert recheck.report()["liar"]["probe_values"] == 8 and recheck.report()["liar"]["flagged_at_step"] == 0
     recheck.score_round(1, {"liar": _request(1)})
     assert recheck.report()["liar"]["probe_values"] == 8  # proven: next probes at round 50
+
+
+def test_peer_agreement_on_shared_candidates_is_reported_but_flags_nobody():
+    # Four experts score the same candidates (score_replication); none claimed a probe item, so only
+    # their agreement with each other is evidence, and an inverting one is reported, not flagged.
+    experts = {f"e{i}": Honest(f"e{i}") for i in range(3)} | {"liar": AdversarialExpert(Honest("liar"), "invert")}
+    recheck = RecheckTransport(EmbeddedTransport(experts, timeout_s=5), {}, every=1, per_check=2, threshold=0.75)
+    for step in range(3):
+        results = recheck.score_round(step, {e: _request(step) for e in experts})
+        assert len(results.replies) == 4 and not results.failures
+    report = recheck.report()
+    assert [report[e]["peer_agreed"] for e in experts] == [6, 6, 6, 0]
+    assert all(report[e]["peer_values"] == 6 and not report[e]["flagged"] for e in experts)

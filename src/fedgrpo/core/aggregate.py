@@ -83,3 +83,33 @@ def aggregate_replicated(rewards: ArrayLike, method: str) -> NDArray[np.float64]
             cut = int(np.floor(TRIM * len(present)))
             out[i] = present[cut:len(present) - cut].mean()
     return out
+
+
+def peer_agreement(rewards: ArrayLike) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Each expert's agreement with its peers on shared candidates: for an (N, m) matrix of m
+    experts' rewards for the same N candidates (NaN = none), per expert (column) the number of its
+    present rewards that fall on the same side of 1/2 as the median of the other experts' present
+    rewards for that candidate, and the number compared. A value is compared only when at least two
+    others are present and their median is not exactly 1/2 (no consensus to agree with): of three
+    experts with one liar, only the liar is compared where the two others agree.
+
+    >>> [x.tolist() for x in peer_agreement([[1.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])]
+    [[2, 2, 2, 0], [2, 2, 2, 2]]
+    >>> [x.tolist() for x in peer_agreement([[1.0, 1.0, 0.0], [1.0, np.nan, 1.0]])]
+    [[0, 0, 0], [0, 0, 1]]
+    """
+    r = np.asarray(rewards, dtype=np.float64)
+    agreed = np.zeros(r.shape[1], dtype=np.int64)
+    compared = np.zeros(r.shape[1], dtype=np.int64)
+    for j in range(r.shape[1]):
+        for i in range(r.shape[0]):
+            others = np.delete(r[i], j)
+            others = others[~np.isnan(others)]
+            if np.isnan(r[i, j]) or len(others) < 2:
+                continue
+            consensus = float(np.median(others))
+            if consensus == 0.5:
+                continue
+            compared[j] += 1
+            agreed[j] += int((r[i, j] > 0.5) == (consensus > 0.5))
+    return agreed, compared

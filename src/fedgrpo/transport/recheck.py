@@ -28,9 +28,14 @@ Correcting gives a liar no power it lacks anyway: one that can tell probes from 
 already answer probes honestly and invert the rest. With `journal`, the state after every round is
 appended to a file; a resumed run restores the last state before its checkpoint (`resume`).
 
+Where several experts score the same candidates (config score_replication), each one's agreement
+with its peers' median is counted and reported next to its probes (`peer_values`, `peer_agreed`), as
+evidence, not as a reason to flag (`_compare_peers` says why); the robust aggregation (median) is
+what keeps one liar among three or more from moving a reward.
+
 Limits: a colluding expert that recognises probes (it saw the auxiliary questions at calibration) can
-answer them honestly and lie elsewhere; agreement with peers on shared candidates would catch it,
-which needs several experts per candidate (not built).
+answer them honestly and lie elsewhere; only its peer agreement then shows it, with
+score_replication on.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from fedgrpo.core.aggregate import peer_agreement
 from fedgrpo.transport.base import ExpertTransport, TrafficLedger
 from fedgrpo.types import (
     CalibrationReply,
@@ -77,6 +83,8 @@ class ExpertCheck:
     total: int = 0
     flagged_at: int | None = None
     response: str | None = None  # EXCLUDED or CORRECTED once flagged
+    peer_agreed: int = 0  # its rewards on the same side as its peers' median (evidence only)
+    peer_values: int = 0
 
     @property
     def accuracy(self) -> float:
@@ -131,6 +139,7 @@ class RecheckTransport:
         results = self.inner.score_round(step, sent)
         replies: dict[str, ScoreReply] = {}
         failures = list(results.failures) + flagged
+        self._compare_peers(requests, results.replies)
         for expert_id, reply in results.replies.items():
             n = requests[expert_id].num_candidates
             self._score_probes(expert_id, step, reply.rewards[n:], added[expert_id])
@@ -172,6 +181,7 @@ class RecheckTransport:
         checks = {e: self.checks.get(e, ExpertCheck()) for e in self.expert_ids}
         return {e: {"probe_values": c.total, "agreed": round(c.agree, 2), "accuracy": round(c.accuracy, 3),
                     "flagged": c.flagged_at is not None, "flagged_at_step": c.flagged_at, "response": c.response,
+                    "peer_values": c.peer_values, "peer_agreed": c.peer_agreed,
                     "probe_items": len(self.probes.get(e, ()))}
                 for e, c in checks.items()}
 
@@ -189,6 +199,29 @@ class RecheckTransport:
         c = self.checks[expert_id]
         return (f"{FLAGGED}: agreed with {c.agree:g} of {c.total} probe values with known answers "
                 f"(estimated accuracy {c.accuracy:.2f} < {self.threshold:g})")
+
+    def _compare_peers(self, requests: Mapping[str, ScoreRequest], replies: Mapping[str, ScoreReply]) -> None:
+        """Where several experts scored the same candidates (config score_replication), count each
+        one's agreement with the others' median (`core.aggregate.peer_agreement`), on its rewards as
+        released. Evidence in the report, not a reason to flag: the experts sharing a question differ
+        in competence by design (the graph ranks them), so disagreeing with peers does not separate
+        lying from knowing less, or from knowing better; the known answers of the probes do."""
+        shared: dict[tuple[str, tuple[str, ...]], dict[str, tuple[float, ...]]] = {}
+        for expert_id, reply in replies.items():
+            offset = 0
+            for item in requests[expert_id].items:
+                n = len(item.candidates)
+                shared.setdefault((item.question_id, item.candidates), {})[expert_id] = reply.rewards[offset:offset + n]
+                offset += n
+        for by_expert in shared.values():
+            if len(by_expert) < 3:
+                continue
+            experts = list(by_expert)
+            agreed, compared = peer_agreement(list(zip(*(by_expert[e] for e in experts))))
+            for expert_id, a, c in zip(experts, agreed, compared):
+                check = self.checks.setdefault(expert_id, ExpertCheck())
+                check.peer_agreed += int(a)
+                check.peer_values += int(c)
 
     def _write_journal(self, step: int) -> None:
         if self.journal is not None:
