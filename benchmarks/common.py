@@ -32,9 +32,22 @@ def environment() -> dict[str, Any]:
         **{name: v(name) for name in ("fedgrpo", "torch", "transformers", "trl", "flwr", "reasoning-gym")},
         "device": "cpu",
         "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "machine": f"{os.cpu_count()} cores, {_cpu_model()}, {platform.machine()}",
+        "load_average_1m_at_write": round(os.getloadavg()[0], 2),
         "commit": commit,
         "dirty": dirty,
     }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def write_result(name: str, payload: dict[str, Any]) -> Path:

@@ -1,19 +1,30 @@
 """FedGRPO's accuracy gain without answers against ground-truth GRPO, over seeds, with intervals.
 
-Every run shares the config (models from the cache, steps, candidates per question); per seed
-(`train_seed`: GRPO's sampling and data order) the script runs ground-truth GRPO once and FedGRPO
-with expert rewards once per variant (a named set of overrides, e.g. a selection rule), so variants
-are compared on the same seeds. It reports held-out greedy pass@1 gains per domain and on the mean
-as mean +- 95% interval over seeds (Student t), the evaluation's own standard error (binomial, from
-the eval set's size), each variant's gain as a share of ground truth's, wall times, and bytes.
+Every run shares the config (steps, candidates per question); per seed the script runs ground-truth
+GRPO once and FedGRPO with expert rewards once per variant (a named set of overrides, e.g. a selection
+rule), so variants are compared on the same seeds. Two kinds of seed:
+
+- ``--pipeline-seeds S ...`` vary everything that produces a number: ``model_seed`` = S (the base's
+  initialisation and pre-training order, every expert's fine-tuning) and ``train_seed`` =
+  ``selection_seed`` = S (GRPO's sampling and data order). Each seed builds its own base and experts.
+- ``--seeds S ...`` vary ``train_seed`` alone (GRPO), on one base and one set of experts.
+
+``--spread`` adds, beside pipeline seeds P, runs at the first pipeline seed's models with the other
+seeds' ``train_seed`` only, so the report says how much of the spread GRPO adds and how much building
+the base and experts adds (the variances' difference).
+
+It reports greedy pass@1 gains on the test split per domain and on the mean as mean +- 95% interval
+over seeds (Student t), the same on the validation split (where choices are made), the evaluation's
+own standard error (binomial, from the test set's size), each variant's gain as a share of ground
+truth's, the base's accuracy per seed, wall times, bytes, and the machine.
 
 Finished runs are kept under --work (default runs/gain-work/<digest of the resolved config>, one
 directory per mode, its overrides' digest and seed), so a killed benchmark resumes without redoing
 them.
 
-Run: .venv/bin/python benchmarks/gain.py [--seeds 0 1 2] [--set key=value ...]
-                                         [--variant NAME:key=value,key=value ...] [--no-truth]
-                                         [--reference NAME]
+Run: .venv/bin/python benchmarks/gain.py [--pipeline-seeds 0 1 2 [--spread] | --seeds 0 1 2]
+                                         [--set key=value ...] [--variant NAME:key=value,key=value ...]
+                                         [--no-truth] [--reference NAME]
      e.g. --variant paper: --variant threshold:competence_threshold=0.5
 """
 
@@ -68,6 +79,7 @@ def one_run(overrides: dict[str, str], out: Path) -> dict[str, Any]:
         "before": metrics["accuracy_before"],
         "after": metrics["accuracy_after"],
         "gain_points": metrics["gain_points"],
+        "validation": metrics.get("validation"),
         "wall_time_s": metrics["wall_time_s"],
         "timings_s": metrics["timings_s"],
         "bytes": metrics["bytes"]["totals"],
@@ -85,14 +97,35 @@ def one_run(overrides: dict[str, str], out: Path) -> dict[str, Any]:
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Gains per domain and on the mean, over the seeds of one mode or variant."""
+    """Gains per domain and on the mean (test split, and validation where there is one), over the
+    seeds of one mode or variant."""
     domains = list(runs[0]["before"])
     per_domain = {d: interval([100 * (r["after"][d]["pass_at_1"] - r["before"][d]["pass_at_1"]) for r in runs])
                   for d in domains}
+    val = [(r.get("validation") or {}).get("gain_points") for r in runs]
     return {"gain": interval([r["gain_points"] for r in runs]), "per_domain": per_domain,
             "per_seed": [r["gain_points"] for r in runs],
+            "validation_gain": interval(val) if all(v is not None for v in val) else None,
+            "validation_per_seed": val,
+            "base_mean_per_seed": [round(100 * statistics.fmean(s["pass_at_1"] for s in r["before"].values()), 2)
+                                   for r in runs],
             "wall_time_s": interval([r["wall_time_s"] for r in runs]),
             "eval_se_points": eval_standard_error(runs[0]["after"])}
+
+
+def pipeline_overrides(seed: int) -> dict[str, str]:
+    """A pipeline seed: every seed of the run at once (data splits stay put: the test set is fixed)."""
+    return {"model_seed": str(seed), "train_seed": str(seed), "selection_seed": str(seed)}
+
+
+def spread(pipeline: list[dict[str, Any]], grpo_only: list[dict[str, Any]]) -> dict[str, Any]:
+    """How much of the gain's spread over pipeline seeds GRPO adds (its variance with the models
+    fixed) and how much building the base and the experts adds (the rest of the variance)."""
+    total = statistics.variance([r["gain_points"] for r in pipeline])
+    grpo = statistics.variance([r["gain_points"] for r in grpo_only])
+    return {"total_sd": math.sqrt(total), "grpo_sd": math.sqrt(grpo),
+            "models_sd": math.sqrt(max(0.0, total - grpo)),
+            "grpo_only_per_seed": [r["gain_points"] for r in grpo_only]}
 
 
 def parse_variants(specs: list[str]) -> dict[str, dict[str, str]]:
@@ -108,7 +141,13 @@ def parse_variants(specs: list[str]) -> dict[str, dict[str, str]]:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="train_seed values")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--pipeline-seeds", nargs="+", type=int, metavar="SEED",
+                      help="seeds that vary everything: model_seed = train_seed = selection_seed = SEED")
+    kind.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="train_seed values only (one base)")
+    parser.add_argument("--spread", action="store_true",
+                        help="with --pipeline-seeds: also vary train_seed alone on the first seed's models, to "
+                             "split the spread between GRPO and building the base and experts")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides shared by every run")
     parser.add_argument("--variant", action="append", metavar="NAME:KEY=VALUE,...",
                         help="an expert-reward run with these extra overrides (repeatable; default: one, no extras)")
@@ -128,14 +167,25 @@ def main(argv: list[str]) -> None:
     # Keyed by the whole resolved config, so a change of the defaults never resumes stale runs.
     resolved = {k: str(v) for k, v in load_config(overrides=shared).to_flat().items()}
     work = args.work or Path(__file__).resolve().parents[1] / "runs" / "gain-work" / _digest(resolved)
+    if args.spread and not args.pipeline_seeds:
+        parser.error("--spread needs --pipeline-seeds")
+    seeds = [(f"p{s}", pipeline_overrides(s)) for s in args.pipeline_seeds] if args.pipeline_seeds else \
+        [(f"t{s}", {"train_seed": str(s)}) for s in (args.seeds or [0])]
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
-    for seed in args.seeds:
+    for label, seeded in seeds:
         for mode, extra in modes.items():
-            overrides = {**shared, **extra, "train_seed": str(seed)}
-            runs[mode].append(one_run(overrides, work / f"{mode}-{_digest(extra)}-seed{seed}"))
-            print(f"seed {seed} {mode}: {runs[mode][-1]['gain_points']:+.2f} points "
+            overrides = {**shared, **extra, **seeded}
+            runs[mode].append(one_run(overrides, work / f"{mode}-{_digest(extra)}-{label}"))
+            print(f"seed {label} {mode}: {runs[mode][-1]['gain_points']:+.2f} points "
                   f"({runs[mode][-1]['wall_time_s']} s)", flush=True)
     report = {mode: summarise(rs) for mode, rs in runs.items()}
+    if args.spread:
+        first = args.pipeline_seeds[0]
+        for mode, extra in modes.items():
+            grpo_only = [runs[mode][0]] + [
+                one_run({**shared, **extra, **pipeline_overrides(first), "train_seed": str(s), "selection_seed": str(s)},
+                        work / f"{mode}-{_digest(extra)}-p{first}-t{s}") for s in args.pipeline_seeds[1:]]
+            report[mode]["spread"] = spread(runs[mode], grpo_only)
     if args.reference is not None:
         # Paired over seeds (same data order and sampling): the seed-to-seed noise common to both
         # runs cancels, which an unpaired difference of means would keep.
@@ -145,7 +195,8 @@ def main(argv: list[str]) -> None:
     print_report(report, runs)
     truth = report.get("ground_truth", {}).get("gain", {}).get("mean")
     shares = {m: r["gain"]["mean"] / truth for m, r in report.items() if truth and m != "ground_truth"}
-    print(write_result("gain", {"overrides": shared, "seeds": args.seeds, "variants": variants,
+    print(write_result("gain", {"overrides": shared, "seeds": args.seeds, "pipeline_seeds": args.pipeline_seeds,
+                                "variants": variants,
                                 "config": load_config(overrides=shared).to_flat(),
                                 "metrics": {"summary": report, "share_of_truth_gain": shares, "runs": runs}}))
 

@@ -49,7 +49,7 @@ def measure(steps: int, spg: int, latency: float, overlap: bool, work: Path) -> 
                                     "overlap_rewards": "on" if overlap else "off"})
     out = work / f"spg{spg}-lat{latency}-{'overlap' if overlap else 'sync'}"
     out.mkdir(parents=True)
-    delayed = Connector(lambda prepared: _Delayed(embedded_transport(prepared), latency))
+    delayed = Connector(lambda prepared, out: _Delayed(embedded_transport(prepared, out), latency))
     metrics = run(config, out, connector=delayed).to_dict()
     steps_s = metrics["step_seconds"]
     steady = steps_s[spg:]  # the first generation batch pays TRL's warm-up

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from common import write_result
 
@@ -32,7 +34,7 @@ def main(argv: list[str]) -> None:
     prepared = prepare(config)
     splits = prepared.splits
     domains = {s.expert_id: s.main_domain for s in splits.clients}
-    transport = embedded_transport(prepared)
+    transport = embedded_transport(prepared, Path(tempfile.mkdtemp(prefix="fedgrpo-selection-")))
     results = {}
     for encoder in ("server", "ngram"):
         started = time.perf_counter()

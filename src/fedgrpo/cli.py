@@ -8,8 +8,6 @@ is instant. A user mistake (:class:`FedGRPOError`) prints one line and exits wit
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 import typing
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgrpo.config import FedGRPOConfig, field_index, field_type, load_config
+from fedgrpo.durable import write_json_atomic
 from fedgrpo.errors import FedGRPOError
 
 EXIT_USER_ERROR = 2
@@ -103,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "directory (default: the config's base fine-tuned on the site's data, cached).")
     p.add_argument("--domain", metavar="NAME", help="The domain this site declares (default: the most "
                    "common domain of its data).")
+    p.add_argument("--state-dir", metavar="DIR", help="This site's own state: its privacy secret and release "
+                   "journal, kept across restarts (default: ~/.local/state/fedgrpo/<expert-id>). Never share it.")
+    p.add_argument("--model-epsilon", type=float, metavar="EPS", help="With --model: the record-level DP epsilon "
+                   "your expert was trained with, declared to the server (default: none declared).")
+    p.add_argument("--model-delta", type=float, metavar="DELTA", help="With --model-epsilon: its delta.")
     _add_config_flags(p)
     p = sub.add_parser("supernode", help="Flower's `flower-supernode` (same flags, passed through) with one warm "
                        "ClientApp process for every message, Flower's 1 s object-pull retry cut to 20 ms and its "
@@ -131,7 +135,13 @@ def config_from_args(args: argparse.Namespace) -> FedGRPOConfig:
     from fedgrpo.data.partition import check_data
 
     overrides = {name: getattr(args, name) for name in field_index() if hasattr(args, name)}
-    return load_config(args.config, overrides, check_data=check_data)
+    config = load_config(args.config, overrides, check_data=check_data)
+    from fedgrpo.privacy.plan import PrivacyPlan
+
+    plan = PrivacyPlan.from_config(config)
+    if plan.experts is not None and not config.data.uses_files:  # files: checked once they are read
+        plan.experts.check(config.data.client_size)  # a target out of reach, before any work
+    return config
 
 
 # --- output directory and console -----------------------------------------------------------------
@@ -189,12 +199,6 @@ def check_resumable(out: Path, config: FedGRPOConfig) -> None:
         )
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
-
-
 class RichProgress:
     """ProgressSink backed by rich: one bar per phase, removed when the phase ends."""
 
@@ -237,7 +241,7 @@ def cmd_prepare(args: argparse.Namespace, console: Any) -> int:
 
     progress = RichProgress(console)
     started = time.perf_counter()
-    prepared = prepare(config, progress)
+    prepared = prepare(config, progress, nonprivate=True)
     prepare_seconds = time.perf_counter() - started
     for name, hit in prepared.cache_hits.items():
         if hit:
@@ -259,6 +263,8 @@ def cmd_prepare(args: argparse.Namespace, console: Any) -> int:
         mean = sum(scores[d].pass_at_1 for d in domains) / len(domains)
         table.add_row(f"{expert_id} ({own})", *cells, _pct(mean))
     console.print(table)
+    if report.privacy:
+        console.print(privacy_table(report))
     beats = report.experts_beat_server()
     console.print(
         f"GRPO signal: {_pct(report.signal_share)}% of {report.signal_probe} training questions have "
@@ -276,6 +282,25 @@ def cmd_prepare(args: argparse.Namespace, console: Any) -> int:
     })
     console.print(f"Results: {out / 'prepare.json'}")
     return 0
+
+
+def privacy_table(report: Any) -> Any:
+    """`prepare`'s table of DP-trained experts: each client's record-level guarantee and its expert's
+    accuracy in its own domain with and without DP."""
+    from rich.table import Table
+
+    table = Table(title="DP-trained experts: record-level guarantee per client (whole run) and own-domain "
+                  "greedy pass@1 (%)")
+    for column in ("client", "epsilon", "delta", "noise multiplier", "clip", "sampling rate", "steps",
+                   "with DP", "without DP"):
+        table.add_column(column, justify="left" if column == "client" else "right")
+    for expert_id, g in report.privacy.items():
+        own = report.expert_domains[expert_id]
+        without = report.nonprivate.get(expert_id, {}).get(own)
+        table.add_row(f"{expert_id} ({own})", f"{g['epsilon']:.2f}", f"{g['delta']:g}", f"{g['noise_multiplier']:.3f}",
+                      f"{g['clip_norm']:g}", f"{g['sampling_rate']:.3f}", str(g["steps"]),
+                      _pct(report.experts[expert_id][own].pass_at_1), _pct(without.pass_at_1) if without else "")
+    return table
 
 
 def cmd_run(args: argparse.Namespace, console: Any) -> int:
@@ -313,6 +338,34 @@ def cmd_bench(args: argparse.Namespace, console: Any) -> int:
         console.print(f"{'[green]met[/]' if g['met'] else '[red]not met[/]'}  {g['goal']}: {g['measured']}")
     console.print(f"Report: {md_path} (data: {json_path})")
     return 0
+
+
+def privacy_lines(privacy: dict[str, Any]) -> str:
+    """The run report's privacy summary: per client, each guarantee with the unit it protects."""
+    lines = ["Privacy per client (each epsilon names what it protects):"]
+    for expert_id, c in privacy["clients"].items():
+        parts = []
+        records, labels = c["declared"].get("records"), c["declared"].get("labels")
+        if records:
+            parts.append(f"each record of its private data: epsilon {records['epsilon']:.2f} at delta {records['delta']:g} "
+                         f"for the whole run (DP-SGD: noise {records['noise_multiplier']:.3g}, clip "
+                         f"{records['clip_norm']:g}, sampling rate {records['sampling_rate']:.3g}, {records['steps']} steps)"
+                         if "noise_multiplier" in records else
+                         f"each record of its private data: epsilon {records['epsilon']:g} at delta {records['delta']:g} "
+                         "(declared by the site)")
+        if labels:
+            parts.append(f"each private label: epsilon {labels['epsilon']:g} (randomised once, {labels['mechanism']})")
+        values = c.get("values")
+        if values:
+            parts.append(f"one released value only: {max(values['server_count'], values['client_count'] or 0):,} "
+                         f"distinct values compose to epsilon {values['epsilon']:,.4g} at delta {privacy['plan']['delta']:g}")
+        lines.append(f"  {expert_id}: " + ("; ".join(parts) if parts else "none (its expert was trained without DP)"))
+    if privacy["plan"]["budget"]:
+        lines.append(f"  budget {privacy['plan']['budget']:g} per client; stopped: "
+                     f"{', '.join(privacy['stopped_by_budget']) or 'none'}"
+                     + (f"; training stopped after step {privacy['training_stopped_at']} (every budget spent)"
+                        if privacy["training_stopped_at"] is not None else ""))
+    return "\n".join(lines)
 
 
 def print_run_report(m: dict[str, Any], console: Any) -> None:
@@ -353,18 +406,26 @@ def print_run_report(m: dict[str, Any], console: Any) -> None:
             for e, c in checks.items()) + ".")
     privacy = m.get("privacy")
     if privacy:
-        console.print(f"Local DP ({privacy['mechanism']}, epsilon {privacy['epsilon_per_value']:g} per value): "
-                      f"epsilon spent at delta {privacy['delta']:g}: " + ", ".join(
-                          f"{e} {eps:g} ({privacy['released'][e]:,} values)" for e, eps in privacy["epsilon_spent"].items())
-                      + (f"; budget {privacy['budget']:g}, stopped: {', '.join(privacy['stopped_by_budget']) or 'none'}"
-                         if privacy["budget"] else "")
-                      + (f"; training stopped after step {privacy['training_stopped_at']} (every budget spent)"
-                         if privacy["training_stopped_at"] is not None else ""))
+        console.print(privacy_lines(privacy))
     fidelity = m.get("reward_fidelity")
     if fidelity:
         mean = sum(f["share"] for f in fidelity) / len(fidelity)
         console.print(f"Fidelity of the noisy channel: {100 * mean:.1f}% of advantage signs preserved (mean over "
                       f"{len(fidelity)} scoring rounds; per round in metrics.json, reward_fidelity).")
+
+
+def declared_guarantee(args: argparse.Namespace) -> dict[str, Any] | None:
+    """What a site declares of its own expert model (`--model-epsilon`, `--model-delta`)."""
+    if args.model_epsilon is None and args.model_delta is None:
+        return None
+    if args.model is None:
+        raise FedGRPOError("--model-epsilon declares the guarantee of your own --model; give --model, or drop it "
+                           "(a model this site trains under expert_epsilon records its own guarantee)")
+    if args.model_epsilon is None or not args.model_epsilon > 0:
+        raise FedGRPOError("--model-epsilon must be a number > 0 (with --model-delta)")
+    if args.model_delta is None or not 0 < args.model_delta < 1:
+        raise FedGRPOError("--model-delta must be in (0, 1): the delta your model's epsilon holds at")
+    return {"unit": "record", "mechanism": "declared", "epsilon": args.model_epsilon, "delta": args.model_delta}
 
 
 def cmd_expert(args: argparse.Namespace, console: Any) -> int:
@@ -375,8 +436,10 @@ def cmd_expert(args: argparse.Namespace, console: Any) -> int:
     from fedgrpo.engines.expert_service import ExpertService
     from fedgrpo.engines.experts import build_site_expert
 
+    guarantee = declared_guarantee(args)
+    state_dir = Path(args.state_dir or f"~/.local/state/fedgrpo/{args.expert_id}").expanduser()
     expert = build_site_expert(config, args.expert_id, data_path=args.data, model_dir=args.model,
-                               domain=args.domain)
+                               domain=args.domain, state_dir=state_dir, guarantee=guarantee)
     expert.warm_up()
     try:
         service = ExpertService(expert, host=args.host, port=args.port)

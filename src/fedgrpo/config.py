@@ -46,7 +46,11 @@ class DataConfig:
     pool_size: int = _f(2000, "Server training pool D_s, questions in total (paper: 2000).")
     aux_size: int = _f(100, "Labelled auxiliary set D_p, items in total (paper: 100).")
     public_size: int = _f(4000, "Labelled public items per domain for the server model's pre-training.")
-    eval_size: int = _f(600, "Held-out evaluation items per domain (600: the mean's standard error is about 1 point).")
+    eval_size: int = _f(
+        600, "Held-out test items per domain (600: the mean's standard error is about 1 point); tables report these.")
+    val_size: int = _f(
+        600, "Validation items per domain, disjoint from every other split: every choice (a recipe, a threshold, a "
+        "baseline's knobs, early stopping) is made on these, never on the test items. 0 = none.")
     client_size: int = _f(1000, "Private items per client.")
     use_ground_truth: bool = _f(
         False, "Give the server the pool's gold answers (off: answers withheld, the paper's Table 2)."
@@ -62,6 +66,11 @@ class DataConfig:
     aux_file: str | None = _f(None, "Your own data: the labelled auxiliary set D_p (calibration).")
     eval_files: tuple[str, ...] = _f(
         (), "Your own data: evaluation sets as NAME=PATH (or PATH: named after the file), each reported apart.")
+    val_files: tuple[str, ...] = _f(
+        (), "Your own data: validation sets as NAME=PATH (one per evaluation set, same names), where choices are made.")
+    val_fraction: float = _f(
+        0.0, "Your own data without val_files: the share of each evaluation file held out as its validation set "
+        "(a seeded draw; the rest stays the test set). 0 = no validation split.")
     client_files: tuple[str, ...] = _f(
         (), "Your own data: one labelled file per client, in client order (client-0 first).")
     client_data_file: str | None = _f(
@@ -89,6 +98,10 @@ class DataConfig:
         for name in ("pool_size", "aux_size", "eval_size", "client_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.val_size < 0:
+            raise ConfigError(f"val_size must be 0 or more, got {self.val_size}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.public_size < 0:
             raise ConfigError(f"public_size must be 0 or more, got {self.public_size}")
         if self.aux_size > self.pool_size:
@@ -124,16 +137,24 @@ class DataConfig:
         """Evaluation set name -> path (NAME=PATH, or PATH named after its file)."""
         return dict(self._eval_entries())
 
+    def val_file_paths(self) -> dict[str, str]:
+        """Validation set name -> path (NAME=PATH, or PATH named after its file)."""
+        return dict(self._entries(self.val_files))
+
     def _eval_entries(self) -> list[tuple[str, str]]:
+        return self._entries(self.eval_files)
+
+    @staticmethod
+    def _entries(files: tuple[str, ...]) -> list[tuple[str, str]]:
         entries = []
-        for entry in self.eval_files:
+        for entry in files:
             name, sep, path = entry.partition("=")
             entries.append((name, path) if sep else (Path(entry).stem, entry))
         return entries
 
     def _check_files(self) -> None:
         named = {"aux_file": self.aux_file, "eval_files": self.eval_files, "client_files": self.client_files,
-                 "client_data_file": self.client_data_file}
+                 "client_data_file": self.client_data_file, "val_files": self.val_files}
         if self.pool_file is None:
             given = [k for k, v in named.items() if v]
             if given:
@@ -156,9 +177,17 @@ class DataConfig:
         names = [name for name, _ in self._eval_entries()]
         if len(set(names)) != len(names):
             raise ConfigError(f"two evaluation sets are named alike ({', '.join(names)}); write NAME=PATH")
+        if self.val_files and self.val_fraction:
+            raise ConfigError("give val_files (your validation sets) or val_fraction (held out of each evaluation "
+                              "file), not both")
+        val_names = [name for name, _ in self._entries(self.val_files)]
+        if self.val_files and sorted(val_names) != sorted(names):
+            raise ConfigError(f"val_files name {', '.join(val_names)} but the evaluation sets are "
+                              f"{', '.join(names)}: give one validation set per evaluation set, NAME=PATH")
         paths = [("pool_file", self.pool_file), ("aux_file", self.aux_file),
                  ("client_data_file", self.client_data_file),
                  *(("eval_files", p) for p in self.eval_file_paths().values()),
+                 *(("val_files", p) for p in self.val_file_paths().values()),
                  *(("client_files", p) for p in self.client_files)]
         for key, path in paths:
             if path is not None and not Path(path).expanduser().exists():
@@ -533,30 +562,56 @@ class EngineConfig:
             raise ConfigError(f"node_wait_s must be > 0, got {self.node_wait_s}")
 
 
-LDP_MECHANISMS = ("randomized_response", "laplace")  # core.privacy's mechanisms
+LDP_MECHANISMS = ("randomized_response", "laplace")  # privacy.mechanisms.VALUE_MECHANISMS
 
 
 @dataclass(frozen=True)
 class PrivacyConfig:
+    expert_epsilon: float | None = _f(
+        None, "Record-level DP for each client's private data (the mode to use): every expert is fine-tuned with "
+        "DP-SGD (Opacus: per-sample clipping, Poisson sampling, Gaussian noise calibrated to this epsilon over "
+        "its planned steps), so every reward, calibration bit and probe answer it ever sends is post-processing: "
+        "the whole run costs this epsilon per client. Unset = experts trained without DP.")
+    expert_delta: float = _f(1e-5, "Delta of each expert's DP-SGD guarantee; at most 1/n for n private items.")
+    expert_clip_norm: float = _f(1.0, "DP-SGD: per-sample gradient clipping norm C (noise std = multiplier x C).")
+    expert_dp_batch_size: int | None = _f(
+        None, "DP-SGD: expected batch size under Poisson sampling (sampling rate = this / n); unset = sft_batch_size.")
+    expert_dp_learning_rate: float | None = _f(
+        None, "DP-SGD: peak learning rate of the expert's fine-tuning; unset = sft_learning_rate.")
+    label_epsilon: float | None = _f(
+        None, "Label-level DP for answer-based scoring: each private label a client scores against is randomised "
+        "once (RRWithPrior, Ghazi et al. 2021, prior = its expert's sampled answers) and the noisy label reused: "
+        "this epsilon per record's label, however often it is queried. Unset = exact labels.")
     reward_epsilon: float | None = _f(
-        None, "Local differential privacy at the client boundary: epsilon of every value a client sends (each "
-        "reward, each calibration value), noised on the client before it leaves; unset = off.")
+        None, "Per-value local DP (shown for comparison; it protects one value, not a record): every value a "
+        "client sends (each reward, each calibration bit) is noised on the client with noise from its own "
+        "secret; epsilon composes over the distinct values it releases. Unset = off.")
     reward_mechanism: str = _f(
-        "randomized_response", "LDP mechanism of the rewards: randomized_response (0/1 rewards, the built-in "
+        "randomized_response", "Per-value LDP of the rewards: randomized_response (0/1 rewards, the built-in "
         "scorers; calibration values always use it) or laplace (real rewards in [0, 1], clipped).",
         choices=LDP_MECHANISMS)
-    privacy_delta: float = _f(1e-5, "Delta at which each client's epsilon spent is reported and budgeted.")
+    privacy_delta: float = _f(1e-5, "Delta at which each client's per-value epsilon is reported and budgeted.")
     privacy_budget: float | None = _f(
-        None, "Each client's epsilon budget (at privacy_delta) over all its releases, calibration included; a "
-        "client stops scoring before it would exceed it, and its questions go to the next-best expert. "
-        "Unset = no budget.")
+        None, "Per-value LDP: each client's epsilon budget (at privacy_delta) over all its distinct releases, "
+        "calibration included, kept in its own journal across restarts; a client refuses a request that would "
+        "exceed it, and its questions go to the next-best expert. Unset = no budget.")
     reward_debias: bool = _f(
         True, "Server side: replace each randomised-response value r by its unbiased estimate (r - (1 - p)) / "
         "(2p - 1) before the advantage and the confidence graph.")
 
     def __post_init__(self) -> None:
-        if self.reward_epsilon is not None and not self.reward_epsilon > 0:
-            raise ConfigError(f"reward_epsilon must be > 0, got {self.reward_epsilon}; or leave it unset (no LDP)")
+        for name in ("expert_epsilon", "label_epsilon", "reward_epsilon"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be > 0, got {value}; or leave it unset (off)")
+        if not 0 < self.expert_delta < 1:
+            raise ConfigError(f"expert_delta must be in (0, 1/n] for n private items, got {self.expert_delta}")
+        if not self.expert_clip_norm > 0:
+            raise ConfigError(f"expert_clip_norm must be > 0, got {self.expert_clip_norm}")
+        if self.expert_dp_batch_size is not None and self.expert_dp_batch_size < 1:
+            raise ConfigError(f"expert_dp_batch_size must be at least 1, got {self.expert_dp_batch_size}")
+        if self.expert_dp_learning_rate is not None and not 0 < self.expert_dp_learning_rate < 1:
+            raise ConfigError(f"expert_dp_learning_rate must be in (0, 1), got {self.expert_dp_learning_rate}")
         if not 0 < self.privacy_delta < 1:
             raise ConfigError(f"privacy_delta must be in (0, 1), got {self.privacy_delta}")
         if self.privacy_budget is not None:
@@ -636,6 +691,18 @@ class FedGRPOConfig:
             raise ConfigError(
                 f"selection=all sends every question to all {k} clients: set experts_per_question={k}"
             )
+        p = self.privacy
+        if p.expert_epsilon is not None:
+            if self.models.expert_steps == 0:
+                raise ConfigError("expert_epsilon trains each expert with DP-SGD, but expert_steps is 0 (the experts "
+                                  "are the public base): set expert_steps, or drop expert_epsilon")
+            n = self.data.client_size
+            if not self.data.uses_files and p.expert_delta > 1.0 / n:
+                raise ConfigError(f"expert_delta {p.expert_delta:g} is above 1/n for a client with {n} private items "
+                                  f"(client_size); set expert_delta to at most {1.0 / n:.3g}")
+            if not self.data.uses_files and (p.expert_dp_batch_size or self.models.sft_batch_size) > n:
+                raise ConfigError(f"the DP-SGD expected batch ({p.expert_dp_batch_size or self.models.sft_batch_size}) "
+                                  f"is larger than a client's {n} private items; lower expert_dp_batch_size")
         if (self.uses_overlap and self.engine.engine == "embedded" and self.federation.expert_samples > 1
                 and not self.data.use_ground_truth):
             # Sampled expert answers reseed the process-wide torch RNG in a forked state while the

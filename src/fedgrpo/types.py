@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 # The declared range of a raw reward (a client's score of one candidate); NaN means "no reward".
 REWARD_MIN, REWARD_MAX = 0.0, 1.0
@@ -16,6 +17,17 @@ REWARD_MIN, REWARD_MAX = 0.0, 1.0
 def reward_in_range(value: float) -> bool:
     """A raw reward the reply contract allows: NaN (no reward) or a float in [REWARD_MIN, REWARD_MAX]."""
     return math.isnan(value) or REWARD_MIN <= value <= REWARD_MAX
+
+
+@dataclass(frozen=True)
+class Hello:
+    """query.hello's reply: who the expert is, the domain it declares, and the privacy guarantees it
+    declares (`privacy.plan`: ``records`` for a DP-trained expert, ``labels`` for label DP,
+    ``values`` for per-value LDP; an empty mapping: none)."""
+
+    expert_id: str
+    domain: str
+    privacy: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

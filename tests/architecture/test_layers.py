@@ -24,8 +24,8 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "fedgrpo"
 
 # The floors, bottom up: a room is a top-level module or package of fedgrpo ("fedgrpo" = __init__).
 FLOORS: tuple[tuple[str, ...], ...] = (
-    ("fedgrpo", "errors", "types", "config", "progress"),  # L0: values, config, errors
-    ("core", "data"),  # L1: the paper's maths; data generation and splits
+    ("fedgrpo", "errors", "types", "config", "progress", "durable"),  # L0: values, config, errors, crash-safe files
+    ("core", "data", "privacy"),  # L1: the paper's maths; data generation and splits; privacy
     ("models", "scorers"),  # L2: models; a client's scoring
     ("transport",),  # L3: the transport protocol and its backends
     ("training", "baselines"),  # L4: the pipeline's phases and the TRL adapter; the baselines' computations
@@ -66,7 +66,8 @@ THIRD_PARTY: dict[str, tuple[str, ...]] = {
     "reasoning_gym": ("data/gym.py", "cli.py"),
     "math_verify": ("data/grading.py",),
     "matplotlib": ("training/report.py", "bench/report.py"),
-    "dp_accounting": ("core/privacy.py",),
+    "dp_accounting": ("privacy/",),
+    "opacus": ("models/dp_sgd.py",),
     "rich": ("cli.py",),
     "cryptography": ("engines/local_deployment.py",),
 }

@@ -179,7 +179,7 @@ def test_an_expert_lost_after_calibration_is_rerouted_and_reported(engine_config
 
     state = {"lock": threading.Lock()}
 
-    def factory(prepared):
+    def factory(prepared, out):
         config = prepared.config
         return EmbeddedTransport({
             s.expert_id: GoesOffline(make_local_expert(config, s.expert_id, s.questions,

@@ -30,7 +30,7 @@ from fedgrpo.errors import ConfigError
 from fedgrpo.training.reward import FederatedReward
 from fedgrpo.training.trainer import group_by_question
 from fedgrpo.transport.embedded import EmbeddedTransport
-from fedgrpo.types import ScoreReply, ScoreRequest
+from fedgrpo.types import Hello, ScoreReply, ScoreRequest
 
 from . import test_trainer as _trainer_tests
 from .conftest import grpo_settings
@@ -54,8 +54,8 @@ class BlockingExpert:
         self.name, self.step_ended = name, step_ended
         self.seen: list[tuple[int, bool]] = []  # (step label, answered only after step label-1 ended)
 
-    def hello(self) -> tuple[str, str]:
-        return self.name, "arithmetic"
+    def hello(self) -> Hello:
+        return Hello(self.name, "arithmetic")
 
     def score(self, request: ScoreRequest) -> ScoreReply:
         overlapped = request.step == 0 or self.step_ended[request.step - 1].wait(timeout=30)

@@ -154,7 +154,7 @@ def embedded_run(own, cache_dir, tmp_path_factory):
     config = load_config(overrides=_overrides(files, model_dir, cache_dir))
     seen = {"lock": threading.Lock(), "requests": [], "replies": []}
 
-    def recording(prepared):
+    def recording(prepared, out):
         return EmbeddedTransport({
             s.expert_id: Recording(make_local_expert(prepared.config, s.expert_id, s.questions,
                                                      prepared.expert_dirs[s.expert_id]), seen)

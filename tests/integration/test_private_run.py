@@ -1,5 +1,6 @@
-"""A run with local DP on the reward channel: epsilon per client in the report, a budget that stops
-clients (their questions re-routed), the fidelity of the noisy channel logged per step."""
+"""Private runs end to end: DP-trained experts (record level), label DP (answer-based experts),
+per-value LDP (epsilon per client counted by the client and the server, a budget that stops clients,
+their questions re-routed, the fidelity of the noisy channel per step), and the re-check's wiring."""
 
 from __future__ import annotations
 
@@ -10,42 +11,84 @@ from rich.console import Console
 
 from fedgrpo.cli import print_run_report
 from fedgrpo.config import load_config
-from fedgrpo.core.privacy import ldp_epsilon
 from fedgrpo.engines.run import run
+from fedgrpo.privacy.accounting import values_epsilon
+from fedgrpo.privacy.client import ClientPrivacy
+from fedgrpo.privacy.mechanisms import RandomizedResponse
 
 from .conftest import TINY_OVERRIDES
 
 pytestmark = pytest.mark.slow
 
 
-def test_dp_run_reports_epsilon_per_client_and_stops_clients_at_their_budget(tmp_path, cache_dir, prepared):
+def test_per_value_ldp_reports_what_each_client_released_and_stops_clients_at_their_budget(tmp_path, cache_dir,
+                                                                                            prepared):
     # Calibration releases 8 values per client (8 auxiliary items), then a step's 4 questions x 8
-    # candidates are split over the clients: a budget of 80 (100 values at epsilon 1, delta 1e-5)
-    # lasts a few steps; a client then stops, its questions go to the other client, and once both
-    # have stopped, training ends early with what it learnt.
+    # candidates are split over the clients: a budget of 80 (about 100 distinct values at epsilon 1,
+    # delta 1e-5) lasts a few steps; a client then stops, its questions go to the other client, and
+    # once both have stopped, training ends early with what it learnt.
     config = load_config(overrides={**TINY_OVERRIDES, "cache_dir": str(cache_dir), "train_steps": 16,
                                     "prompts_per_step": 4, "steps_per_generation": 1, "reward_epsilon": 1.0,
                                     "privacy_budget": 80.0})
     m = run(config, tmp_path).to_dict()
     privacy = m["privacy"]
-    assert privacy["mechanism"] == "randomized_response" and privacy["budget"] == 80.0
-    assert set(privacy["epsilon_spent"]) == {"client-0", "client-1"}
-    for client, spent in privacy["epsilon_spent"].items():
-        assert 0 < spent <= 80.0
-        assert spent == pytest.approx(ldp_epsilon(privacy["released"][client], 1.0, 1e-5, "randomized_response"), abs=1e-3)
+    assert privacy["plan"]["reward_mechanism"] == "randomized_response" and privacy["plan"]["budget"] == 80.0
+    assert set(privacy["clients"]) == {"client-0", "client-1"}
+    for client, entry in privacy["clients"].items():
+        values = entry["values"]
+        # Counted where the release happens (the client's journal) and by the server; the larger reported.
+        journal = ClientPrivacy(tmp_path / "clients" / client, values=RandomizedResponse(1.0),
+                                calibration=RandomizedResponse(1.0))
+        assert values["client_count"] == sum(journal.spent()["released"].values()) >= values["server_count"] > 0
+        assert values["client_epsilon"] == pytest.approx(values_epsilon({RandomizedResponse(1.0): values["client_count"]},
+                                                                        1e-5), abs=1e-3)
+        assert 0 < values["epsilon"] <= 80.0
+        assert entry["declared"]["values"]["epsilon_per_value"] == 1.0
     assert privacy["stopped_by_budget"] == ["client-0", "client-1"]
     assert set(privacy["stopped_by_budget"]) <= set(m["lost_experts"])
     assert 0 < privacy["training_stopped_at"] < 15 and len(m["step_seconds"]) < 15
     assert (tmp_path / "final-model" / "config.json").is_file()  # what was learnt is kept
     assert m["reward_fidelity"] and all(0 <= f["share"] <= 1 for f in m["reward_fidelity"])
     assert m["graph"]["calibration_failures"] == {}
+    console = Console(record=True, width=400)
+    print_run_report(m, console)
+    assert "one released value only" in console.export_text()
 
 
-def test_dp_off_reports_nothing(tmp_path, cache_dir, prepared):
+def test_privacy_off_reports_nothing(tmp_path, cache_dir, prepared):
     config = load_config(overrides={**TINY_OVERRIDES, "cache_dir": str(cache_dir), "train_steps": 2,
                                     "prompts_per_step": 4})
     m = run(config, tmp_path).to_dict()
     assert m["privacy"] is None and m["reward_fidelity"] is None
+    assert not (tmp_path / "clients").exists()  # no client kept privacy state
+
+
+def test_dp_trained_experts_declare_a_record_level_guarantee_for_the_whole_run(tmp_path, cache_dir, prepared):
+    config = load_config(overrides={**TINY_OVERRIDES, "cache_dir": str(cache_dir), "train_steps": 2,
+                                    "prompts_per_step": 4, "expert_epsilon": 8.0})
+    m = run(config, tmp_path).to_dict()
+    assert m["privacy"]["plan"]["expert_epsilon"] == 8.0
+    for entry in m["privacy"]["clients"].values():
+        records = entry["declared"]["records"]
+        assert records["unit"] == "record" and 0 < records["epsilon"] <= 8.0 and records["delta"] == 1e-5
+        assert records["steps"] == TINY_OVERRIDES["expert_steps"] and records["noise_multiplier"] > 0
+        assert "values" not in entry  # nothing to compose: every value is post-processing
+    console = Console(record=True, width=400)
+    print_run_report(m, console)
+    assert "each record of its private data: epsilon" in console.export_text()
+
+
+def test_label_dp_randomises_each_label_once_and_reuses_it(tmp_path, cache_dir, prepared):
+    config = load_config(overrides={**TINY_OVERRIDES, "cache_dir": str(cache_dir), "train_steps": 4,
+                                    "prompts_per_step": 4, "steps_per_generation": 1,
+                                    "pool_answers_at_clients": True, "label_epsilon": 2.0})
+    m = run(config, tmp_path).to_dict()
+    assert {e["declared"]["labels"]["epsilon"] for e in m["privacy"]["clients"].values()} == {2.0}
+    journals = [p.read_text().splitlines() for p in (tmp_path / "clients").glob("*/labels.jsonl")]
+    assert journals and all(journals)  # the clients asked about questions they hold labels for
+    for lines in journals:  # each record randomised once, however often it was asked
+        keys = [json.loads(line)[0] for line in lines]
+        assert len(keys) == len(set(keys))
 
 
 def test_recheck_reports_every_expert_and_journals_every_round(tmp_path, cache_dir, prepared):

@@ -30,6 +30,7 @@ from fedgrpo.types import (
     CalibrationItem,
     CalibrationReply,
     CalibrationRequest,
+    Hello,
     ScoreItem,
     ScoreReply,
     ScoreRequest,
@@ -105,7 +106,7 @@ class Replies:
         self.score_reply = self.calibration_reply = None
 
     def hello(self):
-        return "fuzzed", "arithmetic"
+        return Hello("fuzzed", "arithmetic")
 
     def score(self, request):
         return self.score_reply
@@ -170,7 +171,7 @@ class RawGrid:
         for message in messages:
             message.metadata.__dict__["_message_id"] = mid = uuid.uuid4().hex
             if message.metadata.message_type == HELLO:
-                content = encode_hello_reply("fuzzed", "arithmetic")
+                content = encode_hello_reply(Hello("fuzzed", "arithmetic"))
             elif self.respond is not None:
                 self.ready[mid] = self.respond(message)
                 ids.append(mid)

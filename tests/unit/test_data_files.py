@@ -195,3 +195,36 @@ def test_file_settings_name_their_fix(files, overrides, message):
               for k, v in overrides.items()}
     with pytest.raises(ConfigError, match=message):
         load_config(overrides=values)
+
+
+def _own_pool(tmp_path):
+    return str(write(tmp_path / "own-pool.jsonl", [{**r, "problem": f"{r['problem']} (pool {i})"}
+                                                    for i in range(6) for r in ROWS]))
+
+
+def test_a_validation_share_is_held_out_of_each_evaluation_file(files, tmp_path):
+    config = load_config(overrides={**COLUMNS, "pool_file": _own_pool(tmp_path), "aux_file": files["aux"],
+                                    "eval_files": (f"MATH500={files['math500']}",), "client_files": (files["c0"], files["c1"]),
+                                    "val_fraction": 0.25})
+    splits = build_splits(config.data)
+    test, val = splits.eval["MATH500"], splits.val["MATH500"]
+    assert len(val) == round(0.25 * 18) and len(test) + len(val) == 18
+    assert not {q.question_id for q in test} & {q.question_id for q in val}
+    assert build_splits(config.data).val == splits.val  # a seeded draw: the same every time
+
+
+def test_validation_files_must_not_share_a_question_with_the_test_set(files, tmp_path):
+    rows = [{**r, "problem": f"{r['problem']} (held out {i})"} for i in range(3) for r in ROWS]
+    val = write(tmp_path / "val.jsonl", rows)
+    base = {**COLUMNS, "pool_file": _own_pool(tmp_path), "aux_file": files["aux"], "eval_files": (f"m={files['math500']}",),
+            "client_files": (files["c0"], files["c1"])}
+    splits = build_splits(load_config(overrides={**base, "val_files": (f"m={val}",)}).data)
+    assert len(splits.val["m"]) == 9 and len(splits.eval["m"]) == 18
+    with pytest.raises(ConfigError, match="is in both the evaluation set 'm' and the validation set 'm'"):
+        build_splits(load_config(overrides={**base, "val_files": (f"m={files['math500']}",)}).data)
+    with pytest.raises(ConfigError, match="is in both the training pool and the validation set 'm'"):
+        build_splits(load_config(overrides={**base, "pool_file": str(val), "val_files": (f"m={val}",)}).data)
+    with pytest.raises(ConfigError, match="one validation set per evaluation set"):
+        load_config(overrides={**base, "val_files": (f"other={val}",)})
+    with pytest.raises(ConfigError, match="not both"):
+        load_config(overrides={**base, "val_files": (f"m={val}",), "val_fraction": 0.2})

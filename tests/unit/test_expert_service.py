@@ -12,6 +12,7 @@ from fedgrpo.types import (
     CalibrationItem,
     CalibrationReply,
     CalibrationRequest,
+    Hello,
     ScoreItem,
     ScoreReply,
     ScoreRequest,
@@ -22,8 +23,8 @@ class Expert:
     def __init__(self, expert_id: str = "client-3", domain: str = "spelling", fail: bool = False):
         self.expert_id, self.domain, self.fail = expert_id, domain, fail
 
-    def hello(self) -> tuple[str, str]:
-        return self.expert_id, self.domain
+    def hello(self) -> Hello:
+        return Hello(self.expert_id, self.domain, {"records": {"epsilon": 8.0}})
 
     def calibrate(self, request: CalibrationRequest) -> CalibrationReply:
         return CalibrationReply(tuple(1.0 if i.answer == "4" else 0.0 for i in request.items))
@@ -43,7 +44,7 @@ def service():
 
 def test_the_service_answers_like_the_expert_it_holds(service):
     client = RemoteExpert(service.url, timeout_s=5)
-    assert client.hello() == ("client-3", "spelling")
+    assert client.hello() == Hello("client-3", "spelling", {"records": {"epsilon": 8.0}})
     calibration = CalibrationRequest((CalibrationItem("a1", "basic_arithmetic", "2 + 2?", "4"),
                                       CalibrationItem("a2", "basic_arithmetic", "2 + 3?", "6")))
     assert client.calibrate(calibration) == CalibrationReply((1.0, 0.0))

@@ -10,7 +10,7 @@ import math
 
 from fedgrpo.transport.embedded import EmbeddedTransport
 from fedgrpo.transport.failover import FailoverTransport
-from fedgrpo.types import ScoreItem, ScoreReply, ScoreRequest
+from fedgrpo.types import Hello, ScoreItem, ScoreReply, ScoreRequest
 
 
 class Expert:
@@ -19,8 +19,8 @@ class Expert:
     def __init__(self, value: float, fails: bool = False):
         self.value, self.fails, self.asked = value, fails, 0
 
-    def hello(self) -> tuple[str, str]:
-        return "expert", "arithmetic"
+    def hello(self) -> Hello:
+        return Hello("expert", "arithmetic")
 
     def score(self, request: ScoreRequest) -> ScoreReply:
         self.asked += 1

@@ -34,6 +34,7 @@ from fedgrpo.types import (
     CalibrationItem,
     CalibrationReply,
     CalibrationRequest,
+    Hello,
     ScoreItem,
     ScoreReply,
     ScoreRequest,
@@ -44,8 +45,8 @@ class FakeExpert:
     def __init__(self, behaviour="ok"):
         self.behaviour = behaviour
 
-    def hello(self) -> tuple[str, str]:
-        return "expert", "arithmetic"
+    def hello(self) -> Hello:
+        return Hello("expert", "arithmetic")
 
     def score(self, request: ScoreRequest) -> ScoreReply:
         n = request.num_candidates
@@ -113,7 +114,7 @@ class FakeSite(FakeExpert):
         self.expert_id, self.domain = expert_id, domain
 
     def hello(self):
-        return self.expert_id, self.domain
+        return Hello(self.expert_id, self.domain)
 
 
 def _incoming(kind: str, content: RecordDict, node: int = 1) -> Message:
@@ -125,7 +126,7 @@ def _incoming(kind: str, content: RecordDict, node: int = 1) -> Message:
 def test_handlers_answer_hello_calibrate_and_score():
     site = FakeSite()
     hello = handle_hello(_incoming(HELLO, RecordDict()), site)
-    assert dict(hello.content["hello"]) == {"expert-id": "client-0", "domain": "arithmetic"}
+    assert dict(hello.content["hello"]) == {"expert-id": "client-0", "domain": "arithmetic", "privacy": "{}"}
     bits = handle_calibrate(_incoming(CALIBRATE, encode_calibration_request(_calibration_request())), site)
     assert decode_calibration_reply(bits.content).correct == (1.0, 1.0)
     scored = handle_score(_incoming(SCORE, encode_score_request(_score_request(9))), site)
@@ -144,7 +145,7 @@ def test_the_client_app_routes_query_types_to_the_handlers(monkeypatch):
     monkeypatch.setattr(flower_app, "site_expert", lambda context, config=None: FakeSite("client-4", "spelling"))
     context = Context(run_id=1, node_id=1, node_config={"partition-id": 0}, state=RecordDict(), run_config={})
     reply = apps.client_app(_incoming(HELLO, RecordDict()), context)
-    assert dict(reply.content["hello"]) == {"expert-id": "client-4", "domain": "spelling"}
+    assert dict(reply.content["hello"]) == {"expert-id": "client-4", "domain": "spelling", "privacy": "{}"}
 
 
 def test_a_node_without_an_expert_identity_gets_an_error_reply():

@@ -35,6 +35,7 @@ def make_spec(**overrides) -> DataConfig:
         aux_size=8,
         public_size=20,
         eval_size=10,
+        val_size=10,
         client_size=15,
         num_clients=2,
         partition="domain",
@@ -50,6 +51,7 @@ def all_questions(splits: Splits) -> dict[str, list[Question]]:
         "aux": list(splits.aux),
         "public": list(splits.public),
         "eval": [q for qs in splits.eval.values() for q in qs],
+        "val": [q for qs in splits.val.values() for q in qs],
     }
     for shard in splits.clients:
         roles[shard.expert_id] = list(shard.questions)
@@ -325,10 +327,10 @@ def test_requesting_more_items_than_a_domain_has_raises_config_error(hundred_ite
 def test_a_request_that_just_fits_a_small_item_space_succeeds(hundred_items):
     spec = make_spec(
         domains=(hundred_items,), pool_size=10, aux_size=2, public_size=40, eval_size=40,
-        client_size=5, num_clients=1,
+        client_size=5, num_clients=1, val_size=3,
     )
-    splits = build_splits(spec)  # 40 + 2 + 10 + 40 + 5 = 97 of the 100 items
-    assert sum(len(v) for v in splits.all_question_ids().values()) == 97
+    splits = build_splits(spec)  # 40 + 2 + 10 + 40 + 5 + 3 = 100 of the 100 items
+    assert sum(len(v) for v in splits.all_question_ids().values()) == 100
 
 
 def test_domains_sharing_a_generator_never_repeat_a_question_text():
@@ -352,3 +354,14 @@ def test_scoring_store_adds_the_pool_questions_of_the_clients_domain_with_answer
     assert extra and {q.domain for q in extra} == {shard.main_domain}
     assert set(ids(extra)) == {q.question_id for q in splits.pool if q.domain == shard.main_domain}
     assert all(q.answer is not None for q in extra)
+
+
+def test_validation_and_test_splits_are_disjoint_and_adding_validation_moves_no_other_split():
+    with_val = build_splits(make_spec(val_size=30))
+    without = build_splits(make_spec(val_size=0))
+    for domain in DOMAINS:
+        assert len(with_val.val[domain]) == 30
+        assert not set(ids(with_val.val[domain])) & set(ids(q for qs in with_val.eval.values() for q in qs))
+    everything_else = {k: v for k, v in with_val.all_question_ids().items() if k != "val"}
+    assert everything_else == {k: v for k, v in without.all_question_ids().items() if k != "val"}
+    assert without.val == {}

@@ -12,7 +12,7 @@ from fedgrpo.data.tasks import Question
 from fedgrpo.training.reward import FederatedReward, expert_blocks
 from fedgrpo.training.trainer import group_by_question
 from fedgrpo.transport.embedded import EmbeddedTransport
-from fedgrpo.types import ScoreReply, ScoreRequest
+from fedgrpo.types import Hello, ScoreReply, ScoreRequest
 
 G = 2
 
@@ -24,8 +24,8 @@ class EchoExpert:
         self.favourite, self.fail = favourite, fail
         self.requests: list[ScoreRequest] = []
 
-    def hello(self) -> tuple[str, str]:
-        return "expert", "arithmetic"
+    def hello(self) -> Hello:
+        return Hello("expert", "arithmetic")
 
     def score(self, request: ScoreRequest) -> ScoreReply:
         self.requests.append(request)

@@ -107,40 +107,49 @@ def test_a_reward_outside_the_declared_range_never_leaves_the_client(bad):
         client.score(ScoreRequest(0, (ScoreItem("q1", "basic_arithmetic", "Calculate 1 + 1.", ("2", "3")),)))
 
 
-# --- local DP on the client ---------------------------------------------------------------------------
+# --- privacy at the client boundary --------------------------------------------------------------------
 
-def _private_client(epsilon, max_releases=None):
-    from fedgrpo.core.privacy import LocalPrivacy
+def _private_client(tmp_path, epsilon, budget=None):
+    from fedgrpo.privacy.client import ClientPrivacy, PrivateExpert
+    from fedgrpo.privacy.mechanisms import RandomizedResponse
 
     client = LocalExpert("client-0", [], Path("/nonexistent"), mode="model", style=PREFILL, expert_samples=1,
-                         max_new_tokens=24, batch_size=256, seed=0,
-                         privacy=LocalPrivacy("randomized_response", epsilon, max_releases, seed=3))
+                         max_new_tokens=24, batch_size=256, seed=0)
     client._expert_answers.update({"q": "2", "a1": "5", "a2": "7"})
-    return client
+    rr = RandomizedResponse(epsilon)
+    return PrivateExpert(client, ClientPrivacy(tmp_path, values=rr, calibration=rr, budget=budget))
 
 
-def _request(step=0):
-    return ScoreRequest(step, (ScoreItem("q", GEN, "Calculate 1 + 1.", ("2</answer>", "3</answer>") * 4),))
+def _request(step=0, offset=0):
+    candidates = tuple(f"{2 + k}</answer>" if k % 2 == 0 else f"3{k}</answer>" for k in range(offset, offset + 8))
+    return ScoreRequest(step, (ScoreItem("q", GEN, "Calculate 1 + 1.", candidates),))
 
 
-def test_rewards_leave_the_client_through_randomized_response_and_it_logs_fidelity():
-    clean = (1.0, 0.0) * 4
-    assert _private_client(60.0).score(_request()).rewards == clean  # epsilon 60: p = 1 - 1e-26
-    noisy_client = _private_client(0.1)
-    flips = sum(r != c for step in range(50) for r, c in zip(noisy_client.score(_request(step)).rewards, clean))
+def test_rewards_leave_the_client_through_randomized_response_and_it_logs_fidelity(tmp_path):
+    clean = (1.0,) + (0.0,) * 7
+    assert _private_client(tmp_path / "a", 60.0).score(_request()).rewards == clean  # epsilon 60: p = 1 - 1e-26
+    noisy_client = _private_client(tmp_path / "b", 0.1)
+    flips = sum(r != c for step in range(50)
+                for r, c in zip(noisy_client.score(_request(step, offset=8 * step)).rewards,
+                                (1.0,) + (0.0,) * 7 if step == 0 else (0.0,) * 8))
     assert 0.35 < flips / 400 < 0.6  # p = 0.525 at epsilon 0.1
-    assert noisy_client.released == 400 and len(noisy_client.fidelity) == 50
-    assert 0 <= min(share for _, share in noisy_client.fidelity) < 1
+    assert noisy_client.privacy.spent()["released"] == {"randomized_response": 400}
+    assert len(noisy_client.fidelity) >= 1
 
 
-def test_a_client_stops_before_its_budget_is_exceeded():
-    from fedgrpo.scorers.expert import PrivacyBudgetSpent
+def test_a_client_stops_before_its_budget_is_exceeded(tmp_path):
+    from fedgrpo.privacy.accounting import max_values
+    from fedgrpo.privacy.client import PrivacyBudgetSpent
+    from fedgrpo.privacy.mechanisms import RandomizedResponse
 
-    client = _private_client(1.0, max_releases=12)
+    budget = 11.0  # at epsilon 1 per value: room for 11 values
+    assert max_values(RandomizedResponse(1.0), {}, budget, 1e-5) == 11
+    client = _private_client(tmp_path, 1.0, budget=budget)
     client.score(_request())  # 8 values
     with pytest.raises(PrivacyBudgetSpent, match="privacy budget spent"):
-        client.score(_request(1))  # 8 more would make 16 > 12
-    assert client.released == 8
+        client.score(_request(1, offset=8))  # 8 more would make 16 > 11
+    assert client.score(_request(2)).rewards  # the same values again: the same release, free
     request = CalibrationRequest((CalibrationItem("a1", GEN, "Calculate 2 + 3.", "5"),
                                   CalibrationItem("a2", GEN, "Calculate 4 + 4.", "8")))
-    assert len(client.calibrate(request).correct) == 2 and client.released == 10
+    assert len(client.calibrate(request).correct) == 2
+    assert client.privacy.spent()["released"] == {"randomized_response": 10}

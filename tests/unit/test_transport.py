@@ -8,15 +8,22 @@ import pytest
 
 from fedgrpo.core.comm import payload_bytes
 from fedgrpo.transport.embedded import EmbeddedTransport
-from fedgrpo.types import CalibrationReply, CalibrationRequest, ScoreItem, ScoreReply, ScoreRequest
+from fedgrpo.types import (
+    CalibrationReply,
+    CalibrationRequest,
+    Hello,
+    ScoreItem,
+    ScoreReply,
+    ScoreRequest,
+)
 
 
 class FakeExpert:
     def __init__(self, behaviour="ok", delay=0.0):
         self.behaviour, self.delay = behaviour, delay
 
-    def hello(self) -> tuple[str, str]:
-        return "expert", "arithmetic"
+    def hello(self) -> Hello:
+        return Hello("expert", "arithmetic")
 
     def score(self, request: ScoreRequest) -> ScoreReply:
         time.sleep(self.delay)

@@ -8,8 +8,9 @@ PE, per client, as its code does it (`pe/histogram/nearest_neighbors.py`, `pe/dp
 2. each private item votes for its nearest candidate (character 3-gram embeddings,
    `models.embed`), a histogram with L2 sensitivity 1;
 3. the client adds Gaussian noise (sigma = the noise multiplier that spends its epsilon at its delta
-   over the T rounds, `core.privacy`), zeroes counts below H = `dpsda_threshold` x sigma, and sends
-   the noisy histogram up;
+   over the T rounds, `privacy.accounting`; drawn from a secret the client makes for the run from
+   OS entropy, so the server cannot replay it), zeroes counts below H = `dpsda_threshold` x sigma,
+   and sends the noisy histogram up;
 4. the server keeps the winners in proportion to their noisy counts and makes variations of them
    (a winner replaced by one of its nearest other generator items) for the next round.
 
@@ -30,17 +31,22 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedgrpo.config import FedGRPOConfig
-from fedgrpo.core.privacy import (
-    default_delta,
-    epsilon_spent,
-    nearest_votes,
-    noise_multiplier,
-    noisy_histogram,
-)
 from fedgrpo.data.tasks import Question
 from fedgrpo.models.embed import embed_questions
+from fedgrpo.privacy.accounting import default_delta, gaussian_epsilon, gaussian_noise_multiplier
+from fedgrpo.privacy.mechanisms import gaussian_histogram
+from fedgrpo.privacy.secret import ClientSecret
 
 VARIATION_NEIGHBOURS = 8  # a variation of a winner is one of its this many nearest other generator items
+
+
+def nearest_votes(private: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Each private row votes for its nearest candidate row (cosine on l2-normalised rows): counts,
+    a histogram of L2 sensitivity 1 (one record, one vote)."""
+    if len(candidates) == 0:
+        return np.zeros(0)
+    nearest = np.argmax(private @ candidates.T, axis=1)
+    return np.bincount(nearest, minlength=len(candidates)).astype(float)
 
 
 def candidate_text(q: Question) -> tuple[str, str]:
@@ -85,13 +91,16 @@ class Generator:
 
 
 def private_evolution(config: FedGRPOConfig, expert_id: str, private: Sequence[Question], generator: Generator,
-                      seed: int) -> PrivateEvolution:
+                      seed: int, client_secret: ClientSecret | None = None) -> PrivateEvolution:
+    """One client's PE. `seed` drives the server's draws (its candidates and variations); the
+    client's noise comes from `client_secret` (default: a fresh one from OS entropy)."""
     b = config.baselines
     delta = b.dpsda_delta if b.dpsda_delta is not None else default_delta(len(private))
-    multiplier = noise_multiplier(b.dpsda_epsilon, delta, b.dpsda_rounds)
+    multiplier = gaussian_noise_multiplier(b.dpsda_epsilon, delta, b.dpsda_rounds)
     sigma = multiplier * 1.0  # sensitivity 1: one item, one vote
-    server_rng = np.random.default_rng([seed, 0])
-    client_rng = np.random.default_rng([seed, 1])
+    server_rng = np.random.default_rng([seed, 0])  # the server's own choices: public by design
+    # The client's noise and its final draw: from a secret it makes now and never sends.
+    client_rng = (client_secret or ClientSecret.new()).generator("dpsda", expert_id)
     private_vectors = embed_questions([q.question for q in private], "ngram").astype(np.float32)
     population = generator.draw(b.dpsda_candidates, server_rng)
     result = PrivateEvolution(expert_id, (), 0.0, delta, multiplier)
@@ -99,7 +108,7 @@ def private_evolution(config: FedGRPOConfig, expert_id: str, private: Sequence[Q
     for round_index in range(b.dpsda_rounds):
         result.messages.append((round_index, "down", [candidate_text(generator.items[i]) for i in population]))
         votes = nearest_votes(private_vectors, generator.vectors[population])
-        histogram = noisy_histogram(votes, sigma, b.dpsda_threshold * sigma, client_rng)
+        histogram = gaussian_histogram(votes, sigma, b.dpsda_threshold * sigma, client_rng)
         result.messages.append((round_index, "up", tuple(float(h) for h in histogram)))
         result.kept_per_round.append(int((histogram > 0).sum()))
         if round_index < b.dpsda_rounds - 1:
@@ -108,7 +117,7 @@ def private_evolution(config: FedGRPOConfig, expert_id: str, private: Sequence[Q
     chosen = client_rng.choice(population, size=b.dpsda_synthetic_size, p=weights / weights.sum())
     result.synthetic = tuple(generator.items[i] for i in chosen)
     result.messages.append((b.dpsda_rounds, "up", [candidate_text(q) for q in result.synthetic]))
-    result.epsilon = epsilon_spent(multiplier, b.dpsda_rounds, delta)
+    result.epsilon = gaussian_epsilon(multiplier, b.dpsda_rounds, delta)
     return result
 
 

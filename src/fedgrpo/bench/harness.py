@@ -27,6 +27,7 @@ from typing import Any
 from fedgrpo.bench.methods import METHODS, Method, accuracy_curve, method_config, run_method
 from fedgrpo.config import FedGRPOConfig, build_config
 from fedgrpo.core.costs import paper_scale_table
+from fedgrpo.durable import write_json_atomic
 from fedgrpo.errors import ConfigError
 from fedgrpo.progress import NullProgress, ProgressSink
 
@@ -111,9 +112,7 @@ def run_bench(p: BenchPlan, progress: ProgressSink = NullProgress()) -> dict[str
             if "accuracy_curve" not in result:  # also for results of a version that made none
                 result["accuracy_curve"] = accuracy_curve(method_config(seeded, method), out,
                                                           _eval_sets(p.config), progress)
-                tmp = done.with_suffix(".tmp")
-                tmp.write_text(json.dumps(result))
-                os.replace(tmp, done)
+                write_json_atomic(done, result, indent=None)
             results[method.name].append(result)
     return {"summary": summarise(results), "goals": goals(results), "runs": results,
             "paper_scale_bytes": paper_scale_table(), "quick": p.quick, "seeds": list(p.seeds),

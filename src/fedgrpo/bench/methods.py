@@ -22,6 +22,7 @@ from typing import Any
 from fedgrpo.config import FedGRPOConfig, build_config
 from fedgrpo.core.comm import payload_bytes
 from fedgrpo.data.prompts import PromptStyle
+from fedgrpo.durable import write_json_atomic
 from fedgrpo.progress import NullProgress, ProgressSink
 
 
@@ -244,9 +245,7 @@ def _dpsda(config: FedGRPOConfig, method: Method, prepared: Any, out: Path, prog
               "noise_multiplier": {r.expert_id: r.noise_multiplier for r in runs},
               "kept_per_round": {r.expert_id: r.kept_per_round for r in runs},
               "synthetic_domains": _counts(q.domain for q in synthetic)}
-        tmp = pe_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(pe))
-        tmp.replace(pe_file)
+        write_json_atomic(pe_file, pe, indent=None)
     facts = {k: pe[k] for k in ("epsilon", "delta", "noise_multiplier", "kept_per_round", "synthetic_domains")}
     facts |= {"rounds": b.dpsda_rounds, "candidates": b.dpsda_candidates, "synthetic_per_client": b.dpsda_synthetic_size}
     if method.objective == "sft":

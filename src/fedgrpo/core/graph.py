@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from fedgrpo.durable import write_atomic
 from fedgrpo.errors import ConfigError, FedGRPOError
 
 JSON_FORMAT = "fedgrpo.confidence_graph"
@@ -160,10 +161,7 @@ class ConfidenceGraph:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write ``to_json()`` to path atomically (a temporary file, then a rename)."""
-        target = Path(path)
-        temporary = target.with_name(target.name + ".tmp")
-        temporary.write_text(self.to_json(), encoding="utf-8")
-        os.replace(temporary, target)
+        write_atomic(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ConfidenceGraph:

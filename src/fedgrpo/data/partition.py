@@ -1,9 +1,10 @@
 """Deterministic, disjoint splits from one seed.
 
 Every domain yields one seeded stream of distinct questions (:func:`iter_unique_questions`). The
-stream is cut into consecutive blocks in a fixed order - evaluation, auxiliary, server pool, public
-pre-training pool, client shards - so no question text can sit in two roles, and growing a later split
-never changes an earlier one (the evaluation set stays put when client shards grow).
+stream is cut into consecutive blocks in a fixed order - test (evaluation), auxiliary, server pool,
+public pre-training pool, client shards, validation - so no question text can sit in two roles, and
+growing a later split never changes an earlier one (the test set stays put when client shards grow;
+the validation set, added last, changed no earlier split).
 
 Client shards (non-IID by design, the paper's setting):
 - ``domain``: client k holds domain k mod D (several clients of one domain share its items);
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -50,7 +52,8 @@ class Splits:
     aux: tuple[Question, ...]  # D_p, the labelled auxiliary set
     public: tuple[Question, ...]  # labelled public pool for the server's pre-training
     clients: tuple[ClientShard, ...]  # each client's private data
-    eval: dict[str, tuple[Question, ...]]  # held-out evaluation items per domain
+    eval: dict[str, tuple[Question, ...]]  # held-out test items per domain: what tables report
+    val: dict[str, tuple[Question, ...]] = field(default_factory=dict)  # validation items per domain: where choices are made
 
     def server_training_pool(self, use_ground_truth: bool) -> tuple[Question, ...]:
         """D_s as the server's training path sees it: answers withheld unless ground truth is on."""
@@ -70,6 +73,7 @@ class Splits:
             "aux": [q.question_id for q in self.aux],
             "public": [q.question_id for q in self.public],
             "eval": [q.question_id for qs in self.eval.values() for q in qs],
+            "val": [q.question_id for qs in self.val.values() for q in qs],
         }
         for shard in self.clients:
             roles[shard.expert_id] = [q.question_id for q in shard.questions]
@@ -137,11 +141,12 @@ def build_splits(data: DataConfig) -> Splits:
     aux: list[Question] = []
     public: list[Question] = []
     evals: dict[str, tuple[Question, ...]] = {}
+    vals: dict[str, tuple[Question, ...]] = {}
     client_items: list[list[Question]] = [[] for _ in range(data.clients)]
     taken: set[str] = set()
     for col, domain in enumerate(domains):
         name = domain.name
-        wanted = [data.eval_size, aux_shares[col], pool_shares[col], data.public_size, *alloc[:, col]]
+        wanted = [data.eval_size, aux_shares[col], pool_shares[col], data.public_size, *alloc[:, col], data.val_size]
         # Two domains may share a generator (spelling and rg:spell_backward): skip texts already
         # placed by an earlier domain, so no text is ever in two roles.
         stream = (
@@ -155,16 +160,18 @@ def build_splits(data: DataConfig) -> Splits:
             if len(block) < size:
                 raise ConfigError(
                     f"domain {name!r} at difficulty {data.difficulty} has too few distinct questions "
-                    f"for the requested split sizes; lower eval_size, pool_size, public_size or "
-                    f"client_size, or raise `difficulty`"
+                    f"for the requested split sizes; lower eval_size, val_size, pool_size, public_size "
+                    f"or client_size, or raise `difficulty`"
                 )
             blocks.append(block)
         evals[name] = tuple(blocks[0])
         aux += blocks[1]
         pool += blocks[2]
         public += blocks[3]
-        for c, block in enumerate(blocks[4:]):
+        for c, block in enumerate(blocks[4:-1]):
             client_items[c] += block
+        if blocks[-1]:
+            vals[name] = tuple(blocks[-1])
 
     for expert_id, items in zip(expert_ids(data.clients), client_items):
         if not items:
@@ -185,7 +192,7 @@ def build_splits(data: DataConfig) -> Splits:
     )
     return Splits(
         pool=shuffle(pool, "pool"), aux=shuffle(aux, "aux"), public=shuffle(public, "public"),
-        clients=clients, eval=evals,
+        clients=clients, eval=evals, val=vals,
     )
 
 
@@ -201,6 +208,11 @@ def build_file_splits(data: DataConfig) -> Splits:
     evals = {name: tuple(load_questions(path, columns, role=f"evaluation set {name!r}", need_answer=True,
                                         default_domain=name))
              for name, path in data.eval_file_paths().items()}
+    vals = {name: tuple(load_questions(path, columns, role=f"validation set {name!r}", need_answer=True,
+                                       default_domain=name))
+            for name, path in data.val_file_paths().items()}
+    if data.val_fraction:
+        evals, vals = hold_out(evals, data.val_fraction, data.data_seed)
     if data.client_files:
         shards = [load_questions(path, columns, role=f"client-{k} data", need_answer=True)
                   for k, path in enumerate(data.client_files)]
@@ -214,7 +226,40 @@ def build_file_splits(data: DataConfig) -> Splits:
                               f"(partition={data.partition}); raise dirichlet_beta, use fewer clients or "
                               "give more data")
     clients = tuple(ClientShard(e, tuple(shard)) for e, shard in zip(expert_ids(data.clients), shards))
-    return Splits(pool=tuple(pool), aux=tuple(aux), public=(), clients=clients, eval=evals)
+    for name, items in vals.items():  # choices made on items trained or tested on would mean nothing
+        _check_disjoint({"training pool": pool, f"validation set {name!r}": items})
+        for test_name, tests in evals.items():
+            _check_disjoint({f"evaluation set {test_name!r}": tests, f"validation set {name!r}": items})
+    return Splits(pool=tuple(pool), aux=tuple(aux), public=(), clients=clients, eval=evals, val=vals)
+
+
+def hold_out(evals: dict[str, tuple[Question, ...]], fraction: float,
+             seed: int) -> tuple[dict[str, tuple[Question, ...]], dict[str, tuple[Question, ...]]]:
+    """(test, validation): a seeded share `fraction` of each evaluation set becomes its validation
+    set (at least one item, and at least one left to test)."""
+    tests, vals = {}, {}
+    for name, items in evals.items():
+        if len(items) < 2:
+            raise ConfigError(f"evaluation set {name!r} has {len(items)} item(s): too few to hold out a validation "
+                              "share; give val_files or more evaluation items")
+        order = np.random.default_rng([seed, *name.encode(), *b"validation"]).permutation(len(items))
+        k = min(len(items) - 1, max(1, round(fraction * len(items))))
+        held = set(order[:k].tolist())
+        vals[name] = tuple(q for i, q in enumerate(items) if i in held)
+        tests[name] = tuple(q for i, q in enumerate(items) if i not in held)
+    return tests, vals
+
+
+def _check_disjoint(roles: dict[str, Sequence[Question]]) -> None:
+    """A question (by text) in two of the server's roles from the user's files: one-line error."""
+    seen: dict[str, str] = {}
+    for role, items in roles.items():
+        for q in items:
+            key = " ".join(q.question.split()).lower()
+            other = seen.setdefault(key, role)
+            if other != role:
+                raise ConfigError(f"the question {q.question[:60]!r} is in both the {other} and the {role}; "
+                                  "each question may have one role (remove it from one file)")
 
 
 def split_among_clients(items: list[Question], k: int, partition: str, beta: float,

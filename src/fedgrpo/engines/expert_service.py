@@ -6,7 +6,7 @@ it holds the private data and the loaded expert model, and the ClientApp only fo
 to it (`RemoteExpert`) and returns the floats.
 
 Endpoints (bound to 127.0.0.1 by default; the service is reachable only from its own machine):
-`GET /hello` -> {"expert_id", "domain"}; `POST /calibrate` and `POST /score` take and return the
+`GET /hello` -> {"expert_id", "domain", "privacy"}; `POST /calibrate` and `POST /score` take and return the
 `fedgrpo.types` messages as JSON objects. Nothing is unpickled; a bad request gets status 400 and a
 scorer fault status 500, each with a one-line reason that the ClientApp turns into an error reply.
 """
@@ -34,6 +34,7 @@ from fedgrpo.types import (
     CalibrationItem,
     CalibrationReply,
     CalibrationRequest,
+    Hello,
     ScoreItem,
     ScoreReply,
     ScoreRequest,
@@ -54,7 +55,8 @@ class ExpertService:
 
     def __init__(self, expert: Expert, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.expert = expert
-        self.expert_id, self.domain = expert.hello()
+        hello = expert.hello()
+        self.expert_id, self.domain, self.privacy = hello.expert_id, hello.domain, hello.privacy
         self._server = ThreadingHTTPServer((host, port), _handler_for(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -92,7 +94,8 @@ def _handler_for(service: ExpertService) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             if self.path == "/hello":
-                self._send(200, {"expert_id": service.expert_id, "domain": service.domain})
+                self._send(200, {"expert_id": service.expert_id, "domain": service.domain,
+                                 "privacy": service.privacy})
             else:
                 self._send(404, {"error": f"no endpoint {self.path}"})
 
@@ -130,9 +133,12 @@ class RemoteExpert:
     def __init__(self, url: str, timeout_s: float = 600.0) -> None:
         self.url, self.timeout_s = url.rstrip("/"), timeout_s
 
-    def hello(self) -> tuple[str, str]:
+    def hello(self) -> Hello:
         data = self._call("GET", "/hello")
-        return str(data["expert_id"]), str(data["domain"])
+        privacy = data.get("privacy") or {}
+        if not isinstance(privacy, dict):
+            raise ExpertServiceError(f"expert service {self.url}/hello: its privacy declaration is not an object")
+        return Hello(str(data["expert_id"]), str(data["domain"]), privacy)
 
     def calibrate(self, request: CalibrationRequest) -> CalibrationReply:
         """The service's reply under the reply contract (`transport.contract`); ReplyRefused else."""

@@ -36,6 +36,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedgrpo.config import FedGRPOConfig
+from fedgrpo.durable import write_json_atomic
 from fedgrpo.progress import NullProgress, ProgressSink
 
 WEIGHT_KEY = "num-examples"  # FedAvg's default weighting key
@@ -121,10 +122,8 @@ class Checkpoints:
 
     def save(self, r: int, state: Mapping[str, np.ndarray], log: FedAvgLog) -> None:
         # The log first, the arrays last: a round counts as done only once its .npz exists.
-        log_path = self.directory / f"round-{r}.json"
-        log_path.with_suffix(".tmp").write_text(json.dumps({"messages": log.messages,
-                                                            "round_metrics": log.round_metrics}))
-        os.replace(log_path.with_suffix(".tmp"), log_path)
+        write_json_atomic(self.directory / f"round-{r}.json",
+                          {"messages": log.messages, "round_metrics": log.round_metrics}, indent=None)
         tmp = self.directory / f"round-{r}.tmp.npz"
         np.savez(tmp, **state)
         os.replace(tmp, self.directory / f"round-{r}.npz")

@@ -110,7 +110,7 @@ def run_on_grid(grid: Grid, config: FedGRPOConfig, out: Path, progress: Progress
     from fedgrpo.engines.run import Connector, run
     from fedgrpo.transport.flower_transport import FlowerTransport
 
-    def connect(prepared: Any) -> FlowerTransport:
+    def connect(prepared: Any, out: Path) -> FlowerTransport:
         return FlowerTransport(grid, [s.expert_id for s in prepared.splits.clients],
                                timeout_s=config.federation.expert_timeout_s,
                                node_wait_s=config.engine.node_wait_s, max_poll_s=max_poll_s)

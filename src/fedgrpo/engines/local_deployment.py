@@ -265,7 +265,8 @@ def start_local_federation(config: FedGRPOConfig, workdir: Path, *, tls: bool = 
             # services scoring at once oversubscribe the cores (a real site keeps torch's default).
             deployment.spawn(f"expert-{expert_id}", [
                 sys.executable, "-m", "fedgrpo.cli", "expert", "serve", "--expert-id", expert_id,
-                "--port", "0", "--ready-file", str(ready_file), "--config", str(config_file)],
+                "--port", "0", "--ready-file", str(ready_file), "--config", str(config_file),
+                "--state-dir", str(workdir / "clients" / expert_id)],
                 extra_env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
         _wait_for_expert_services(deployment, ready, ready_timeout_s)
         deployment.node_configs = [f'expert-url="{path.read_text().strip()}"' for path in ready.values()]

@@ -29,16 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from fedgrpo.config import FedGRPOConfig
-from fedgrpo.core.privacy import keep_probability
 from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.engines.experts import embedded_transport
+from fedgrpo.privacy.client import PRIVACY_BUDGET_SPENT
+from fedgrpo.privacy.plan import PrivacyPlan
 from fedgrpo.progress import NullProgress, ProgressSink
 from fedgrpo.training.calibrate import Calibration, calibrate_and_route
 from fedgrpo.training.evaluate import DomainScore, evaluate_greedy
 from fedgrpo.training.policy import TrainedPolicy, train_policy
 from fedgrpo.training.prepare import Prepared, prepare
 from fedgrpo.training.report import RunMetrics
-from fedgrpo.training.reward import PRIVACY_BUDGET_SPENT
 from fedgrpo.transport.base import ExpertTransport, LedgerFile, TrafficLedger
 from fedgrpo.transport.failover import FailoverTransport
 from fedgrpo.transport.recheck import RecheckTransport, build_probes
@@ -49,7 +49,7 @@ from fedgrpo.transport.timed import TimedTransport
 class Connector:
     """How a run reaches its experts: the engine's part of `run`."""
 
-    open: Callable[[Prepared], ExpertTransport]
+    open: Callable[[Prepared, Path], ExpertTransport]  # (prepared, the run's output directory)
     # Whether `prepare` builds the experts' models in this process (embedded, in-process Simulation);
     # on a Deployment each site prepares its own.
     builds_expert_models: bool = True
@@ -82,6 +82,8 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
         with phase("evaluate_before"):
             before = evaluate_greedy(prepared.server_dir, prepared.splits.eval, config.evaluation, style, progress,
                                      "evaluate the base server (greedy)", cache=out / "before.json")
+            val_before = evaluate_greedy(prepared.server_dir, prepared.splits.val, config.evaluation, style, progress,
+                                         "evaluate the base server on validation", cache=out / "before-val.json")
         federation = None
         if not config.data.use_ground_truth:
             federation = connect_and_calibrate(prepared, connector, out, progress, resources, phase)
@@ -95,15 +97,20 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
     with phase("evaluate_after"):
         after = evaluate_greedy(trained.final_dir, prepared.splits.eval, config.evaluation, style, progress,
                                 "evaluate the trained server (greedy)")
+        val_after = evaluate_greedy(trained.final_dir, prepared.splits.val, config.evaluation, style, progress,
+                                    "evaluate the trained server on validation")
     return collect_metrics(prepared, before, after, federation, trained, timings,
-                           wall_time_s=time.perf_counter() - started)
+                           wall_time_s=time.perf_counter() - started, validation=(val_before, val_after))
 
 
 def connect_and_calibrate(prepared: Prepared, connector: Connector, out: Path, progress: ProgressSink,
                           resources: ExitStack, phase: Callable[[str], Any]) -> Federation:
     """Connect (the transport is closed when `resources` closes), calibrate, route, then wrap."""
     with phase("connect"), progress.phase("connect to the experts", 1):
-        transport = resources.enter_context(closing(connector.open(prepared)))
+        transport = resources.enter_context(closing(connector.open(prepared, out)))
+    # Per-value LDP: the server counts the distinct values each client released (beside the
+    # client's own count, reconciled in the report).
+    transport.ledger.track_releases = PrivacyPlan.from_config(prepared.config).values is not None
     # Before calibration: its traffic is the first this session adds to the ledger (and the file).
     # A resumed run keeps only the scoring traffic before its checkpoint: it redoes what came after.
     from fedgrpo.training.trainer import checkpoint_step, last_checkpoint
@@ -135,8 +142,8 @@ def recheck_transport(prepared: Prepared, transport: ExpertTransport, calibratio
     position = {qid: i for i, qid in enumerate(graph.aux_ids)}
     claimed = {e: [graph.correctness[k][position[qid]] == 1.0 for qid, *_ in aux]
                for k, e in enumerate(graph.expert_ids)}
-    p, fed = config.privacy, config.federation
-    keep = keep_probability(p.reward_epsilon) if p.reward_epsilon is not None else 1.0
+    fed = config.federation
+    keep = PrivacyPlan.from_config(config).keep_probability()
     return RecheckTransport(transport, build_probes(aux, claimed, style.target), every=fed.recheck_every,
                             per_check=fed.recheck_items, threshold=fed.recheck_threshold, keep=keep,
                             correct_inverted=fed.recheck_correct_inverted, journal=journal)
@@ -144,7 +151,8 @@ def recheck_transport(prepared: Prepared, transport: ExpertTransport, calibratio
 
 def collect_metrics(prepared: Prepared, before: dict[str, DomainScore], after: dict[str, DomainScore],
                     federation: Federation | None, trained: TrainedPolicy,
-                    timings: dict[str, float], wall_time_s: float) -> RunMetrics:
+                    timings: dict[str, float], wall_time_s: float,
+                    validation: tuple[dict[str, DomainScore], dict[str, DomainScore]] = ({}, {})) -> RunMetrics:
     """The report phase: every phase's result in one `RunMetrics`."""
     config = prepared.config
     ledger = federation.transport.ledger if federation else TrafficLedger()  # ground truth: no traffic
@@ -157,6 +165,7 @@ def collect_metrics(prepared: Prepared, before: dict[str, DomainScore], after: d
         mode="ground_truth" if config.data.use_ground_truth else "experts",
         engine=config.engine.engine,
         accuracy_before=before, accuracy_after=after, reward_curve=trained.reward_curve,
+        validation_before=validation[0], validation_after=validation[1],
         bytes={"totals": ledger.totals(), "per_expert": ledger.per_expert(), "per_step": ledger.per_step(),
                "stale_replies": ledger.stale_replies, "refused_replies": dict(ledger.refused)},
         routing=({"hit_rate": routing.hit_rate, "table": routing.table(prepared.splits.pool),
@@ -169,30 +178,61 @@ def collect_metrics(prepared: Prepared, before: dict[str, DomainScore], after: d
         reward_wait_s=trained.reward_wait_s,
         reward_round_trips_s=list(federation.transport.rounds) if federation else [],
         overlap_rewards=trained.overlap_rewards, timings_s=timings, final_model=str(trained.final_dir),
-        privacy=privacy_report(config, ledger, dict(failover.lost) if failover else {},
-                               trained.budget_spent_at) if federation else None,
+        privacy=privacy_report(config, federation, trained.budget_spent_at) if federation else None,
         reward_fidelity=fidelity_log(federation.base) if federation else None,
         expert_checks=federation.recheck.report() if federation and federation.recheck else None,
     )
 
 
-def privacy_report(config: FedGRPOConfig, ledger: TrafficLedger, lost: dict[str, str],
+def privacy_report(config: FedGRPOConfig, federation: Federation,
                    training_stopped_at: int | None) -> dict[str, Any] | None:
-    """Each client's epsilon spent (its released values composed at privacy_delta), who stopped at
-    its budget, and the step training stopped at when every budget was spent; None when local DP is
-    off."""
-    p = config.privacy
-    if p.reward_epsilon is None:
+    """Per client: what it declared (hello: record-level DP of its expert, label DP, per-value LDP)
+    and, with per-value LDP, the distinct values it released and their epsilon, counted by the
+    client (its journal, where it runs in this process) and by the server (its ledger), the larger
+    reported; who stopped at its budget; the step training stopped at when every budget was spent.
+    None when the config asks for no privacy and no client declares any."""
+    plan = PrivacyPlan.from_config(config)
+    declared = dict(federation.transport.expert_privacy)
+    if plan.experts is None and not plan.on_client and not any(declared.values()):
         return None
-    from fedgrpo.core.privacy import ldp_epsilon
+    from fedgrpo.privacy.accounting import values_epsilon
 
-    released = ledger.released()
-    return {"mechanism": p.reward_mechanism, "epsilon_per_value": p.reward_epsilon, "delta": p.privacy_delta,
-            "budget": p.privacy_budget, "released": released,
-            "epsilon_spent": {e: round(ldp_epsilon(n, p.reward_epsilon, p.privacy_delta, p.reward_mechanism), 3)
-                              for e, n in released.items()},
+    ledger, lost = federation.transport.ledger, dict(federation.failover.lost) if federation.failover else {}
+    clients = {}
+    server_counts = ledger.released()
+    local = _local_client_privacy(federation.base)
+    for expert_id in federation.transport.expert_ids:
+        entry: dict[str, Any] = {"declared": declared.get(expert_id) or {}}
+        if plan.values is not None:
+            own = local[expert_id].spent() if expert_id in local else None
+            by_phase = server_counts.get(expert_id, {})
+            counts: dict[Any, int] = {}
+            for mechanism, n in ((plan.calibration, by_phase.get("calibrate", 0)), (plan.values, by_phase.get("score", 0))):
+                counts[mechanism] = counts.get(mechanism, 0) + n  # one mechanism may serve both phases
+            server_eps = values_epsilon(counts, plan.delta)
+            entry["values"] = {"server_count": sum(by_phase.values()), "server_epsilon": round(server_eps, 4),
+                               "client_count": sum(own["released"].values()) if own else None,
+                               "client_epsilon": own["epsilon"] if own else None}
+            entry["values"]["epsilon"] = max(server_eps, own["epsilon"] if own else 0.0)
+        clients[expert_id] = entry
+    return {"plan": {"expert_epsilon": plan.experts.epsilon if plan.experts else None,
+                     "label_epsilon": plan.labels.epsilon if plan.labels else None,
+                     "reward_mechanism": plan.values.name if plan.values is not None else None,
+                     "epsilon_per_value": plan.values.epsilon if plan.values is not None else None,
+                     "delta": plan.delta, "budget": plan.budget},
+            "clients": clients,
             "stopped_by_budget": sorted(e for e, why in lost.items() if PRIVACY_BUDGET_SPENT in why),
             "training_stopped_at": training_stopped_at}
+
+
+def _local_client_privacy(transport: ExpertTransport) -> dict[str, Any]:
+    """The clients' own privacy state where they run in this process (embedded engine), by expert id."""
+    out = {}
+    for expert_id, expert in (getattr(transport, "experts", None) or {}).items():
+        privacy = getattr(expert, "privacy", None)
+        if privacy is not None and hasattr(privacy, "spent"):
+            out[expert_id] = privacy
+    return out
 
 
 def fidelity_log(transport: ExpertTransport) -> list[dict[str, Any]] | None:

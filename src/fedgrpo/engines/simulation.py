@@ -23,10 +23,12 @@ from fedgrpo.training.report import RunMetrics
 
 def simulate(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress()) -> RunMetrics:
     """One FedGRPO run with one virtual SuperNode per client; returns its metrics."""
+    from fedgrpo.engines.deployment import config_with_output
     from fedgrpo.engines.flower_app import make_client_app, make_server_app
 
     results: dict[str, Any] = {}
-    simulate_apps(make_server_app(config, out, progress, results), make_client_app(config),
+    # The virtual SuperNodes keep their own state (a privacy secret, a journal) under the run's output.
+    simulate_apps(make_server_app(config, out, progress, results), make_client_app(config_with_output(config, out)),
                   num_supernodes=config.data.clients)
     if "metrics" not in results:
         raise FedGRPOError("the Flower simulation ended without a result; see the log above")

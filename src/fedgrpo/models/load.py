@@ -183,6 +183,17 @@ def base_model_dir(
     return get_or_build(config.resolved_cache_dir(), "base", recipe, build)
 
 
+GUARANTEE_FILE = "fedgrpo-privacy.json"  # a DP-trained model's record-level guarantee, beside its weights
+
+
+def read_guarantee(model_dir: Path) -> dict[str, Any] | None:
+    """The record-level DP guarantee a model directory records (None: trained without DP, or unknown)."""
+    import json
+
+    path = Path(model_dir) / GUARANTEE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def expert_model_dir(
     base_dir: Path,
     expert_id: str,
@@ -191,9 +202,15 @@ def expert_model_dir(
     config: ModelConfig,
     style: PromptStyle,
     progress: ProgressSink = NullProgress(),
+    dp: Any = None,
 ) -> tuple[Path, bool]:
     """An expert: `base_dir` fine-tuned on the client's private `shard` (targets in `style`). Returns
-    (directory, was_cached). With ``expert_steps`` 0 the expert is the base itself (no copy)."""
+    (directory, was_cached). With ``expert_steps`` 0 the expert is the base itself (no copy).
+
+    With `dp` (a `privacy.plan.ExpertDP`) the fine-tuning is DP-SGD (`models.dp_sgd`) to that
+    target; the cache key holds the DP settings (never the noise seed, which comes from fresh OS
+    entropy: the noise of a cached DP expert is unknown to anyone) and the directory records the
+    guarantee (`GUARANTEE_FILE`)."""
     if config.expert_steps == 0:
         return base_dir, True
     recipe = {
@@ -207,18 +224,66 @@ def expert_model_dir(
         "data": _data_digest(shard),
         "versions": library_versions(),
     }
+    if dp is not None:
+        recipe["dp_sgd"] = dp.recipe()
+        recipe["versions"] = {**recipe["versions"], "opacus": _version("opacus")}
 
     def build(out: Path) -> None:
         from fedgrpo.models.pretrain import train_supervised
 
         model, tokenizer = load_model(base_dir)
-        with progress.phase(f"train expert {expert_id}", config.expert_steps) as advance:
-            train_supervised(
-                model, tokenizer, supervised_pairs(shard, style), steps=config.expert_steps,
-                batch_size=config.sft_batch_size, learning_rate=config.sft_learning_rate, seed=seed,
-                on_step=lambda step, loss: advance(1),
-            )
+        pairs = supervised_pairs(shard, style)
+        with progress.phase(f"train expert {expert_id}" + (" with DP-SGD" if dp else ""), config.expert_steps) as advance:
+            if dp is None:
+                train_supervised(
+                    model, tokenizer, pairs, steps=config.expert_steps,
+                    batch_size=config.sft_batch_size, learning_rate=config.sft_learning_rate, seed=seed,
+                    on_step=lambda step, loss: advance(1),
+                )
+            else:
+                guarantee = _train_dp(model, tokenizer, pairs, dp, lambda step, loss: advance(1))
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
+        if dp is not None:
+            from fedgrpo.durable import write_json_atomic
+
+            write_json_atomic(out / GUARANTEE_FILE, guarantee)
 
     return get_or_build(config.resolved_cache_dir(), "expert", recipe, build)
+
+
+def dp_guarantee(dp: Any, records: int) -> dict[str, Any]:
+    """The guarantee DP-SGD to `dp`'s target gives a client with `records` private items: Opacus's
+    noise multiplier for it and its accountant's epsilon for the steps actually planned."""
+    from fedgrpo.models import dp_sgd
+
+    rate = dp.sampling_rate(records)
+    noise = dp_sgd.noise_multiplier(dp.epsilon, dp.delta, rate, dp.steps)
+    return {"unit": "record", "mechanism": "dp-sgd", "accountant": dp_sgd.ACCOUNTANT,
+            "target_epsilon": dp.epsilon, "epsilon": round(dp_sgd.accountant_epsilon(noise, rate, dp.steps, dp.delta), 4),
+            "delta": dp.delta, "noise_multiplier": noise, "clip_norm": dp.clip_norm,
+            "sampling_rate": round(rate, 6), "expected_batch_size": dp.batch_size, "steps": dp.steps,
+            "records": records, "learning_rate": dp.learning_rate}
+
+
+def _train_dp(model: Any, tokenizer: Any, pairs: Sequence[tuple[Any, str]], dp: Any,
+              on_step: Any) -> dict[str, Any]:
+    from fedgrpo.models.dp_sgd import train_supervised_dp
+    from fedgrpo.privacy.secret import ClientSecret
+
+    guarantee = dp_guarantee(dp, len(pairs))
+    # Sampling and noise from fresh OS entropy, used once: nobody, the client included, can replay it.
+    train_supervised_dp(model, tokenizer, pairs, steps=dp.steps, batch_size=dp.batch_size,
+                        learning_rate=dp.learning_rate, clip_norm=dp.clip_norm,
+                        noise=guarantee["noise_multiplier"], seed=ClientSecret.new().torch_seed("dp-sgd"),
+                        on_step=on_step)
+    return guarantee
+
+
+def _version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "absent"

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from fedgrpo.types import CalibrationReply, CalibrationRequest, ScoreReply, ScoreRequest
+from fedgrpo.types import CalibrationReply, CalibrationRequest, Hello, ScoreReply, ScoreRequest
 
 BEHAVIOURS = ("invert", "random", "max")
 
@@ -23,7 +23,7 @@ class AdversarialExpert:
         self.honest, self.behaviour = honest, behaviour
         self._rng = np.random.default_rng(seed)
 
-    def hello(self) -> tuple[str, str]:
+    def hello(self) -> Hello:
         return self.honest.hello()  # type: ignore[attr-defined]
 
     def calibrate(self, request: CalibrationRequest) -> CalibrationReply:

@@ -12,6 +12,12 @@ paper's gate lambda, decided here on the client and never reported:
 
 The expert's answer to a question is computed once and reused for every candidate and every later
 request that repeats the question. Any `Scorer` callable can replace the built-in logic.
+
+With label DP (`labels`, the client's `privacy.client.ClientPrivacy`), answer-based scoring reads a
+label randomised once per record (RRWithPrior, its prior the expert model's own sampled answers to
+the question, which do not depend on the label) instead of the label itself. Every other privacy
+mechanism acts outside the scorer: DP-SGD when the model was trained, per-value noise in the
+client's `privacy.client.PrivateExpert` wrapper.
 """
 
 from __future__ import annotations
@@ -22,10 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fedgrpo.config import SCORER_MODES
-from fedgrpo.core.privacy import LocalPrivacy, randomized_response, sign_fidelity
 from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.data.tasks import Question
 from fedgrpo.scorers.base import Scorer, ScorerError
@@ -35,11 +38,14 @@ from fedgrpo.types import (
     REWARD_MIN,
     CalibrationReply,
     CalibrationRequest,
+    Hello,
     ScoreItem,
     ScoreReply,
     ScoreRequest,
     reward_in_range,
 )
+
+LABEL_PRIOR_SAMPLES = 16  # label DP: the expert's sampled answers that form a label's prior
 
 
 def _normalise(text: str) -> str:
@@ -64,14 +70,16 @@ class LocalExpert:
         seed: int,
         domain: str | None = None,
         scorer: Scorer | None = None,
-        privacy: LocalPrivacy | None = None,
+        labels: Any = None,
+        guarantee: dict[str, Any] | None = None,
     ) -> None:
         """The scorer settings come from the config (`engines.experts.make_local_expert`): `mode`
         (the config's scorer_mode), the prompt `style` (the expert answers as the server does),
         `expert_samples`, and the generation's `max_new_tokens`, `batch_size` and `seed`. `domain`
         is the one it declares (default: its data's main one); `scorer` replaces the built-in
-        scoring; `privacy` noises every value before it leaves (local DP, `core.privacy`) and stops
-        the client once its budget is spent."""
+        scoring; `labels` (a `privacy.client.ClientPrivacy` with label DP) randomises each label
+        once before answer-based scoring reads it; `guarantee` is the record-level DP its model was
+        trained with (declared in its hello; None: none)."""
         if mode not in SCORER_MODES:
             raise ValueError(f"unknown scorer mode {mode!r}: use one of {', '.join(SCORER_MODES)}")
         self.expert_id = expert_id
@@ -91,31 +99,25 @@ class LocalExpert:
         self._loaded: tuple[Any, Any] | None = None  # (model, tokenizer), loaded on first use
         self._expert_answers: dict[str, str | None] = {}
         self._lock = threading.Lock()  # one request at a time per client: the model is not re-entrant
-        self._privacy = privacy
-        self._noise = np.random.default_rng([privacy.seed if privacy else 0, *expert_id.encode()])
-        self.released = 0  # values sent through the LDP mechanism (the accountant's count)
-        # The client's own log, never sent: per scoring request, the share of advantage signs its noise
-        # preserved (what a given epsilon costs, before any accuracy is measured).
-        self.fidelity: list[tuple[int, float]] = []
+        self._labels = labels
+        self._guarantee = guarantee
 
     # -- the calls a server may make ------------------------------------------------------------
 
-    def hello(self) -> tuple[str, str]:
-        return self.expert_id, self.domain
+    def hello(self) -> Hello:
+        privacy: dict[str, Any] = {"records": self._guarantee} if self._guarantee else {}
+        if self._labels is not None:
+            privacy["labels"] = self._labels.declaration()["labels"]
+        return Hello(self.expert_id, self.domain, privacy)
 
     def calibrate(self, request: CalibrationRequest) -> CalibrationReply:
         with self._lock:
             answers = self._expert_answer_batch(
                 [(i.question_id, i.question) for i in request.items]
             )
-        bits = np.array([1.0 if answers_agree(i.generator, i.question, answers[i.question_id], i.answer) else 0.0
-                         for i in request.items])
-        if self._privacy is not None:
-            with self._lock:
-                self._spend(len(bits), "calibration")
-                # Calibration values are 0/1: always randomised response.
-                bits = randomized_response(bits, self._privacy.epsilon, self._noise)
-        return CalibrationReply(tuple(float(b) for b in bits))
+        return CalibrationReply(tuple(
+            1.0 if answers_agree(i.generator, i.question, answers[i.question_id], i.answer) else 0.0
+            for i in request.items))
 
     def score(self, request: ScoreRequest) -> ScoreReply:
         with self._lock:
@@ -131,37 +133,7 @@ class LocalExpert:
         if bad:  # the client side of the reply contract: nothing outside the declared range leaves
             raise ScorerError(f"{self.expert_id}: scorer returned reward {bad[0]!r} outside "
                               f"[{REWARD_MIN:g}, {REWARD_MAX:g}] (None for no reward)")
-        if self._privacy is not None:
-            flat = self._private(request, np.array(flat))
         return ScoreReply(step=request.step, rewards=flat)
-
-    def _private(self, request: ScoreRequest, clean: np.ndarray) -> tuple[float, ...]:
-        """The rewards as they leave: through the LDP mechanism, within the budget; logs fidelity."""
-        assert self._privacy is not None
-        with self._lock:
-            self._spend(int((~np.isnan(clean)).sum()), f"step {request.step}")
-            if self._privacy.mechanism == "randomized_response" and not np.isin(clean[~np.isnan(clean)], (0.0, 1.0)).all():
-                raise ScorerError(f"{self.expert_id}: randomised response needs 0/1 rewards; use "
-                                  "reward_mechanism laplace for real-valued ones")
-            noisy = self._privacy.release(clean, self._noise)
-        shares, offset = [], 0
-        for item in request.items:
-            n = len(item.candidates)
-            share = sign_fidelity(clean[offset:offset + n], noisy[offset:offset + n])
-            if share is not None:
-                shares.append(share)
-            offset += n
-        if shares:
-            self.fidelity.append((request.step, float(np.mean(shares))))
-        return tuple(float(r) for r in noisy)
-
-    def _spend(self, n: int, what: str) -> None:
-        """Count `n` releases against the budget, or refuse them all (the caller holds the lock)."""
-        limit = self._privacy.max_releases if self._privacy else None
-        if limit is not None and self.released + n > limit:
-            raise PrivacyBudgetSpent(f"{self.expert_id}: privacy budget spent ({self.released} of {limit} values "
-                                     f"released; {what} needs {n} more)")
-        self.released += n
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -174,8 +146,9 @@ class LocalExpert:
     def _score_items(self, items: Sequence[ScoreItem]) -> list[list[float | None]]:
         references: dict[str, str | None] = {}
         need_model = []
+        noisy = self._noisy_labels(items) if self._labels is not None else {}
         for item in items:
-            trusted = self.trusted_answer(item)
+            trusted = noisy[item.question_id] if item.question_id in noisy else self.trusted_answer(item)
             if trusted is not None:
                 references[item.question_id] = trusted
             elif self._mode == "answer":
@@ -192,6 +165,33 @@ class LocalExpert:
                 rows.append([score_against(item.generator, item.question, c, ref, self._style)
                              for c in item.candidates])
         return rows
+
+    def _noisy_labels(self, items: Sequence[ScoreItem]) -> dict[str, str | None]:
+        """Label DP: each held label randomised once (journalled by the client), with a prior from
+        the expert model's sampled answers; question id -> the noisy label (None: nothing to answer
+        among, treated as unlabelled)."""
+        from fedgrpo.privacy.client import LABEL, value_key
+
+        held = {i.question_id: (i, self.trusted_answer(i)) for i in items}
+        held = {qid: (i, a) for qid, (i, a) in held.items() if a is not None}
+        keys = {qid: value_key(LABEL, i.generator, i.question, "") for qid, (i, _) in held.items()}
+        todo = [(qid, i.question) for qid, (i, _) in held.items() if not self._labels.has_noisy_label(keys[qid])]
+        priors = self._answer_samples(todo, LABEL_PRIOR_SAMPLES) if todo else {}
+        out = {}
+        for qid, (item, answer) in held.items():
+            prior = Counter(a for a in priors.get(qid, ()) if a is not None)
+            out[qid] = self._labels.noisy_label(keys[qid], answer, {a: float(n) for a, n in prior.items()})
+        return out
+
+    def _answer_samples(self, questions: Sequence[tuple[str, str]], samples: int) -> dict[str, list[str | None]]:
+        """`samples` answers per question from the expert model at temperature 1 (seeded)."""
+        from fedgrpo.models.generate import generate_completions
+
+        model, tokenizer = self._load()
+        outs = generate_completions(model, tokenizer, [self._style.prompt(text) for _, text in questions],
+                                    max_new_tokens=self._max_new_tokens, num_samples=samples, temperature=1.0,
+                                    batch_size=self._batch_size, seed=self._seed)
+        return {qid: [self._style.extract(c) for c in cs] for (qid, _), cs in zip(questions, outs)}
 
     def _expert_answer_batch(self, questions: Sequence[tuple[str, str]]) -> dict[str, str | None]:
         """The expert model's final answer per question id, computed once per question."""
@@ -222,10 +222,6 @@ class LocalExpert:
 
             self._loaded = load_model(self._model_dir)
         return self._loaded
-
-
-class PrivacyBudgetSpent(ScorerError):
-    """The client would exceed its privacy budget: it sends nothing more (its questions are re-routed)."""
 
 
 def _majority(answers: Sequence[str | None]) -> str | None:

@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from fedgrpo.config import COMPETENCE_SELECTIONS, FedGRPOConfig
+from fedgrpo.config import COMPETENCE_SELECTIONS
 from fedgrpo.core.graph import ConfidenceGraph, build_confidence_graph
 from fedgrpo.core.selection import competent_counts, routing_hit_rate, select_experts
 from fedgrpo.data.tasks import Question
 from fedgrpo.models.embed import embed_questions
+from fedgrpo.privacy.plan import PrivacyPlan
 from fedgrpo.progress import ProgressSink
 from fedgrpo.training.prepare import Prepared
 from fedgrpo.transport.base import ExpertTransport
@@ -51,17 +52,6 @@ def calibrate(
         aux_embeddings, correctness,
     )
     return graph, failures
-
-
-def calibration_debias(config: FedGRPOConfig) -> Callable[[np.ndarray], np.ndarray] | None:
-    """Calibration values are released by randomised response whenever local DP is on: the map from
-    a mean of released values to the unbiased estimate of the true mean (None: nothing to undo)."""
-    p = config.privacy
-    if p.reward_epsilon is None or not p.reward_debias:
-        return None
-    from fedgrpo.core.privacy import debias_randomized_response
-
-    return lambda values: debias_randomized_response(values, p.reward_epsilon)
 
 
 @dataclass(frozen=True)
@@ -104,7 +94,7 @@ def route(
     """Choose M experts per question, or fewer under a competence `threshold` (`competent_counts`).
     `expert_domains` (expert id -> its main domain) is used only by the oracle method and for the
     hit-rate diagnostic. `debias` maps the graph's competences (means of released 0/1 values) to
-    unbiased estimates of the true ones (local DP: `calibration_debias`); the graph keeps what was
+    unbiased estimates of the true ones (per-value LDP: `PrivacyPlan.calibration_debias`); the graph keeps what was
     released."""
     ids = list(graph.expert_ids)
     # Competence ranks the selected experts and, beyond them, the failover order.
@@ -179,7 +169,8 @@ def calibrate_and_route(prepared: Prepared, transport: ExpertTransport, out: Pat
     routing = route(list(splits.pool), pool_z, graph, experts_per_question=fed.experts_per_question,
                     neighbours=fed.neighbours, method=fed.selection, expert_domains=expert_domains,
                     seed=fed.selection_seed, threshold=fed.competence_threshold,
-                    debias=calibration_debias(config), competent_substitutes=config.engine.reroute_competent_only)
+                    debias=PrivacyPlan.from_config(config).calibration_debias(),
+                    competent_substitutes=config.engine.reroute_competent_only)
     (out / "routing.json").write_text(json.dumps(
         {"hit_rate": routing.hit_rate, "table": routing.table(splits.pool), "experts": routing.experts}, indent=1))
     return Calibration(graph, routing, failures)

@@ -8,7 +8,6 @@ answer-based rewards use. The sampled estimate also tells how often a question's
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from fedgrpo.config import EvalConfig
 from fedgrpo.data.gym import is_correct
 from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.data.tasks import Question
+from fedgrpo.durable import write_json_atomic
 from fedgrpo.models.generate import generate_completions
 from fedgrpo.progress import ProgressSink
 
@@ -100,6 +100,8 @@ def evaluate_greedy(model_dir: Path, eval_sets: Mapping[str, Sequence[Question]]
                     cache: Path | None = None) -> dict[str, DomainScore]:
     """Held-out greedy pass@1 per domain of the model in `model_dir` (a run's before/after phases).
     With `cache`, the scores are read from that JSON file if it exists, else written there."""
+    if not eval_sets:  # no such split (no validation set): nothing to evaluate
+        return {}
     if cache is not None and cache.is_file():
         return {d: DomainScore(**s) for d, s in json.loads(cache.read_text()).items()}
     from fedgrpo.models.load import load_model
@@ -110,9 +112,7 @@ def evaluate_greedy(model_dir: Path, eval_sets: Mapping[str, Sequence[Question]]
                                 max_new_tokens=evaluation.max_new_tokens, batch_size=evaluation.eval_batch_size,
                                 seed=0, on_batch=advance)
     if cache is not None:
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps({d: s.to_dict() for d, s in scores.items()}, indent=2))
-        os.replace(tmp, cache)
+        write_json_atomic(cache, {d: s.to_dict() for d, s in scores.items()})
     return scores
 
 

@@ -19,6 +19,7 @@ from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data.gym import is_correct
 from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.data.tasks import Question
+from fedgrpo.privacy.plan import PrivacyPlan
 from fedgrpo.progress import ProgressSink
 from fedgrpo.training.calibrate import Routing
 from fedgrpo.training.prepare import Prepared
@@ -73,19 +74,9 @@ def make_reward(config: FedGRPOConfig, questions: Sequence[Question], transport:
         tag_weight=config.prompts.tag_weight, group_by_question=group_by_question,
         gold_scorer=functools.partial(gold_scorer, style) if gold else None,
         competence=routing.competence if routing and fed.competence_weighting else None, deferred=overlap,
-        debias=None if gold else reward_debias(config),
+        debias=None if gold else PrivacyPlan.from_config(config).reward_debias(),
         replicate=fed.robust_aggregation if fed.score_replication and not gold else None,
     )
-
-
-def reward_debias(config: FedGRPOConfig) -> Callable[[Any], Any] | None:
-    """The server's debiasing of randomised-response values (config ``privacy``), or None."""
-    p = config.privacy
-    if p.reward_epsilon is None or p.reward_mechanism != "randomized_response" or not p.reward_debias:
-        return None
-    from fedgrpo.core.privacy import debias_randomized_response
-
-    return functools.partial(debias_randomized_response, epsilon=p.reward_epsilon)
 
 
 def train_policy(prepared: Prepared, out: Path, progress: ProgressSink, *,

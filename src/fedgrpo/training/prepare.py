@@ -22,7 +22,8 @@ from fedgrpo.data.partition import ClientShard, Splits, build_splits
 from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.data.tasks import Question
 from fedgrpo.errors import ConfigError
-from fedgrpo.models.load import base_model_dir, expert_model_dir, load_model
+from fedgrpo.models.load import base_model_dir, expert_model_dir, load_model, read_guarantee
+from fedgrpo.privacy.plan import ExpertDP, PrivacyPlan
 from fedgrpo.progress import NullProgress, ProgressSink
 from fedgrpo.training.evaluate import DomainScore, evaluate_model, score_questions
 
@@ -36,16 +37,25 @@ class Prepared:
     server_dir: Path
     expert_dirs: dict[str, Path]  # expert_id -> model directory
     cache_hits: dict[str, bool] = field(default_factory=dict)  # "server" / expert_id -> was cached
+    # With DP-trained experts (expert_epsilon): expert_id -> the expert without DP, for the report's
+    # side-by-side accuracy (built only when asked: `prepare(..., nonprivate=True)`).
+    nonprivate_dirs: dict[str, Path] = field(default_factory=dict)
 
 
 def prepare(config: FedGRPOConfig, progress: ProgressSink = NullProgress(), *,
-            experts: bool = True) -> Prepared:
+            experts: bool = True, nonprivate: bool = False) -> Prepared:
     """Build (or fetch from the cache) everything a run needs. Idempotent and resumable: each model
     is published to the cache as soon as it is trained, so an interrupted prepare resumes there.
 
     `experts=False` is the server's share of a deployment: the experts live on their sites
-    (`prepare_expert`), so `expert_dirs` stays empty."""
+    (`prepare_expert`), so `expert_dirs` stays empty. With DP-trained experts the target is checked
+    against every client's data before any training; `nonprivate=True` also builds each expert
+    without DP (the report's comparison)."""
     splits = build_splits(config.data)
+    plan = PrivacyPlan.from_config(config)
+    if plan.experts is not None and experts:
+        for shard in splits.clients:
+            plan.experts.check(len(shard.questions), shard.expert_id)
     models = config.models
     server_dir, server_hit = base_model_dir(models.server_model, splits.public, models, progress)
     expert_dirs: dict[str, Path] = {}
@@ -54,19 +64,26 @@ def prepare(config: FedGRPOConfig, progress: ProgressSink = NullProgress(), *,
         expert_base = _expert_base(config, splits, server_dir, progress)
         for index, shard in enumerate(splits.clients):
             expert_dirs[shard.expert_id], hits[shard.expert_id] = _expert_dir(
-                config, splits, expert_base, shard.expert_id, shard.questions, index, progress)
-    return Prepared(config, splits, server_dir, expert_dirs, hits)
+                config, splits, expert_base, shard.expert_id, shard.questions, index, progress, plan.experts)
+    nonprivate_dirs: dict[str, Path] = {}
+    if nonprivate and experts and plan.experts is not None:
+        for index, shard in enumerate(splits.clients):
+            nonprivate_dirs[shard.expert_id], _ = _expert_dir(
+                config, splits, expert_base, shard.expert_id, shard.questions, index, progress, None)
+    return Prepared(config, splits, server_dir, expert_dirs, hits, nonprivate_dirs)
 
 
 def _expert_dir(config: FedGRPOConfig, splits: Splits, expert_base: Path, expert_id: str,
-                questions: Sequence[Question], index: int, progress: ProgressSink) -> tuple[Path, bool]:
+                questions: Sequence[Question], index: int, progress: ProgressSink,
+                dp: ExpertDP | None) -> tuple[Path, bool]:
     """The expert fine-tuned from `expert_base` on `questions` (with the config's public replay), its
-    seed derived from the client's `index`: the one recipe behind `prepare` and `prepare_expert`."""
+    seed derived from the client's `index`, with DP-SGD to `dp`'s target when given: the one recipe
+    behind `prepare` and `prepare_expert`."""
     models = config.models
     seed = models.model_seed + 1 + index
     return expert_model_dir(expert_base, expert_id,
                             expert_training_items(questions, splits.public, models.expert_replay, seed),
-                            seed, models, PromptStyle.from_config(config.prompts), progress)
+                            seed, models, PromptStyle.from_config(config.prompts), progress, dp=dp)
 
 
 def _expert_base(config: FedGRPOConfig, splits: Splits, server_dir: Path | None,
@@ -83,8 +100,11 @@ def prepare_expert(config: FedGRPOConfig, expert_id: str,
     `prepare` builds for it)."""
     splits = build_splits(config.data)
     shard, index = _config_shard(splits, expert_id)
+    dp = PrivacyPlan.from_config(config).experts
+    if dp is not None:
+        dp.check(len(shard.questions), expert_id)
     expert_base = _expert_base(config, splits, None, progress)
-    model_dir, _ = _expert_dir(config, splits, expert_base, expert_id, shard.questions, index, progress)
+    model_dir, _ = _expert_dir(config, splits, expert_base, expert_id, shard.questions, index, progress, dp)
     return shard, model_dir
 
 
@@ -111,10 +131,13 @@ def prepare_site_expert(config: FedGRPOConfig, expert_id: str, *, data_path: str
                               "config.json); give the directory your expert was saved to")
         return questions, site_domain, path
     splits = build_splits(config.data)
+    dp = PrivacyPlan.from_config(config).experts
+    if dp is not None:  # a site trains its own DP expert on its own data
+        dp.check(len(questions), expert_id)
     base = _expert_base(config, splits, None, progress)
     seed = config.models.model_seed + 1 + _site_seed_offset(expert_id)
     path, _ = expert_model_dir(base, expert_id, questions, seed, config.models,
-                               PromptStyle.from_config(config.prompts), progress)
+                               PromptStyle.from_config(config.prompts), progress, dp=dp)
     return questions, site_domain, path
 
 
@@ -151,9 +174,15 @@ class PrepareReport:
     signal_probe: int
     seconds: dict[str, float]
     cache_hits: dict[str, bool]
+    # DP-trained experts: expert_id -> its record-level guarantee (what its model directory records)
+    privacy: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # and expert_id -> the same expert trained without DP, greedy scores in its own domain
+    nonprivate: dict[str, dict[str, DomainScore]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "privacy": self.privacy,
+            "nonprivate": {e: {d: s.to_dict() for d, s in by.items()} for e, by in self.nonprivate.items()},
             "server": {d: s.to_dict() for d, s in self.server.items()},
             "experts": {e: {d: s.to_dict() for d, s in by.items()} for e, by in self.experts.items()},
             "expert_domains": self.expert_domains,
@@ -204,7 +233,17 @@ def report_prepared(
                 model, tok, splits.eval, samples=0, temperature=ev.eval_temperature, on_batch=advance,
                 **common,
             )
+    privacy = {e: g for e, path in prepared.expert_dirs.items() if (g := read_guarantee(path)) is not None}
+    nonprivate: dict[str, dict[str, DomainScore]] = {}
+    domains = {s.expert_id: s.main_domain for s in splits.clients}
+    for expert_id, path in prepared.nonprivate_dirs.items():
+        own = {d: qs for d, qs in splits.eval.items() if d == domains[expert_id]}
+        model, tok = load_model(path)
+        with progress.phase(f"evaluate {expert_id} without DP", sum(len(v) for v in own.values())) as advance:
+            nonprivate[expert_id] = evaluate_model(model, tok, own, samples=0, temperature=ev.eval_temperature,
+                                                   on_batch=advance, **common)
     return PrepareReport(
+        privacy=privacy, nonprivate=nonprivate,
         server=server_scores,
         experts=expert_scores,
         expert_domains={s.expert_id: s.main_domain for s in splits.clients},

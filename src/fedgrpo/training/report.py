@@ -6,13 +6,12 @@ config under "config"). Its JSON keys are the file format: benchmarks and tests 
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fedgrpo.config import FedGRPOConfig
+from fedgrpo.durable import write_json_atomic
 from fedgrpo.training.evaluate import DomainScore
 
 
@@ -53,6 +52,9 @@ class RunMetrics:
     # agreements, estimated accuracy, whether and when it was flagged, and its response (excluded or
     # corrected).
     expert_checks: dict[str, Any] | None = None
+    # The same greedy scores on the validation split (empty without one): where choices are made.
+    validation_before: dict[str, DomainScore] = field(default_factory=dict)
+    validation_after: dict[str, DomainScore] = field(default_factory=dict)
 
     @property
     def mean_before(self) -> float:
@@ -75,6 +77,12 @@ class RunMetrics:
             "mean_before": self.mean_before,
             "mean_after": self.mean_after,
             "gain_points": self.gain_points,
+            "validation": {
+                "before": {d: s.to_dict() for d, s in self.validation_before.items()},
+                "after": {d: s.to_dict() for d, s in self.validation_after.items()},
+                "gain_points": (round(100 * (_mean_pass(self.validation_after) - _mean_pass(self.validation_before)), 2)
+                                if self.validation_before and self.validation_after else None),
+            },
             "reward_curve": self.reward_curve,
             "bytes": self.bytes,
             "routing": self.routing,
@@ -106,9 +114,7 @@ def write_run_outputs(config: FedGRPOConfig, metrics: RunMetrics, out: Path) -> 
     """`metrics.json` (atomically: a failed run leaves none) and the plots; returns the JSON dict."""
     payload = {"config": config.to_flat(), **metrics.to_dict()}
     write_plots(payload, out)
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, out / "metrics.json")
+    write_json_atomic(out / "metrics.json", payload)
     return payload
 
 

@@ -39,6 +39,7 @@ import numpy as np
 from fedgrpo.core.aggregate import aggregate_replicated, shrink_to_competent_mean
 from fedgrpo.data.prompts import PromptStyle, completion_text
 from fedgrpo.data.tasks import Question
+from fedgrpo.privacy.client import PRIVACY_BUDGET_SPENT
 from fedgrpo.transport.base import ExpertTransport
 from fedgrpo.types import ExpertFailure, ScoreItem, ScoreRequest
 
@@ -90,9 +91,6 @@ class PendingRewards:
     future: cf.Future[_Scored]
 
 
-PRIVACY_BUDGET_SPENT = "privacy budget spent"  # in the reason of a client that stopped at its budget
-
-
 class FederatedReward:
     """Callable passed to TRL's `reward_funcs`."""
 
@@ -125,7 +123,7 @@ class FederatedReward:
         deliver the real rewards (see the module docstring).
 
         `debias` maps each expert's released rewards to estimates of the true ones (local DP with
-        randomised response, `core.privacy.debias_randomized_response`); NaN stays NaN.
+        randomised response, `privacy.plan.PrivacyPlan.reward_debias`); NaN stays NaN.
 
         `replicate` (an aggregation of `core.aggregate.ROBUST_AGGREGATIONS`): every selected expert
         scores all of its question's candidates and their rewards are combined per candidate;

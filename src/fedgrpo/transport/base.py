@@ -9,21 +9,21 @@ a missing reply into NaN rewards, which get advantage 0. A reply for another ste
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from fedgrpo.core.comm import payload_bytes
+from fedgrpo.durable import Journal
+from fedgrpo.privacy.client import calibration_keys, score_keys
 from fedgrpo.transport.contract import ReplyRefused, check_calibration_reply, check_score_reply
 from fedgrpo.types import (
     CalibrationReply,
     CalibrationRequest,
+    Hello,
     ScoreReply,
     ScoreRequest,
     ScoreResults,
@@ -34,8 +34,8 @@ class Expert(Protocol):
     """One expert as every engine reaches it: in-process (`scorers.expert.LocalExpert`) or over its
     site's loopback (`engines.expert_service.RemoteExpert`)."""
 
-    def hello(self) -> tuple[str, str]:
-        """(expert id, the domain it declares)."""
+    def hello(self) -> Hello:
+        """Its expert id, the domain it declares and the privacy guarantees it declares."""
         ...
 
     def calibrate(self, request: CalibrationRequest) -> CalibrationReply:
@@ -50,6 +50,7 @@ class Expert(Protocol):
 class ExpertTransport(Protocol):
     expert_ids: tuple[str, ...]
     expert_domains: dict[str, str]  # expert id -> the domain it declares (its main one)
+    expert_privacy: dict[str, dict]  # expert id -> the privacy guarantees it declares (hello)
     ledger: TrafficLedger
 
     def calibrate_round(self, request: CalibrationRequest) -> tuple[dict[str, CalibrationReply], dict[str, str]]:
@@ -65,26 +66,31 @@ class ExpertTransport(Protocol):
 
 @dataclass
 class TrafficLedger:
-    """Payload bytes per (phase, step, expert, direction), and the values each expert released
-    (phase, step, expert, count: rewards that are not NaN, calibration values; what a privacy
-    accountant composes); thread-safe."""
+    """Payload bytes per (phase, step, expert, direction), and, when `track_releases` (per-value LDP
+    is on), the distinct values each expert released as the server saw them: the keys
+    (`privacy.client.value_key`) of the values in its accepted replies, per (phase, step, expert).
+    A value asked again is the same release, so the count is of distinct keys; thread-safe."""
 
     records: list[tuple[str, int, str, str, int]] = field(default_factory=list)
-    releases: list[tuple[str, int, str, int]] = field(default_factory=list)
+    releases: list[tuple[str, int, str, list[str]]] = field(default_factory=list)
     stale_replies: int = 0
     refused: dict[str, int] = field(default_factory=dict)  # expert id -> replies refused by the contract
+    track_releases: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def release(self, phase: str, step: int, expert_id: str, count: int) -> None:
+    def release(self, phase: str, step: int, expert_id: str, keys: list[str]) -> None:
+        if not self.track_releases:
+            return
         with self._lock:
-            self.releases.append((phase, step, expert_id, count))
+            self.releases.append((phase, step, expert_id, list(keys)))
 
-    def released(self) -> dict[str, int]:
-        """Values released per expert over the run."""
-        out: dict[str, int] = {}
-        for _, _, expert_id, count in self.releases:
-            out[expert_id] = out.get(expert_id, 0) + count
-        return out
+    def released(self) -> dict[str, dict[str, int]]:
+        """Distinct values released per expert and phase (calibrate, score) over the run, as the
+        server counts them."""
+        seen: dict[str, dict[str, set[str]]] = {}
+        for phase, _, expert_id, keys in self.releases:
+            seen.setdefault(expert_id, {}).setdefault(phase, set()).update(keys)
+        return {e: {phase: len(keys) for phase, keys in by.items()} for e, by in seen.items()}
 
     def count_refused(self, expert_id: str) -> None:
         with self._lock:
@@ -118,60 +124,35 @@ class TrafficLedger:
 
 
 class LedgerFile:
-    """Mirror of a traffic ledger in JSON Lines files (`traffic.jsonl` for the byte records,
-    `traffic.jsonl`'s sibling `releases.jsonl` for the release counts), appended after every step
-    (only new records: rewriting the whole file each step would grow quadratically) and read back
-    into the ledger on resume.
+    """Mirror of a traffic ledger in JSON Lines journals (`traffic.jsonl` for the byte records,
+    its sibling `releases.jsonl` for the released keys), appended after every step (only new
+    records: rewriting the whole file each step would grow quadratically) and read back into the
+    ledger on resume.
 
     `resume_step` is the step of the checkpoint a resumed run starts from: scoring records of
     generations at or after it are dropped (the resumed run makes those generations again and
     records them anew), and so is a last line cut short by a kill, so the resumed run's bytes equal
     an uninterrupted run's; calibration records are dropped unless `keep_calibration` (the run
-    will calibrate again). The trimmed files replace the old ones atomically."""
+    will calibrate again). The trimmed journals replace the old ones atomically."""
 
     def __init__(self, ledger: TrafficLedger, path: Path, resume_step: int | None = None,
                  keep_calibration: bool = True) -> None:
-        self.ledger, self.path = ledger, path
-        self.releases_path = path.with_name("releases.jsonl")
+        self.ledger = ledger
+        self.journal, self.releases_journal = Journal(path), Journal(path.with_name("releases.jsonl"))
 
-        def keep(record: tuple) -> bool:
+        def keep(record: list) -> bool:
             if record[0] == "calibrate":
                 return keep_calibration
             return resume_step is None or record[1] < resume_step
 
-        ledger.records.extend(_read_back(path, keep))
-        ledger.releases.extend(_read_back(self.releases_path, keep))
+        ledger.records.extend(tuple(r) for r in self.journal.keep(keep))
+        ledger.releases.extend(tuple(r) for r in self.releases_journal.keep(keep))
         self.written = len(ledger.records)
         self.releases_written = len(ledger.releases)
 
     def flush(self) -> None:
-        self.written = _append(self.path, self.ledger.records, self.written)
-        self.releases_written = _append(self.releases_path, self.ledger.releases, self.releases_written)
-
-
-def _read_back(path: Path, keep: Callable[[tuple], bool]) -> list[tuple]:
-    if not path.is_file():
-        return []
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = tuple(json.loads(line))
-        except ValueError:
-            continue  # the line a kill cut short
-        if keep(record):
-            kept.append(record)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(list(r)) + "\n" for r in kept))
-    os.replace(tmp, path)
-    return kept
-
-
-def _append(path: Path, records: list, written: int) -> int:
-    new = records[written:]
-    if new:
-        with path.open("a") as fh:
-            fh.writelines(json.dumps(record) + "\n" for record in new)
-    return written + len(new)
+        self.written += self.journal.append(self.ledger.records[self.written:])
+        self.releases_written += self.releases_journal.append(self.ledger.releases[self.releases_written:])
 
 
 # -- what every engine does with a reply that arrived (one place, so engines cannot drift apart) ----
@@ -187,7 +168,8 @@ def accept_calibration(ledger: TrafficLedger, expert_id: str, request: Calibrati
         ledger.count_refused(expert_id)
         return f"refused calibration reply: {exc}"
     ledger.record("calibrate", -1, expert_id, "up", reply)
-    ledger.release("calibrate", -1, expert_id, len(reply.correct))
+    if ledger.track_releases:
+        ledger.release("calibrate", -1, expert_id, calibration_keys(request))
     return None
 
 
@@ -205,5 +187,6 @@ def accept_score(ledger: TrafficLedger, step: int, expert_id: str, request: Scor
         ledger.stale_replies += 1
         return f"stale reply for step {kept.step}"
     ledger.record("score", step, expert_id, "up", kept)
-    ledger.release("score", step, expert_id, sum(1 for r in kept.rewards if not math.isnan(r)))
+    if ledger.track_releases:  # every value is released (a missing one as a fair coin)
+        ledger.release("score", step, expert_id, score_keys(request))
     return kept

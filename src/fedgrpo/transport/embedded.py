@@ -29,7 +29,9 @@ class EmbeddedTransport:
         self._experts = dict(experts)
         self.experts = self._experts  # read-only use: the run report reads the clients' own logs
         self.expert_ids = tuple(self._experts)
-        self.expert_domains = {expert_id: expert.hello()[1] for expert_id, expert in self._experts.items()}
+        hellos = {expert_id: expert.hello() for expert_id, expert in self._experts.items()}
+        self.expert_domains = {expert_id: hello.domain for expert_id, hello in hellos.items()}
+        self.expert_privacy = {expert_id: hello.privacy for expert_id, hello in hellos.items()}
         self.timeout_s = timeout_s
         self.ledger = TrafficLedger()
         self._pool = cf.ThreadPoolExecutor(max_workers=max_workers or len(self._experts) or 1,

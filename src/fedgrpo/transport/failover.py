@@ -36,6 +36,7 @@ class FailoverTransport:
         self.ranking = ranking
         self.expert_ids = inner.expert_ids
         self.expert_domains = inner.expert_domains
+        self.expert_privacy = inner.expert_privacy
         self.lost: dict[str, str] = {}  # expert id -> the failure that lost it
         self.rerouted: dict[str, int] = {}  # lost expert id -> questions sent to a substitute
 

@@ -25,7 +25,7 @@ HANDLER_ERROR = 1  # Flower error code of a reply whose handler raised
 
 
 def handle_hello(message: Message, expert: Expert) -> Message:
-    return _guard(message, lambda: encode_hello_reply(*expert.hello()))
+    return _guard(message, lambda: encode_hello_reply(expert.hello()))
 
 
 def handle_calibrate(message: Message, expert: Expert) -> Message:

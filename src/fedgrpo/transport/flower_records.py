@@ -2,7 +2,7 @@
 
 | message type | down (server -> node)                                   | up (node -> server)                         |
 |---|---|---|
-| `query.hello`     | empty                                            | ConfigRecord `expert-id`, `domain`          |
+| `query.hello`     | empty                                            | ConfigRecord `expert-id`, `domain`, `privacy` (JSON: its declared guarantees) |
 | `query.calibrate` | ConfigRecord: question-id, generator, question, answer (lists) | MetricRecord `correct` (one bit per item) |
 | `query.score`     | ConfigRecord: step, question-id, generator, question (lists), candidates (flat list), num-candidates | MetricRecord `step`, `rewards` (one float per candidate) |
 
@@ -11,6 +11,8 @@ The value types (`fedgrpo.types`) stay the contract: payload bytes are counted o
 """
 
 from __future__ import annotations
+
+import json
 
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
@@ -24,6 +26,7 @@ from fedgrpo.types import (
     CalibrationItem,
     CalibrationReply,
     CalibrationRequest,
+    Hello,
     ScoreItem,
     ScoreReply,
     ScoreRequest,
@@ -32,13 +35,17 @@ from fedgrpo.types import (
 HELLO, CALIBRATE, SCORE = "query.hello", "query.calibrate", "query.score"
 
 
-def encode_hello_reply(expert_id: str, domain: str) -> RecordDict:
-    return RecordDict({"hello": ConfigRecord({"expert-id": expert_id, "domain": domain})})
+def encode_hello_reply(hello: Hello) -> RecordDict:
+    return RecordDict({"hello": ConfigRecord({"expert-id": hello.expert_id, "domain": hello.domain,
+                                              "privacy": json.dumps(hello.privacy)})})
 
 
-def decode_hello_reply(content: RecordDict) -> tuple[str, str]:
+def decode_hello_reply(content: RecordDict) -> Hello:
     record = content["hello"]
-    return str(record["expert-id"]), str(record["domain"])
+    privacy = json.loads(str(record["privacy"])) if "privacy" in record else {}
+    if not isinstance(privacy, dict):
+        raise ValueError("a hello's privacy declaration must be a JSON object")
+    return Hello(str(record["expert-id"]), str(record["domain"]), privacy)
 
 
 def encode_calibration_request(request: CalibrationRequest) -> RecordDict:

@@ -64,6 +64,7 @@ class FlowerTransport:
         self._late: dict[str, tuple[str, float]] = {}
         self._node_of: dict[str, int] = {}
         self.expert_domains: dict[str, str] = {}
+        self.expert_privacy: dict[str, dict] = {}  # what each expert declares of its guarantees
         self._connect(list(expert_ids), node_wait_s)
         self.expert_ids = tuple(expert_ids)  # the caller's order, as on the embedded engine
 
@@ -88,13 +89,15 @@ class FlowerTransport:
                         continue
                     greeted.add(node)
                     errors.pop(node, None)
-                    expert_id, domain = decode_hello_reply(reply.content)
+                    hello = decode_hello_reply(reply.content)
+                    expert_id = hello.expert_id
                     if expert_id in self._node_of and self._node_of[expert_id] != node:
                         raise FedGRPOError(
                             f"two SuperNodes serve expert {expert_id!r}; give each site its own "
                             "expert-id (or partition-id) in its --node-config")
                     (self._node_of if expert_id in wanted else others)[expert_id] = node
-                    self.expert_domains[expert_id] = domain
+                    self.expert_domains[expert_id] = hello.domain
+                    self.expert_privacy[expert_id] = hello.privacy
             missing = [e for e in wanted if e not in self._node_of]
             if not missing:
                 return

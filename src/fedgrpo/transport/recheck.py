@@ -119,6 +119,10 @@ class RecheckTransport:
         return self.inner.expert_domains
 
     @property
+    def expert_privacy(self) -> dict[str, dict]:
+        return self.inner.expert_privacy
+
+    @property
     def ledger(self) -> TrafficLedger:
         return self.inner.ledger
 

@@ -15,6 +15,7 @@ class TimedTransport:
     def __init__(self, inner: ExpertTransport) -> None:
         self.inner = inner
         self.expert_ids, self.expert_domains, self.ledger = inner.expert_ids, inner.expert_domains, inner.ledger
+        self.expert_privacy = inner.expert_privacy
         self.rounds: list[float] = []
 
     def calibrate_round(self, request: CalibrationRequest) -> tuple[dict[str, CalibrationReply], dict[str, str]]:
