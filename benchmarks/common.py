@@ -30,7 +30,7 @@ def environment() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         **{name: v(name) for name in ("fedgrpo", "torch", "transformers", "trl", "flwr", "reasoning-gym")},
-        "device": "cpu",
+        "device": _device(),
         "cpu_count": os.cpu_count(),
         "cpu_model": _cpu_model(),
         "machine": f"{os.cpu_count()} cores, {_cpu_model()}, {platform.machine()}",
@@ -38,6 +38,16 @@ def environment() -> dict[str, Any]:
         "commit": commit,
         "dirty": dirty,
     }
+
+
+def _device() -> str:
+    """The GPU the process computed on, where torch is loaded and sees one; else "cpu"."""
+    import sys
+
+    torch = sys.modules.get("torch")  # never imported here just to ask
+    if torch is not None and torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(0)}"
+    return "cpu"
 
 
 def _cpu_model() -> str:
@@ -50,9 +60,9 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def write_result(name: str, payload: dict[str, Any]) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}-{datetime.now():%Y%m%d-%H%M%S}.json"
+def write_result(name: str, payload: dict[str, Any], results: Path = RESULTS) -> Path:
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"{name}-{datetime.now():%Y%m%d-%H%M%S}.json"
     path.write_text(json.dumps({"name": name, "created": datetime.now().isoformat(timespec="seconds"),
                                 "env": environment(), **payload}, indent=2))
     return path

@@ -66,11 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "report with plots. Resumable: rerun the same command after a kill.")
     p.add_argument("--quick", action="store_true", help="A small budget: one seed, a sixth of the training "
                    "(same data and models).")
-    p.add_argument("--methods", nargs="+", metavar="METHOD", help="Only these methods (default: all; "
-                   "zero_shot central_grpo fedgrpo fedgrpo_answers fedgrpo_random fedgrpo_oracle "
-                   "fedpetuning_sft fedpetuning_grpo dpsda_sft dpsda_grpo).")
-    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="train_seed values (default: 0 1 2; "
-                   "--quick: 0).")
+    from fedgrpo.bench.methods import method_help
+
+    p.add_argument("--methods", nargs="+", metavar="METHOD", help="Only these methods (default: all: "
+                   f"{method_help()}).")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="pipeline seeds, each setting model_seed, "
+                   "train_seed and selection_seed: a new base, new experts, new training (default: 0 1 2; --quick: 0).")
     p.add_argument("--ablation", action="append", default=[], metavar="KEY=V1,V2,...", help="FedGRPO (no "
                    "answers) at each value, a table each (repeatable; KEY: experts_per_question, num_clients, "
                    "neighbours, encoder, competence_threshold, selection); alone it runs only the ablations.")
@@ -274,6 +275,9 @@ def cmd_prepare(args: argparse.Namespace, console: Any) -> int:
         f"Experts beating the server in their own domain: {sum(beats.values())}/{len(beats)}. "
         f"Prepare {report.seconds['prepare']:.0f} s, evaluation {report.seconds['evaluate']:.0f} s."
     )
+    for finding in report.diagnostics:  # per domain: at the edge? can it move? (training.diagnose)
+        console.print(finding["message"], style="yellow" if finding["level"] == "warning" else None, markup=False,
+                      soft_wrap=True)
     write_json_atomic(out / "prepare.json", {
         "config": config.to_flat(),
         "server_dir": str(prepared.server_dir),
@@ -325,7 +329,7 @@ def cmd_bench(args: argparse.Namespace, console: Any) -> int:
     json_path, md_path = write_bench(report, bench_plan, Path(args.results).expanduser())
     from rich.table import Table
 
-    table = Table(title="held-out greedy pass@1 (%), mean ± std over seeds")
+    table = Table(title="test-split greedy pass@1 (%), mean ± std over pipeline seeds")
     for column in ("method", "mean", "gain", "bytes", "share of Central-GRPO's gain"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for name, s in report["summary"].items():
@@ -412,6 +416,8 @@ def print_run_report(m: dict[str, Any], console: Any) -> None:
         mean = sum(f["share"] for f in fidelity) / len(fidelity)
         console.print(f"Fidelity of the noisy channel: {100 * mean:.1f}% of advantage signs preserved (mean over "
                       f"{len(fidelity)} scoring rounds; per round in metrics.json, reward_fidelity).")
+    for finding in [f for f in m.get("diagnostics") or [] if f["level"] == "warning"]:  # logged before training too
+        console.print(finding["message"], style="yellow", markup=False, soft_wrap=True)
 
 
 def declared_guarantee(args: argparse.Namespace) -> dict[str, Any] | None:

@@ -214,6 +214,12 @@ class ModelConfig:
         0.35, "Pre-train the tiny server to the edge of competence: each domain until its sampled "
         "accuracy (T=1) on held-out public items reaches this, then only replayed; 0 = a fixed "
         "pretrain_steps on the whole public pool.")
+    pretrain_probe_items: int = _f(
+        128, "Edge pre-training: held-out public items per domain whose sampled answers (2 each) measure the domain's "
+        "accuracy at every check.")
+    pretrain_confirm: int = _f(
+        1, "Edge pre-training: a domain counts as at the edge once its sampled accuracy has reached pretrain_target at "
+        "this many consecutive checks (1 = the first time; more resists a lucky check).")
     pretrain_replay: float = _f(
         0.1, "Edge pre-training: sampling weight of a domain that has reached pretrain_target, against 1 "
         "for one still learning (keeps it from being forgotten without teaching it much more).")
@@ -237,6 +243,8 @@ class ModelConfig:
             raise ConfigError(f"pretrain_target must be in [0, 1], got {self.pretrain_target}")
         if not 0 <= self.expert_replay < 1:
             raise ConfigError(f"expert_replay must be in [0, 1), got {self.expert_replay}")
+        if self.pretrain_probe_items < 1 or self.pretrain_confirm < 1:
+            raise ConfigError("pretrain_probe_items and pretrain_confirm must be at least 1")
         if not 0 <= self.pretrain_replay <= 1:
             raise ConfigError(f"pretrain_replay must be in [0, 1], got {self.pretrain_replay}")
         if self.sft_batch_size < 1:
@@ -643,8 +651,13 @@ class BaselineConfig:
     dpsda_candidates: int = _f(256, "DPSDA-FL: candidate samples per round N (laptop scale; PE text: 2,000).")
     dpsda_threshold: float = _f(
         1.0, "DPSDA-FL: noisy vote counts below this many noise standard deviations are zeroed (PE's threshold H).")
-    dpsda_synthetic_size: int = _f(250, "DPSDA-FL: synthetic items each client uploads.")
+    dpsda_synthetic_size: int = _f(
+        500, "DPSDA-FL: distinct synthetic items each client uploads (4 clients x 500 = the 2,000 training questions "
+        "FedGRPO's server gets); fewer if its last histogram supports fewer.")
     dpsda_sft_epochs: int = _f(3, "DPSDA-FL SFT: epochs of the server's supervised training on the pooled synthetic set.")
+    dpsda_sft_learning_rate: float | None = _f(
+        None, "DPSDA-FL SFT: peak learning rate of the server's fine-tuning on the synthetic set (chosen on "
+        "validation, docs/bench.md); unset = sft_learning_rate.")
 
     def __post_init__(self) -> None:
         for name in ("fedpetuning_rounds", "fedpetuning_local_epochs", "fedpetuning_batch_size",
@@ -654,6 +667,8 @@ class BaselineConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.fedpetuning_learning_rate < 1:
             raise ConfigError(f"fedpetuning_learning_rate must be in (0, 1), got {self.fedpetuning_learning_rate}")
+        if self.dpsda_sft_learning_rate is not None and not 0 < self.dpsda_sft_learning_rate < 1:
+            raise ConfigError(f"dpsda_sft_learning_rate must be in (0, 1), got {self.dpsda_sft_learning_rate}")
         if not self.dpsda_epsilon > 0:
             raise ConfigError(f"dpsda_epsilon must be > 0, got {self.dpsda_epsilon}")
         if self.dpsda_delta is not None and not 0 < self.dpsda_delta < 1:

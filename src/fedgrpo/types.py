@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 # The declared range of a raw reward (a client's score of one candidate); NaN means "no reward".
@@ -82,11 +83,26 @@ class CalibrationReply:
     correct: tuple[float, ...]
 
 
+class FailureKind(StrEnum):
+    """Why a request to an expert failed, set where the failure is made: callers switch on the kind,
+    never on the words of the reason (which are for people and may change)."""
+
+    BUDGET_SPENT = "budget_spent"  # the client's privacy budget is spent: it releases nothing more
+    FLAGGED = "flagged"  # the re-check judged the expert dishonest and excludes its replies
+    TIMED_OUT = "timed_out"  # no reply by the deadline
+    REFUSED = "refused"  # a reply that breaks the reply contract (`transport.contract`)
+    STALE = "stale"  # a reply for another step
+    ERROR = "error"  # anything else: the expert raised, its node or its service failed
+
+
 @dataclass(frozen=True)
 class ExpertFailure:
+    """One failed request: the expert, the step, a one-line reason for people and its kind for code."""
+
     expert_id: str
     step: int
     reason: str
+    kind: FailureKind
 
 
 @dataclass(frozen=True)

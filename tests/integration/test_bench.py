@@ -42,6 +42,41 @@ def test_every_method_is_in_the_report(mini_bench):
         "FedGRPO's bytes <= 1/100 of FedPETuning+SFT's", "FedGRPO beats DPSDA-FL+GRPO on mean accuracy"}
 
 
+def test_dpsda_synthetic_items_are_fresh_and_distinct(mini_bench):
+    """PE's candidates come from the foundation API's fresh items: no synthetic item is an item of any
+    split (the report states the share: 0), and none is padded in twice."""
+    _, report, _, _ = mini_bench
+    for name in ("dpsda_sft", "dpsda_grpo"):
+        facts = report["runs"][name][0]["facts"]
+        assert facts["in_a_split"] == 0.0
+        assert facts["synthetic_per_client"] == {"client-0": 8, "client-1": 8}
+    pe = json.loads((mini_bench[0].work / "dpsda_sft" / "seed0" / "private-evolution.json").read_text())
+    ids = [q["question_id"] for q in pe["synthetic"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_the_dp_row_carries_dpsda_fls_guarantee(mini_bench):
+    _, report, _, md_path = mini_bench
+    dp = report["runs"]["fedgrpo_dp"][0]["facts"]["privacy"]["clients"]
+    dpsda = report["runs"]["dpsda_sft"][0]["facts"]
+    for client, entry in dp.items():
+        records = entry["declared"]["records"]
+        assert records["epsilon"] <= 4.0 and records["delta"] == pytest.approx(dpsda["delta"][client])
+    assert "| FedGRPO, DP experts |" in md_path.read_text().split("## Privacy, same unit")[1]
+
+
+def test_the_registry_is_the_one_list_of_methods(capsys):
+    from fedgrpo.bench.methods import REGISTRY
+    from fedgrpo.cli import main
+
+    assert len({m.name for m in REGISTRY}) == len({m.label for m in REGISTRY}) == len(REGISTRY)
+    assert all(callable(m.runner) for m in REGISTRY)
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert all(m.name in help_text for m in REGISTRY)
+
+
 def test_accuracy_curves_cover_every_checkpoint_of_the_training_methods(mini_bench):
     _, report, _, _ = mini_bench
     runs = {name: rs[0] for name, rs in report["runs"].items()}

@@ -1,17 +1,33 @@
-"""The persistent expert service and its client: the deployment ClientApp's forwarding path.
+"""The persistent expert service and its client: the deployment ClientApp's forwarding path; the
+service's request checks before the body is read (Content-Length, JSON) and a fault's kind carried to
+the caller. Hostile requests over the port are fuzzed in tests/property/test_request_contract.py.
 
 Run: pytest tests/unit/test_expert_service.py
 """
 
 from __future__ import annotations
 
+import http.client
+import json
+import time
+
 import pytest
 
-from fedgrpo.engines.expert_service import ExpertService, ExpertServiceError, RemoteExpert
+from fedgrpo.engines.expert_service import (
+    ExpertService,
+    ExpertServiceError,
+    RemoteExpert,
+    content_length,
+    parse_json_body,
+)
+from fedgrpo.privacy.client import PrivacyBudgetSpent
+from fedgrpo.transport.contract import MAX_REQUEST_BYTES, MAX_TEXT_CHARS, RequestRefused
+from fedgrpo.transport.embedded import EmbeddedTransport
 from fedgrpo.types import (
     CalibrationItem,
     CalibrationReply,
     CalibrationRequest,
+    FailureKind,
     Hello,
     ScoreItem,
     ScoreReply,
@@ -20,7 +36,7 @@ from fedgrpo.types import (
 
 
 class Expert:
-    def __init__(self, expert_id: str = "client-3", domain: str = "spelling", fail: bool = False):
+    def __init__(self, expert_id: str = "client-3", domain: str = "spelling", fail: bool | str = False):
         self.expert_id, self.domain, self.fail = expert_id, domain, fail
 
     def hello(self) -> Hello:
@@ -30,6 +46,8 @@ class Expert:
         return CalibrationReply(tuple(1.0 if i.answer == "4" else 0.0 for i in request.items))
 
     def score(self, request: ScoreRequest) -> ScoreReply:
+        if self.fail == "budget":
+            raise PrivacyBudgetSpent("privacy budget spent (30 values released)")
         if self.fail:
             raise RuntimeError("out of memory")
         return ScoreReply(request.step, tuple(float(len(c) % 2) for i in request.items for c in i.candidates))
@@ -70,3 +88,94 @@ def test_an_unreachable_service_is_an_error_not_a_hang(service):
 
 def test_the_service_listens_on_the_loopback_by_default(service):
     assert service.url.startswith("http://127.0.0.1:")
+
+
+def test_a_spent_budget_reaches_the_caller_typed_across_the_hop():
+    spent = ExpertService(Expert("client-0", "arithmetic", fail="budget")).start()
+    try:
+        remote = RemoteExpert(spent.url, timeout_s=5)
+        with pytest.raises(ExpertServiceError, match="PrivacyBudgetSpent: privacy budget spent") as caught:
+            remote.score(ScoreRequest(0, (ScoreItem("q", "g", "t", ("x",)),)))
+        assert caught.value.kind is FailureKind.BUDGET_SPENT
+        # An engine that calls the remote expert records the kind the service reported.
+        [failure] = EmbeddedTransport({"client-0": remote}, timeout_s=5).score_round(
+            0, {"client-0": ScoreRequest(0, (ScoreItem("q", "g", "t", ("x",)),))}).failures
+        assert failure.kind is FailureKind.BUDGET_SPENT and "privacy budget spent" in failure.reason
+    finally:
+        spent.stop()
+
+
+def test_a_service_slower_than_the_deadline_is_a_timeout():
+    class Slow(Expert):
+        def score(self, request):
+            time.sleep(1.0)
+            return super().score(request)
+
+    slow = ExpertService(Slow()).start()
+    try:
+        with pytest.raises(ExpertServiceError, match="timed out") as caught:
+            RemoteExpert(slow.url, timeout_s=0.2).score(ScoreRequest(0, (ScoreItem("q", "g", "t", ("x",)),)))
+        assert caught.value.kind is FailureKind.TIMED_OUT
+    finally:
+        slow.stop()
+
+
+def _post(url: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        connection.putrequest("POST", path)
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders(body)
+        reply = connection.getresponse()
+        return reply.status, json.loads(reply.read())
+    finally:
+        connection.close()
+
+
+def test_a_string_as_candidates_is_refused_not_scored_character_by_character(service):
+    body = json.dumps({"step": 1, "items": [{"question_id": "q", "generator": "g", "question": "t",
+                                             "candidates": "abc"}]}).encode()
+    status, reply = _post(service.url, "/score", body, {"Content-Length": str(len(body))})
+    assert status == 400 and reply == {"error": "malformed request: items[0].candidates is a string, not a list of texts"}
+
+
+def test_a_body_too_large_is_refused_from_its_declared_length_without_being_sent(service):
+    # Only the headers are sent: had the service waited for the body, this would time out.
+    status, reply = _post(service.url, "/score", b"", {"Content-Length": str(10**12)})
+    assert status == 400 and "more than the" in reply["error"]
+
+
+def test_the_client_refuses_to_send_what_the_service_would_refuse(service):
+    huge = ScoreRequest(0, tuple(ScoreItem(f"q{i}", "g", "t", ("x" * MAX_TEXT_CHARS,)) for i in range(20)))
+    with pytest.raises(RequestRefused, match=f"more than the {MAX_REQUEST_BYTES}"):
+        RemoteExpert(service.url, timeout_s=5).score(huge)
+
+
+@pytest.mark.parametrize("values, reason", [
+    (None, "no Content-Length"), ([], "no Content-Length"), (["12", "12"], "2 Content-Length headers"),
+    (["abc"], "not a byte count"), (["-1"], "not a byte count"), (["+5"], "not a byte count"),
+    (["1e3"], "not a byte count"), (["1_000"], "not a byte count"), (["٣"], "not a byte count"),
+    ([str(MAX_REQUEST_BYTES + 1)], "more than the"), (["9" * 400], "not a byte count"),
+])
+def test_a_missing_or_bad_content_length_is_refused(values, reason):
+    with pytest.raises(RequestRefused, match=reason):
+        content_length(values)
+
+
+def test_a_good_content_length_is_the_body_size():
+    assert content_length([" 42 "]) == 42 and content_length([str(MAX_REQUEST_BYTES)]) == MAX_REQUEST_BYTES
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"[" * 100_000 + b"]" * 100_000, "nests deeper"),
+    (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "nests deeper"),
+    (b'{"step": 1, "step": 2, "items": []}', "'step' appears twice"),
+    (b"\xff\xfe\x00", "not JSON"),
+    (b'{"step": 1', "not JSON"),
+    (b"1" * 5000, "not JSON"),  # beyond Python's limit on digits of an int
+])
+def test_a_body_that_is_not_one_plain_json_value_is_refused(body, reason):
+    with pytest.raises(RequestRefused, match=reason):
+        parse_json_body(body)

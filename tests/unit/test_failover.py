@@ -10,7 +10,7 @@ import math
 
 from fedgrpo.transport.embedded import EmbeddedTransport
 from fedgrpo.transport.failover import FailoverTransport
-from fedgrpo.types import Hello, ScoreItem, ScoreReply, ScoreRequest
+from fedgrpo.types import ExpertFailure, FailureKind, Hello, ScoreItem, ScoreReply, ScoreRequest
 
 
 class Expert:
@@ -52,8 +52,9 @@ def test_a_failed_experts_questions_go_to_the_next_best_free_expert():
     # q1's next-best after a and b is c; q2's next-best after c and a is b. The rewards come back
     # in a's place, in a's request order, so the federated group keeps all its members.
     assert results.replies["a"].rewards == (0.3, 0.3, 0.2, 0.2)
-    assert [(f.expert_id, f.reason) for f in results.failures] == [("a", "ConnectionError: site offline")]
-    assert transport.lost == {"a": "ConnectionError: site offline"}
+    lost = ExpertFailure("a", 0, "ConnectionError: site offline", FailureKind.ERROR)
+    assert list(results.failures) == [lost]
+    assert transport.lost == {"a": lost}  # the failure that lost it, kind included
     assert transport.rerouted == {"a": 2}
 
 

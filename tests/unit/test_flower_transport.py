@@ -1,6 +1,7 @@
 """The Flower engine without a Flower runtime: records round-trip, ClientApp handlers turn faults into
-error replies, and FlowerTransport over a fake grid (hello mapping, deadlines, stale replies dropped
-and counted, the same byte counts as the embedded engine).
+error replies whose code carries the failure's kind, and FlowerTransport over a fake grid (hello
+mapping, deadlines, stale replies dropped and counted, typed failures, the same byte counts as the
+embedded engine).
 
 Run: pytest tests/unit/test_flower_transport.py
 """
@@ -14,6 +15,7 @@ import pytest
 from flwr.app import Context, Message, MetricRecord, RecordDict
 
 from fedgrpo.errors import FedGRPOError
+from fedgrpo.privacy.client import PrivacyBudgetSpent
 from fedgrpo.transport.embedded import EmbeddedTransport
 from fedgrpo.transport.flower_client import handle_calibrate, handle_hello, handle_score
 from fedgrpo.transport.flower_records import (
@@ -28,12 +30,15 @@ from fedgrpo.transport.flower_records import (
     encode_calibration_request,
     encode_score_reply,
     encode_score_request,
+    failure_code,
+    failure_kind_of_code,
 )
 from fedgrpo.transport.flower_transport import FlowerTransport
 from fedgrpo.types import (
     CalibrationItem,
     CalibrationReply,
     CalibrationRequest,
+    FailureKind,
     Hello,
     ScoreItem,
     ScoreReply,
@@ -52,6 +57,8 @@ class FakeExpert:
         n = request.num_candidates
         if self.behaviour == "raise":
             raise RuntimeError("model crashed")
+        if self.behaviour == "budget":
+            raise PrivacyBudgetSpent("privacy budget spent (12 values released)")
         if self.behaviour == "short":
             return ScoreReply(request.step, (1.0,) * (n - 1))
         return ScoreReply(request.step, tuple(float(i % 2) for i in range(n)))
@@ -136,6 +143,15 @@ def test_handlers_answer_hello_calibrate_and_score():
 def test_a_raising_expert_gives_an_error_reply_not_an_exception():
     reply = handle_score(_incoming(SCORE, encode_score_request(_score_request())), FakeSite(behaviour="raise"))
     assert reply.has_error() and "model crashed" in reply.error.reason
+    assert failure_kind_of_code(reply.error.code) is FailureKind.ERROR
+
+
+def test_every_failure_kind_survives_its_error_code_and_flowers_own_codes_read_as_error():
+    from flwr.common.constant import ErrorCode
+
+    assert all(failure_kind_of_code(failure_code(kind)) is kind for kind in FailureKind)
+    flowers = [v for k, v in vars(ErrorCode).items() if k.isupper()]  # a node gone, a crashed ClientApp...
+    assert flowers and all(failure_kind_of_code(code) is FailureKind.ERROR for code in flowers)
 
 
 def test_the_client_app_routes_query_types_to_the_handlers(monkeypatch):
@@ -239,6 +255,32 @@ def test_errors_and_wrong_shapes_are_failures_never_zeros():
     assert "model crashed" in reasons["client-0"]
     # The node's own side of the reply contract stopped the short reply before it left.
     assert reasons["client-1"] == "node error: ReplyRefused: 5 rewards for 6 candidates"
+    assert {f.expert_id: f.kind for f in results.failures} == {"client-0": FailureKind.ERROR,
+                                                               "client-1": FailureKind.REFUSED}
+
+
+def test_a_spent_privacy_budget_reaches_the_server_typed():
+    grid = FakeGrid({1: FakeSite("client-0", behaviour="budget"), 2: FakeSite("client-1")})
+    results = _transport(grid).score_round(2, {"client-0": _score_request(2), "client-1": _score_request(2)})
+    [failure] = results.failures
+    # The kind crossed the trip in the error code; the reason still tells people why.
+    assert failure.kind is FailureKind.BUDGET_SPENT
+    assert failure.reason == "node error: PrivacyBudgetSpent: privacy budget spent (12 values released)"
+
+
+def test_a_spent_budget_behind_a_sites_expert_service_reaches_the_server_typed():
+    """Deployment: the node's ClientApp forwards to the site's expert service (`RemoteExpert`), whose
+    expert stopped at its budget; the kind crosses both hops (HTTP reply, then the error code)."""
+    from fedgrpo.engines.expert_service import ExpertService, RemoteExpert
+
+    service = ExpertService(FakeSite("client-0", behaviour="budget")).start()
+    try:
+        grid = FakeGrid({1: RemoteExpert(service.url, timeout_s=5)})
+        results = _transport(grid, ids=("client-0",)).score_round(2, {"client-0": _score_request(2)})
+    finally:
+        service.stop()
+    [failure] = results.failures
+    assert failure.kind is FailureKind.BUDGET_SPENT and "privacy budget spent (12 values released)" in failure.reason
 
 
 def test_a_late_reply_times_out_then_is_dropped_and_counted_in_the_next_round():
@@ -247,7 +289,8 @@ def test_a_late_reply_times_out_then_is_dropped_and_counted_in_the_next_round():
     grid.held.add(2)
     first = transport.score_round(0, {"client-0": _score_request(0), "client-1": _score_request(0)})
     assert set(first.replies) == {"client-0"}
-    assert [(f.expert_id, f.reason) for f in first.failures] == [("client-1", "timed out after 0.05 s")]
+    assert [(f.expert_id, f.reason, f.kind) for f in first.failures] == [
+        ("client-1", "timed out after 0.05 s", FailureKind.TIMED_OUT)]
     grid.release()  # step 0's reply from client-1 now arrives, during step 1
     second = transport.score_round(1, {"client-1": _score_request(1)})
     assert second.replies["client-1"].step == 1 and not second.failures
@@ -265,6 +308,7 @@ def test_an_infinite_reward_is_refused_not_made_missing():
     results = _transport(FakeGrid({1: Inf("client-0")}), ids=("client-0",)).score_round(1, {"client-0": _score_request(1)})
     assert results.replies == {}
     assert "reward inf outside [0, 1]" in results.failures[0].reason
+    assert results.failures[0].kind is FailureKind.REFUSED
 
 
 def test_a_node_whose_hello_fails_is_asked_again_until_it_answers():

@@ -172,6 +172,20 @@ def test_edge_rule_stops_each_domain_at_the_target_and_ends_when_all_reached(tok
     assert log["checks"][3]["weights"] == {"a": 0.0, "b": 1.0}
 
 
+def test_edge_rule_with_confirmation_ignores_a_lucky_check(tokenizer):
+    from fedgrpo.models.pretrain import EdgeRule, train_to_edge
+
+    pairs = {d: [(f"{d} {i}\n<answer>", "1</answer>") for i in range(20)] for d in "ab"}
+    # a spikes over the target once (step 10), falls back, then holds it at steps 30 and 40.
+    script = iter([{"a": 0.0, "b": 0.9}, {"a": 0.4, "b": 0.9}, {"a": 0.2, "b": 0.9}, {"a": 0.36, "b": 0.9},
+                   {"a": 0.4, "b": 0.9}])
+    log = train_to_edge(_RecordingLM(), tokenizer, pairs, lambda m: next(script),
+                        EdgeRule(target=0.35, max_steps=1000, check_every=10, replay=0.0, confirm=2),
+                        batch_size=16, learning_rate=1e-3, seed=0)
+    assert log["reached"] == {"a": 40, "b": 10}  # b at its second check; a only once it held
+    assert log["steps"] == 40
+
+
 def test_edge_rule_replays_a_finished_domain_at_its_weight(tokenizer):
     from fedgrpo.models.pretrain import EdgeRule, train_to_edge
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections import Counter
 
 import numpy as np
@@ -365,3 +366,27 @@ def test_validation_and_test_splits_are_disjoint_and_adding_validation_moves_no_
     everything_else = {k: v for k, v in with_val.all_question_ids().items() if k != "val"}
     assert everything_else == {k: v for k, v in without.all_question_ids().items() if k != "val"}
     assert without.val == {}
+
+
+def test_every_split_is_drawn_from_the_same_items():
+    """The stream yields frequent texts first; cut in stream order, the first split (test) and the last
+    (validation) differed in distribution. From the shuffled reservoir they do not: the mean question
+    length of test and validation agree within sampling noise, where the stream's first and last
+    blocks do not."""
+    import itertools
+    import statistics
+
+    from fedgrpo.data.gym import check_domains, iter_unique_questions
+
+    spec = make_spec(domains=("arithmetic",), eval_size=600, val_size=600, public_size=4000, client_size=1000,
+                     num_clients=1, pool_size=500, aux_size=25)
+    splits = build_splits(spec)
+
+    def mean_length(items):
+        return statistics.fmean(len(q.question) for q in items)
+
+    test, val = splits.eval["arithmetic"], splits.val["arithmetic"]
+    noise = statistics.stdev(len(q.question) for q in test) / math.sqrt(len(test))
+    assert abs(mean_length(test) - mean_length(val)) < 4 * noise
+    raw = list(itertools.islice(iter_unique_questions(check_domains(("arithmetic",), 0)[0], 0, 0), 6725))
+    assert abs(mean_length(raw[:600]) - mean_length(raw[-600:])) > 6 * noise  # what the stream order did

@@ -1,10 +1,10 @@
-"""The dishonest-expert re-check: probes with known answers, one-coin accuracy, exclusion or correction,
-its journal for resumed runs."""
+"""The dishonest-expert re-check: probes with known answers, one-coin accuracy (`core.rater`, tested in
+tests/unit/test_rater.py), exclusion (a failure of kind FLAGGED) or correction, its journal for
+resumed runs."""
 
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
@@ -17,9 +17,8 @@ from fedgrpo.transport.recheck import (
     FLAGGED,
     RecheckTransport,
     build_probes,
-    one_coin_accuracy,
 )
-from fedgrpo.types import Hello, ScoreItem, ScoreReply, ScoreRequest
+from fedgrpo.types import FailureKind, Hello, ScoreItem, ScoreReply, ScoreRequest
 
 AUX = [("a1", "basic_arithmetic", "Calculate 1 + 1.", "2"), ("a2", "basic_arithmetic", "Calculate 2 + 2.", "4"),
        ("a3", "basic_arithmetic", "Calculate 3 + 3.", "6")]
@@ -70,7 +69,9 @@ def test_a_lying_expert_is_flagged_excluded_and_its_questions_rerouted(behaviour
     assert report["liar"]["flagged"] and not report["honest"]["flagged"]
     assert report["honest"]["accuracy"] > 0.9 and report["liar"]["accuracy"] < 0.75
     assert report["liar"]["response"] == EXCLUDED and report["honest"]["response"] is None
-    assert FLAGGED in transport.lost["liar"]
+    # Lost for being flagged: the kind says so (code switches on it), the reason says it to people.
+    assert transport.lost["liar"].kind is FailureKind.FLAGGED
+    assert transport.lost["liar"].reason.startswith(FLAGGED)
     # After the flag the liar's question is scored by the honest expert, in the liar's place.
     last = transport.score_round(99, {"liar": _request(99)})
     assert last.replies["liar"].rewards == (1.0, 0.0)
@@ -100,12 +101,6 @@ def test_honest_experts_under_randomised_response_are_not_flagged():
     assert not recheck.report()["a"]["flagged"] and recheck.report()["b"]["flagged"]
 
 
-def test_one_coin_accuracy_starts_at_its_prior_and_follows_the_evidence():
-    assert one_coin_accuracy(0, 0) == pytest.approx(2 / 3)
-    assert one_coin_accuracy(100, 100) > 0.97 and one_coin_accuracy(0, 100) < 0.03
-    assert math.isclose(one_coin_accuracy(5, 10), 7 / 13)
-
-
 def test_an_inverting_expert_is_caught_in_its_first_rounds_and_its_rewards_corrected():
     # every=50, 2 probe items (4 values) per re-check: its first request still carries 4 items (8
     # values, min_values), so its first reply is judged before its rewards are used. Only 3 items
@@ -124,7 +119,8 @@ def test_random_or_always_one_rewards_are_excluded_not_corrected(behaviour):
     recheck, transport = _setup(behaviour, correct_inverted=True)
     for step in range(12):
         transport.score_round(step, {"liar": _request(step), "honest": _request(step)})
-    assert recheck.report()["liar"]["response"] == EXCLUDED and "liar" in transport.lost
+    assert recheck.report()["liar"]["response"] == EXCLUDED
+    assert transport.lost["liar"].kind is FailureKind.FLAGGED
 
 
 class Switching(Honest):
@@ -147,7 +143,8 @@ def test_a_corrected_expert_that_stops_inverting_is_excluded():
         if recheck.report()["liar"]["response"] == EXCLUDED:
             break
     report = recheck.report()["liar"]
-    assert report["response"] == EXCLUDED and report["flagged_at_step"] == 1 and "liar" in transport.lost
+    assert report["response"] == EXCLUDED and report["flagged_at_step"] == 1
+    assert transport.lost["liar"].kind is FailureKind.FLAGGED
 
 
 def test_the_journal_restores_the_state_at_a_checkpoint_and_drops_later_rounds(tmp_path):

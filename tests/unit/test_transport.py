@@ -1,4 +1,5 @@
-"""The embedded transport: parallel calls, failures recorded (never zero-filled), bytes counted."""
+"""The embedded transport: parallel calls, failures recorded (never zero-filled) with their kind, bytes
+counted; the wrappers' common floor forwards what a wrapper does not change."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import time
 import pytest
 
 from fedgrpo.core.comm import payload_bytes
+from fedgrpo.privacy.client import PrivacyBudgetSpent
 from fedgrpo.transport.embedded import EmbeddedTransport
+from fedgrpo.transport.failover import FailoverTransport
+from fedgrpo.transport.recheck import RecheckTransport
+from fedgrpo.transport.timed import TimedTransport
 from fedgrpo.types import (
     CalibrationReply,
     CalibrationRequest,
+    FailureKind,
     Hello,
     ScoreItem,
     ScoreReply,
@@ -30,6 +36,8 @@ class FakeExpert:
         n = request.num_candidates
         if self.behaviour == "raise":
             raise RuntimeError("model crashed")
+        if self.behaviour == "budget":
+            raise PrivacyBudgetSpent("privacy budget spent (40 values released)")
         if self.behaviour == "short":
             return ScoreReply(request.step, (1.0,) * (n - 1))
         if self.behaviour == "stale":
@@ -59,14 +67,19 @@ def test_replies_arrive_and_bytes_add_up_per_message():
     assert transport.ledger.per_step()[5] == {"down": totals["down"], "up": totals["up"]}
 
 
-@pytest.mark.parametrize("behaviour, reason", [("raise", "RuntimeError"), ("short", "3 rewards for 4"),
-                                               ("stale", "stale reply")])
-def test_a_faulty_expert_is_a_recorded_failure(behaviour, reason):
+@pytest.mark.parametrize("behaviour, reason, kind", [
+    ("raise", "RuntimeError: model crashed", FailureKind.ERROR),
+    ("short", "3 rewards for 4", FailureKind.REFUSED),
+    ("stale", "stale reply", FailureKind.STALE),
+    ("budget", "PrivacyBudgetSpent: privacy budget spent", FailureKind.BUDGET_SPENT),
+])
+def test_a_faulty_expert_is_a_recorded_failure_of_its_kind(behaviour, reason, kind):
     transport = EmbeddedTransport({"good": FakeExpert(), "bad": FakeExpert(behaviour)})
     results = transport.score_round(5, {"good": _request(), "bad": _request()})
     assert list(results.replies) == ["good"]
     [failure] = results.failures
     assert failure.expert_id == "bad" and reason in failure.reason and failure.step == 5
+    assert failure.kind is kind  # set where the failure is made; the reason's words stay for people
     assert transport.ledger.stale_replies == (1 if behaviour == "stale" else 0)
 
 
@@ -74,7 +87,7 @@ def test_a_slow_expert_times_out():
     transport = EmbeddedTransport({"slow": FakeExpert(delay=0.5), "fast": FakeExpert()}, timeout_s=0.1)
     results = transport.score_round(1, {"slow": _request(1), "fast": _request(1)})
     assert list(results.replies) == ["fast"]
-    assert results.failures[0].reason == "timed out"
+    assert results.failures[0].reason == "timed out" and results.failures[0].kind is FailureKind.TIMED_OUT
 
 
 def test_calibration_failures_are_reported_per_expert():
@@ -88,3 +101,34 @@ def test_every_reply_holds_only_floats():
     reply = EmbeddedTransport({"a": FakeExpert()}).score_round(2, {"a": _request(2)}).replies["a"]
     assert set(vars(reply)) == {"step", "rewards"}
     assert all(type(r) is float for r in reply.rewards)
+
+
+class Closable(EmbeddedTransport):
+    closed = False
+
+    def close(self):
+        self.closed = True
+        super().close()
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda inner: FailoverTransport(inner, {}),
+    TimedTransport,
+    lambda inner: RecheckTransport(inner, {}, every=0, per_check=1, threshold=0.75),
+], ids=["failover", "timed", "recheck"])
+def test_every_wrapper_forwards_what_it_does_not_change(wrap):
+    class Declaring(FakeExpert):
+        def hello(self):
+            return Hello("expert", "spelling", {"values": {"epsilon": 4.0}})
+
+    inner = Closable({"a": Declaring(), "b": FakeExpert()})
+    wrapped = wrap(inner)
+    # The experts as the inner transport knows them, and its one ledger: bytes are counted once.
+    assert wrapped.expert_ids == ("a", "b") and wrapped.ledger is inner.ledger
+    assert wrapped.expert_domains == {"a": "spelling", "b": "arithmetic"}
+    assert wrapped.expert_privacy == {"a": {"values": {"epsilon": 4.0}}, "b": {}}
+    replies, failures = wrapped.calibrate_round(CalibrationRequest(()))
+    assert set(replies) == {"a", "b"} and not failures
+    assert wrapped.score_round(5, {"a": _request()}).replies["a"].rewards == (0.0, 1.0, 0.0, 1.0)
+    wrapped.close()
+    assert inner.closed

@@ -3,8 +3,10 @@
 Each (method, seed) runs in ``<work>/<method>/seed<s>`` and leaves ``result.json`` (written
 atomically) when done; a rerun with the same work directory skips finished ones and resumes an
 unfinished one from its own checkpoints. The work directory is keyed by the resolved config, so a
-changed default never resumes stale runs. Seeds set ``train_seed`` (GRPO sampling, data order,
-LoRA initialisation, DP noise); the models and data are the same for every seed.
+changed default never resumes stale runs. Seeds are pipeline seeds: each sets ``model_seed`` (the
+base's initialisation and pre-training order, every expert), ``train_seed`` (GRPO sampling and data
+order, LoRA initialisation, Private Evolution's draws) and ``selection_seed`` at once; the data splits
+(and so the test set) are the same for every seed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgrpo.bench.methods import METHODS, Method, accuracy_curve, method_config, run_method
+from fedgrpo.bench.methods.fedgrpo import run as run_fedgrpo
 from fedgrpo.config import FedGRPOConfig, build_config
 from fedgrpo.core.costs import paper_scale_table
 from fedgrpo.durable import write_json_atomic
@@ -73,7 +76,7 @@ def plan(config: FedGRPOConfig, methods: Sequence[str] | None, seeds: Sequence[i
                           "with --methods")
     for key, values in parsed.items():
         for value in values:
-            variant = Method(f"ablation-{key}={value}", f"FedGRPO, {key}={value}", "fedgrpo", {key: value},
+            variant = Method(f"ablation-{key}={value}", f"FedGRPO, {key}={value}", run_fedgrpo, {key: value},
                              about=f"FedGRPO (no answers) with {key}={value}")
             method_config(config, variant)  # a value the config refuses fails now, not hours later
             chosen.append(variant)
@@ -99,7 +102,7 @@ def run_bench(p: BenchPlan, progress: ProgressSink = NullProgress()) -> dict[str
     results: dict[str, list[dict[str, Any]]] = {m.name: [] for m in p.methods}
     labels = {m.name: m for m in p.methods}
     for seed in p.seeds:
-        seeded = build_config(cli_values={**p.config.to_flat(), "train_seed": seed})
+        seeded = pipeline_seeded(p.config, seed)
         for method in p.methods:
             out = p.work / method.name / f"seed{seed}"
             done = out / "result.json"
@@ -118,6 +121,12 @@ def run_bench(p: BenchPlan, progress: ProgressSink = NullProgress()) -> dict[str
             "paper_scale_bytes": paper_scale_table(), "quick": p.quick, "seeds": list(p.seeds),
             "ablations": {key: {v: f"ablation-{key}={v}" for v in values} for key, values in p.ablations.items()},
             "about": {name: m.about for name, m in labels.items()}}
+
+
+def pipeline_seeded(config: FedGRPOConfig, seed: int) -> FedGRPOConfig:
+    """`config` at pipeline seed `seed`: every seed of the run at once (the data splits stay put)."""
+    return build_config(cli_values={**config.to_flat(), "model_seed": seed, "train_seed": seed,
+                                    "selection_seed": seed})
 
 
 @functools.lru_cache(maxsize=2)
@@ -148,6 +157,9 @@ def summarise(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "per_domain": {d: _stats([100 * r["after"][d] for r in runs]) for d in domains},
             "mean": _stats([100 * r["mean_after"] for r in runs]),
             "gain": _stats([100 * (r["mean_after"] - r["mean_before"]) for r in runs]),
+            "validation_gain": _stats([100 * (r["validation"]["mean_after"] - r["validation"]["mean_before"])
+                                       for r in runs]) if all(r.get("validation", {}).get("mean_before") is not None
+                                                              for r in runs) else None,
             "bytes": {k: statistics.fmean(r["bytes"][k] for r in runs) for k in ("down", "up", "total")},
             "wall_time_s": statistics.fmean(r["wall_time_s"] for r in runs),
             "seeds": [r["seed"] for r in runs],
@@ -159,34 +171,36 @@ def summarise(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 
 def goals(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """The issue's goals, each measured: (goal, measured, met); a goal whose methods did not run is absent."""
+    """The goals the registry's rows state, each measured: (goal, measured, met); a goal whose methods
+    did not run is absent."""
     s = summarise(results)
     found: list[dict[str, Any]] = []
 
     def add(goal: str, measured: str, met: bool) -> None:
         found.append({"goal": goal, "measured": measured, "met": bool(met)})
 
-    if "fedgrpo" in s and "central_grpo" in s and s["central_grpo"]["gain"]["mean"] > 0:
-        share = s["fedgrpo"]["share_of_central_gain"]
-        add("FedGRPO without answers recovers >= 95% of Central-GRPO's gain", f"{100 * share:.0f}%", share >= 0.95)
-    if "fedgrpo_answers" in s and "central_grpo" in s and s["central_grpo"]["gain"]["mean"] > 0:
-        share = s["fedgrpo_answers"]["share_of_central_gain"]
-        add("FedGRPO with answer-based experts recovers >= 100%", f"{100 * share:.0f}%", share >= 1.0)
+    reference = next((m.name for m in METHODS.values() if m.role == "reference" and m.name in s), None)
+    for name, method in METHODS.items():
+        if name in s and method.share_goal is not None and reference and s[reference]["gain"]["mean"] > 0:
+            share = s[name]["share_of_central_gain"]
+            add(f"{method.label} recovers >= {100 * method.share_goal:.0f}% of {METHODS[reference].label}'s gain",
+                f"{100 * share:.0f}%", share >= method.share_goal)
     if "fedgrpo" in s and "fedgrpo_random" in s:
         diff = s["fedgrpo"]["mean"]["mean"] - s["fedgrpo_random"]["mean"]["mean"]
         spread = max(s["fedgrpo"]["mean"]["std"], s["fedgrpo_random"]["mean"]["std"])
         add("the confidence graph beats random selection by more than the seed spread",
             f"{diff:+.1f} points (spread {spread:.1f})", diff > spread and diff > 0)
     fed = s.get("fedgrpo", {}).get("bytes", {}).get("total")
-    for name, ratio in (("fedpetuning_sft", 100), ("fedpetuning_grpo", 100), ("dpsda_sft", 10), ("dpsda_grpo", 10)):
-        if fed and name in s:
+    for name, method in METHODS.items():
+        if name not in s or method.role != "baseline":
+            continue
+        if fed and method.byte_ratio_goal:
             measured = s[name]["bytes"]["total"] / fed
-            add(f"FedGRPO's bytes <= 1/{ratio} of {s[name]['label']}'s", f"1/{measured:.1f}", measured >= ratio)
-    if "fedgrpo" in s:
-        for name, r in s.items():
-            if name.startswith(("fedpetuning", "dpsda")):
-                diff = s["fedgrpo"]["mean"]["mean"] - r["mean"]["mean"]
-                add(f"FedGRPO beats {r['label']} on mean accuracy", f"{diff:+.1f} points", diff > 0)
+            add(f"FedGRPO's bytes <= 1/{method.byte_ratio_goal:g} of {method.label}'s", f"1/{measured:.1f}",
+                measured >= method.byte_ratio_goal)
+        if "fedgrpo" in s:
+            diff = s["fedgrpo"]["mean"]["mean"] - s[name]["mean"]["mean"]
+            add(f"FedGRPO beats {method.label} on mean accuracy", f"{diff:+.1f} points", diff > 0)
     return found
 
 
@@ -206,10 +220,21 @@ def environment() -> dict[str, Any]:
     import torch
 
     return {"python": platform.python_version(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+            "machine_label": f"{os.cpu_count()} cores, {_cpu_model()}, {platform.machine()}",
             "torch_threads": torch.get_num_threads(), "device": "cuda" if torch.cuda.is_available() else "cpu",
             **{name: v(name) for name in ("fedgrpo", "torch", "transformers", "trl", "peft", "flwr", "reasoning-gym",
                                           "dp-accounting")},
             "commit": commit or "unknown", "dirty": dirty}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def write_bench(report: dict[str, Any], p: BenchPlan, results_dir: Path) -> tuple[Path, Path]:

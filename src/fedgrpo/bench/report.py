@@ -26,10 +26,11 @@ def write_markdown(payload: dict[str, Any], path: Path, plan: Any) -> Path:
     domains = list(next(iter(everything.values()))["per_domain"]) if everything else []
     lines = [f"# FedGRPO bench{' (quick)' if report['quick'] else ''}", "",
              f"Created {payload['created']} at commit {payload['env']['commit']}"
-             f"{' (dirty)' if payload['env']['dirty'] else ''} on {payload['env']['cpu_count']} CPU cores "
-             f"({payload['env']['device']}); seeds {', '.join(map(str, report['seeds']))}. Command: "
+             f"{' (dirty)' if payload['env']['dirty'] else ''} on {payload['env'].get('machine_label', '')} "
+             f"({payload['env']['cpu_count']} CPU cores, {payload['env']['device']}); pipeline seeds "
+             f"{', '.join(map(str, report['seeds']))} (each varies the base, the experts and training). Command: "
              f"`fedgrpo bench{' --quick' if report['quick'] else ''}`.", "",
-             "## Accuracy (held-out greedy pass@1, %, mean ± std over seeds)", "",
+             "## Accuracy (test split, greedy pass@1, %, mean ± std over pipeline seeds)", "",
              "| method | answers seen by | " + " | ".join(domains) + " | mean | gain | share of Central-GRPO's gain |",
              "|---|---|" + "---|" * len(domains) + "---|---|---|"]
     for name, s in summary.items():
@@ -75,9 +76,18 @@ def write_markdown(payload: dict[str, Any], path: Path, plan: Any) -> Path:
               f"{config['dpsda_synthetic_size']} synthetic items per client; SFT {config['dpsda_sft_epochs']} epochs.",
               "", "## Methods", ""]
     lines += [f"- **{METHODS[n].label}**: {METHODS[n].about}." for n in summary]
-    eps = _epsilons(report)
-    if eps:
-        lines += ["", f"DPSDA-FL privacy spent per client (epsilon at its delta): {eps}."]
+    lines += ["", "## Knobs and how they were chosen", "",
+              "Every method's own settings at this run's values. Choices are made on the validation split "
+              "(`docs/bench.md`, Tuning); tables report the test split.", "",
+              "| method | knobs |", "|---|---|"]
+    for name in summary:
+        knobs = METHODS[name].knobs
+        if knobs:
+            lines.append(f"| {METHODS[name].label} | " + ", ".join(f"`{k}`={config.get(k)}" for k in knobs) + " |")
+    guarantees = _guarantees(report)
+    if guarantees:
+        lines += ["", "## Privacy, same unit (one record of a client's private data), per client", "",
+                  "| method | epsilon | delta | mechanism |", "|---|---|---|---|"] + guarantees
     for key, values in report.get("ablations", {}).items():
         lines += ["", f"## Ablation: {key} (FedGRPO without answers)", "",
                   f"| {key} | " + " | ".join(domains) + " | mean | gain | share of Central-GRPO's gain | bytes |",
@@ -100,13 +110,25 @@ def write_markdown(payload: dict[str, Any], path: Path, plan: Any) -> Path:
     return path
 
 
-def _epsilons(report: dict[str, Any]) -> str:
+def _guarantees(report: dict[str, Any]) -> list[str]:
+    """Rows of the privacy table: DPSDA-FL's Private Evolution and FedGRPO's DP experts, per record."""
+    rows = []
     for name in ("dpsda_sft", "dpsda_grpo"):
-        for run in report["runs"].get(name, []):
-            eps = run["facts"].get("epsilon")
+        for run in report["runs"].get(name, [])[:1]:
+            eps, delta = run["facts"].get("epsilon") or {}, run["facts"].get("delta") or {}
             if eps:
-                return ", ".join(f"{k} {v:.2f}" for k, v in eps.items())
-    return ""
+                rows.append(f"| {METHODS[name].label} | {max(eps.values()):.2f} | {max(delta.values()):.3g} | "
+                            "Gaussian noise on Private Evolution's vote histograms |")
+    for name in ("fedgrpo_dp",):
+        for run in report["runs"].get(name, [])[:1]:
+            clients = ((run["facts"].get("privacy") or {}).get("clients") or {}).values()
+            records = [c["declared"]["records"] for c in clients if c["declared"].get("records")]
+            if records:
+                rows.append(f"| {METHODS[name].label} | {max(r['epsilon'] for r in records):.2f} | "
+                            f"{max(r['delta'] for r in records):.3g} | DP-SGD of every expert (noise "
+                            f"{records[0]['noise_multiplier']:.3g}, sampling rate {records[0]['sampling_rate']:.3g}, "
+                            f"{records[0]['steps']} steps); every reward is post-processing |")
+    return rows
 
 
 def write_plots(report: dict[str, Any], summary: dict[str, Any], stem: Path) -> list[Path]:
@@ -143,7 +165,7 @@ def write_plots(report: dict[str, Any], summary: dict[str, Any], stem: Path) -> 
         if not runs or name not in summary:
             continue
         curve = runs[0]["curve"]
-        if curve and "reward" in curve[0] and METHODS[name].kind != "fedpetuning":
+        if curve and "reward" in curve[0] and name in METHODS and METHODS[name].kind != "fedpetuning":
             xs = [c["step"] for c in curve if c.get("reward") is not None]
             ys = [c["reward"] for c in curve if c.get("reward") is not None]
             axes[0].plot(xs, _smooth(ys), label=runs[0]["label"])

@@ -7,8 +7,16 @@ to it (`RemoteExpert`) and returns the floats.
 
 Endpoints (bound to 127.0.0.1 by default; the service is reachable only from its own machine):
 `GET /hello` -> {"expert_id", "domain", "privacy"}; `POST /calibrate` and `POST /score` take and return the
-`fedgrpo.types` messages as JSON objects. Nothing is unpickled; a bad request gets status 400 and a
-scorer fault status 500, each with a one-line reason that the ClientApp turns into an error reply.
+`fedgrpo.types` messages as JSON objects. Nothing is unpickled.
+
+A request is held to the request contract (`transport.contract`) before the expert sees it: its
+Content-Length is required and checked against the size cap before the body is read (a client
+cannot make the service wait for, or hold, a body it will not take), the body must be JSON (a
+nesting deeper than the parser's recursion limit is refused, not a dropped connection), and it must
+hold exactly the request's fields with their types and bounds. A refused request gets status 400 and
+a scorer fault status 500, each with a one-line reason (`error`; a fault also its `kind`,
+`types.FailureKind`) that `RemoteExpert` raises and the ClientApp turns into an error reply. The
+service stays up whatever a request holds.
 """
 
 from __future__ import annotations
@@ -21,33 +29,74 @@ from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from fedgrpo.transport.base import Expert
+from fedgrpo.transport.base import Expert, ExpertFault, failure_kind
 from fedgrpo.transport.contract import (
     MAX_REPLY_BYTES,
+    RequestRefused,
     calibration_reply_from_fields,
+    calibration_request_from_fields,
     check_calibration_reply,
+    check_request_size,
     check_score_reply,
     check_size,
     score_reply_from_fields,
+    score_request_from_fields,
 )
 from fedgrpo.types import (
-    CalibrationItem,
     CalibrationReply,
     CalibrationRequest,
+    FailureKind,
     Hello,
-    ScoreItem,
     ScoreReply,
     ScoreRequest,
 )
 
+# The request each endpoint takes, from its JSON fields under the request contract.
+REQUEST_OF_PATH = {"/calibrate": calibration_request_from_fields, "/score": score_request_from_fields}
+READ_TIMEOUT_S = 60.0  # a client that declares more body than it sends frees its thread after this
 
-def calibration_request_from_json(data: dict[str, Any]) -> CalibrationRequest:
-    return CalibrationRequest(tuple(CalibrationItem(**item) for item in data["items"]))
+
+def content_length(values: list[str] | None) -> int:
+    """The body size a request declares (its Content-Length header values), checked before anything
+    is read: exactly one decimal count, within the request cap; else RequestRefused.
+
+    >>> content_length(["120"])
+    120
+    """
+    if not values:
+        raise RequestRefused("no Content-Length: send the body with its length (chunked bodies are not accepted)")
+    if len(values) > 1:
+        raise RequestRefused(f"{len(values)} Content-Length headers: send one")
+    raw = values[0].strip()
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 20:  # no sign, space, underscore or exponent
+        raise RequestRefused(f"Content-Length {raw[:20]!r} is not a byte count")
+    size = int(raw)
+    check_request_size(size)
+    return size
 
 
-def score_request_from_json(data: dict[str, Any]) -> ScoreRequest:
-    return ScoreRequest(int(data["step"]), tuple(
-        ScoreItem(i["question_id"], i["generator"], i["question"], tuple(i["candidates"])) for i in data["items"]))
+def parse_json_body(body: bytes) -> Any:
+    """The JSON value of a request body; RequestRefused for anything that is not JSON, repeats a
+    field name (which one would win is the parser's choice, not the sender's), or nests deeper than
+    the parser's recursion limit."""
+    try:
+        return json.loads(body, object_pairs_hook=_fields_once)
+    except RecursionError:
+        raise RequestRefused("the body nests deeper than a request can") from None
+    except RequestRefused:
+        raise
+    except ValueError as exc:  # JSONDecodeError, bad UTF-8, a number of thousands of digits
+        raise RequestRefused(f"the body is not JSON: {' '.join(str(exc).split())[:200]}") from None
+
+
+def _fields_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """One JSON object's fields, each name once."""
+    fields: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in fields:
+            raise RequestRefused(f"field {repr(name)[:40]} appears twice in one object")
+        fields[name] = value
+    return fields
 
 
 class ExpertService:
@@ -81,6 +130,8 @@ class ExpertService:
 
 def _handler_for(service: ExpertService) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = READ_TIMEOUT_S  # socket reads and writes only: scoring itself may take longer
+
         def log_message(self, *args: Any) -> None:  # quiet: one line per request is noise
             pass
 
@@ -100,31 +151,37 @@ def _handler_for(service: ExpertService) -> type[BaseHTTPRequestHandler]:
                 self._send(404, {"error": f"no endpoint {self.path}"})
 
         def do_POST(self) -> None:
+            request_from_fields = REQUEST_OF_PATH.get(self.path)
+            if request_from_fields is None:  # its body is never read; the connection closes after the reply
+                self._send(404, {"error": f"no endpoint {self.path}"})
+                return
             try:
-                data = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                if self.path == "/calibrate":
-                    request: Any = calibration_request_from_json(data)
-                elif self.path == "/score":
-                    request = score_request_from_json(data)
-                else:
-                    self._send(404, {"error": f"no endpoint {self.path}"})
-                    return
-            except (ValueError, KeyError, TypeError) as exc:
+                request = request_from_fields(parse_json_body(self._read_body()))
+            except RequestRefused as exc:
                 self._send(400, {"error": f"malformed request: {exc}"})
                 return
             try:
-                reply = (service.expert.calibrate(request) if self.path == "/calibrate"
-                         else service.expert.score(request))
+                reply = asdict(service.expert.calibrate(request) if isinstance(request, CalibrationRequest)
+                               else service.expert.score(request))
             except Exception as exc:  # noqa: BLE001 - reported to the caller, who records a failure
-                self._send(500, {"error": f"{type(exc).__name__}: {exc}"})
+                self._send(500, {"error": f"{type(exc).__name__}: {exc}", "kind": failure_kind(exc)})
                 return
-            self._send(200, asdict(reply))
+            self._send(200, reply)
+
+        def _read_body(self) -> bytes:
+            """The body, read only after its declared size passed the cap; all of it, or RequestRefused."""
+            size = content_length(self.headers.get_all("Content-Length"))
+            body = self.rfile.read(size)
+            if len(body) != size:
+                raise RequestRefused(f"the body ended after {len(body)} of its {size} declared bytes")
+            return body
 
     return Handler
 
 
-class ExpertServiceError(RuntimeError):
-    """The expert service could not be reached or refused the request."""
+class ExpertServiceError(ExpertFault):
+    """The expert service could not be reached or refused the request; `kind` is the failure's kind
+    as the service reported it (a spent privacy budget stays BUDGET_SPENT across the hop)."""
 
 
 class RemoteExpert:
@@ -151,6 +208,8 @@ class RemoteExpert:
 
     def _call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         body = None if payload is None else json.dumps(payload).encode("utf-8")
+        if body is not None:
+            check_request_size(len(body))  # the service would refuse it: say so here, not as a reset
         req = urllib.request.Request(self.url + path, data=body, method=method,
                                      headers={"Content-Type": "application/json"})
         try:
@@ -159,10 +218,23 @@ class RemoteExpert:
                 check_size(len(body))
                 return json.loads(body)
         except urllib.error.HTTPError as exc:
-            try:
-                reason = json.loads(exc.read()).get("error", exc.reason)
-            except ValueError:
-                reason = exc.reason
-            raise ExpertServiceError(f"expert service {self.url}{path}: {reason}") from None
+            reason, kind = _error_of(exc)
+            raise ExpertServiceError(f"expert service {self.url}{path}: {reason}", kind) from None
         except (urllib.error.URLError, OSError) as exc:
-            raise ExpertServiceError(f"expert service {self.url} unreachable: {exc}") from None
+            timed_out = isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError)
+            raise ExpertServiceError(f"expert service {self.url} unreachable: {exc}",
+                                     FailureKind.TIMED_OUT if timed_out else FailureKind.ERROR) from None
+
+
+def _error_of(exc: urllib.error.HTTPError) -> tuple[str, FailureKind]:
+    """The one-line reason and the failure kind of the service's error reply; the HTTP reason and
+    ERROR where its body does not say (not JSON, not an object, a kind we do not know)."""
+    try:
+        data = json.loads(exc.read(MAX_REPLY_BYTES))
+    except (ValueError, RecursionError):
+        return str(exc.reason), FailureKind.ERROR
+    if not isinstance(data, dict):
+        return str(exc.reason), FailureKind.ERROR
+    kind = data.get("kind")
+    return (str(data.get("error", exc.reason)),
+            FailureKind(kind) if kind in tuple(FailureKind) else FailureKind.ERROR)

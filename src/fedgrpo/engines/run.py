@@ -31,10 +31,10 @@ from typing import Any
 from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.engines.experts import embedded_transport
-from fedgrpo.privacy.client import PRIVACY_BUDGET_SPENT
 from fedgrpo.privacy.plan import PrivacyPlan
 from fedgrpo.progress import NullProgress, ProgressSink
 from fedgrpo.training.calibrate import Calibration, calibrate_and_route
+from fedgrpo.training.diagnose import log_findings, run_findings
 from fedgrpo.training.evaluate import DomainScore, evaluate_greedy
 from fedgrpo.training.policy import TrainedPolicy, train_policy
 from fedgrpo.training.prepare import Prepared, prepare
@@ -43,6 +43,7 @@ from fedgrpo.transport.base import ExpertTransport, LedgerFile, TrafficLedger
 from fedgrpo.transport.failover import FailoverTransport
 from fedgrpo.transport.recheck import RecheckTransport, build_probes
 from fedgrpo.transport.timed import TimedTransport
+from fedgrpo.types import FailureKind
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,8 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
         federation = None
         if not config.data.use_ground_truth:
             federation = connect_and_calibrate(prepared, connector, out, progress, resources, phase)
+        diagnostics = log_findings(run_findings(prepared, before, federation and federation.calibration,
+                                                federation and federation.base.expert_domains), progress.log)
         with phase("train"):
             trained = train_policy(
                 prepared, out, progress, transport=federation.transport if federation else None,
@@ -100,7 +103,8 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
         val_after = evaluate_greedy(trained.final_dir, prepared.splits.val, config.evaluation, style, progress,
                                     "evaluate the trained server on validation")
     return collect_metrics(prepared, before, after, federation, trained, timings,
-                           wall_time_s=time.perf_counter() - started, validation=(val_before, val_after))
+                           wall_time_s=time.perf_counter() - started, validation=(val_before, val_after),
+                           diagnostics=diagnostics)
 
 
 def connect_and_calibrate(prepared: Prepared, connector: Connector, out: Path, progress: ProgressSink,
@@ -152,7 +156,8 @@ def recheck_transport(prepared: Prepared, transport: ExpertTransport, calibratio
 def collect_metrics(prepared: Prepared, before: dict[str, DomainScore], after: dict[str, DomainScore],
                     federation: Federation | None, trained: TrainedPolicy,
                     timings: dict[str, float], wall_time_s: float,
-                    validation: tuple[dict[str, DomainScore], dict[str, DomainScore]] = ({}, {})) -> RunMetrics:
+                    validation: tuple[dict[str, DomainScore], dict[str, DomainScore]] = ({}, {}),
+                    diagnostics: list[dict[str, Any]] | None = None) -> RunMetrics:
     """The report phase: every phase's result in one `RunMetrics`."""
     config = prepared.config
     ledger = federation.transport.ledger if federation else TrafficLedger()  # ground truth: no traffic
@@ -172,7 +177,7 @@ def collect_metrics(prepared: Prepared, before: dict[str, DomainScore], after: d
                   "method": config.federation.selection} if routing else None),
         graph=federation.calibration.summary() if federation else {},
         failures=failures, failure_details=[f.__dict__ for f in trained.failures[:50]],
-        lost_experts=dict(failover.lost) if failover else {},
+        lost_experts={e: f.reason for e, f in failover.lost.items()} if failover else {},
         rerouted_questions=dict(failover.rerouted) if failover else {},
         wall_time_s=round(wall_time_s, 1), step_seconds=trained.step_seconds,
         reward_wait_s=trained.reward_wait_s,
@@ -181,6 +186,7 @@ def collect_metrics(prepared: Prepared, before: dict[str, DomainScore], after: d
         privacy=privacy_report(config, federation, trained.budget_spent_at) if federation else None,
         reward_fidelity=fidelity_log(federation.base) if federation else None,
         expert_checks=federation.recheck.report() if federation and federation.recheck else None,
+        diagnostics=diagnostics or [],
     )
 
 
@@ -221,7 +227,7 @@ def privacy_report(config: FedGRPOConfig, federation: Federation,
                      "epsilon_per_value": plan.values.epsilon if plan.values is not None else None,
                      "delta": plan.delta, "budget": plan.budget},
             "clients": clients,
-            "stopped_by_budget": sorted(e for e, why in lost.items() if PRIVACY_BUDGET_SPENT in why),
+            "stopped_by_budget": sorted(e for e, f in lost.items() if f.kind is FailureKind.BUDGET_SPENT),
             "training_stopped_at": training_stopped_at}
 
 

@@ -78,20 +78,21 @@ def local_model_identity(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-PROBE_ITEMS = 128  # public items per domain held out to measure sampled accuracy (edge rule)
 PROBE_SAMPLES = 2  # samples per probe item at temperature 1
 PROBE_EVERY = 100  # optimizer steps between two probes
 PROBE_MAX_NEW_TOKENS = 24
+PRETRAIN_LOG = "fedgrpo-pretrain-log.json"  # the edge pre-training log, beside the base's weights
 
 
-def split_probe(public: Sequence[Question]) -> tuple[dict[str, list[Question]], dict[str, list[Question]]]:
-    """(training items, probe items), each per domain: the first PROBE_ITEMS public items of each
+def split_probe(public: Sequence[Question], probe_items: int = 128) -> tuple[dict[str, list[Question]],
+                                                                          dict[str, list[Question]]]:
+    """(training items, probe items), each per domain: the first `probe_items` public items of each
     domain are the probe, never trained on."""
     probe: dict[str, list[Question]] = {}
     train: dict[str, list[Question]] = {}
     for q in public:
         held = probe.setdefault(q.domain, [])
-        (held if len(held) < PROBE_ITEMS else train.setdefault(q.domain, [])).append(q)
+        (held if len(held) < probe_items else train.setdefault(q.domain, [])).append(q)
     return train, probe
 
 
@@ -127,8 +128,10 @@ def base_recipe(preset: str, public: Sequence[Question], config: ModelConfig) ->
     }
     if config.pretrain_target > 0:
         recipe["edge"] = {"target": config.pretrain_target, "replay": config.pretrain_replay,
-                          "probe_items": PROBE_ITEMS, "probe_samples": PROBE_SAMPLES,
+                          "probe_items": config.pretrain_probe_items, "probe_samples": PROBE_SAMPLES,
                           "check_every": PROBE_EVERY, "max_new_tokens": PROBE_MAX_NEW_TOKENS}
+        if config.pretrain_confirm != 1:  # (absent at 1: the bases built before the key existed stay cached)
+            recipe["edge"]["confirm"] = config.pretrain_confirm
     return recipe
 
 
@@ -164,19 +167,20 @@ def base_model_dir(
                     seed=config.model_seed, schedule="constant", on_step=lambda step, loss: advance(1),
                 )
             else:
-                by_domain, probe = split_probe(public)
+                by_domain, probe = split_probe(public, config.pretrain_probe_items)
                 log = train_to_edge(
                     model, tokenizer, {d: supervised_pairs(qs, PREFILL) for d, qs in by_domain.items()},
                     lambda m: {d: sampled_accuracy(m, tokenizer, probe[d], PROBE_SAMPLES, config.model_seed)
                                for d in by_domain},
-                    EdgeRule(config.pretrain_target, config.pretrain_steps, PROBE_EVERY, config.pretrain_replay),
+                    EdgeRule(config.pretrain_target, config.pretrain_steps, PROBE_EVERY, config.pretrain_replay,
+                             config.pretrain_confirm),
                     batch_size=config.sft_batch_size, learning_rate=config.sft_learning_rate,
                     seed=config.model_seed, on_step=lambda step, loss: advance(1),
                     on_check=lambda c: progress.log(
                         f"pre-training step {c['step']}: sampled accuracy "
                         + ", ".join(f"{d} {100 * a:.0f}%" for d, a in c["accuracy"].items())),
                 )
-                (out / "fedgrpo-pretrain-log.json").write_text(json.dumps(log, indent=1))
+                (out / PRETRAIN_LOG).write_text(json.dumps(log, indent=1))
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
 

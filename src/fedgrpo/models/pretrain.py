@@ -154,12 +154,13 @@ class EdgeRule:
     max_steps: int
     check_every: int = 100
     replay: float = 0.1
+    confirm: int = 1  # consecutive checks at or above the target before a domain counts as reached
 
     def __post_init__(self) -> None:
         if not 0 < self.target <= 1:
             raise ValueError(f"target must be in (0, 1], got {self.target}")
-        if self.check_every < 1 or self.max_steps < 0 or not 0 <= self.replay <= 1:
-            raise ValueError("check_every must be >= 1, max_steps >= 0 and replay in [0, 1]")
+        if self.check_every < 1 or self.max_steps < 0 or not 0 <= self.replay <= 1 or self.confirm < 1:
+            raise ValueError("check_every must be >= 1, max_steps >= 0, replay in [0, 1] and confirm >= 1")
 
 
 def domain_weights(reached: Mapping[str, bool], replay: float) -> dict[str, float]:
@@ -206,6 +207,7 @@ def train_to_edge(
         return data[domain][orders[domain].pop()]
 
     reached: dict[str, int | None] = {d: None for d in domains}
+    streak = {d: 0 for d in domains}
     checks: list[dict[str, Any]] = []
 
     def check(step: int) -> bool:
@@ -213,7 +215,8 @@ def train_to_edge(
         accuracy = dict(probe(model))
         model.train()
         for d in domains:
-            if reached[d] is None and accuracy[d] >= rule.target:
+            streak[d] = streak[d] + 1 if accuracy[d] >= rule.target else 0
+            if reached[d] is None and streak[d] >= rule.confirm:
                 reached[d] = step
         weights = domain_weights({d: reached[d] is not None for d in domains}, rule.replay)
         checks.append({"step": step, "accuracy": accuracy, "weights": weights})

@@ -25,6 +25,7 @@ from fedgrpo.errors import ConfigError
 from fedgrpo.models.load import base_model_dir, expert_model_dir, load_model, read_guarantee
 from fedgrpo.privacy.plan import ExpertDP, PrivacyPlan
 from fedgrpo.progress import NullProgress, ProgressSink
+from fedgrpo.training.diagnose import prepare_findings
 from fedgrpo.training.evaluate import DomainScore, evaluate_model, score_questions
 
 SIGNAL_PROBE_SIZE = 400  # training-pool questions sampled to measure the GRPO signal
@@ -178,6 +179,7 @@ class PrepareReport:
     privacy: dict[str, dict[str, Any]] = field(default_factory=dict)
     # and expert_id -> the same expert trained without DP, greedy scores in its own domain
     nonprivate: dict[str, dict[str, DomainScore]] = field(default_factory=dict)
+    diagnostics: list[dict[str, Any]] = field(default_factory=list)  # training.diagnose's findings
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -190,6 +192,7 @@ class PrepareReport:
             "signal_probe": self.signal_probe,
             "seconds": self.seconds,
             "cache_hits": self.cache_hits,
+            "diagnostics": self.diagnostics,
         }
 
     def experts_beat_server(self) -> dict[str, bool]:
@@ -251,4 +254,5 @@ def report_prepared(
         signal_probe=len(probe),
         seconds={"prepare": round(prepare_seconds, 1), "evaluate": round(time.perf_counter() - started, 1)},
         cache_hits=prepared.cache_hits,
+        diagnostics=[f.to_dict() for f in prepare_findings(prepared, server_scores, expert_scores)],
     )

@@ -55,6 +55,8 @@ class RunMetrics:
     # The same greedy scores on the validation split (empty without one): where choices are made.
     validation_before: dict[str, DomainScore] = field(default_factory=dict)
     validation_after: dict[str, DomainScore] = field(default_factory=dict)
+    # Why a domain may not move, found before training (`training.diagnose`): one dict per finding.
+    diagnostics: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def mean_before(self) -> float:
@@ -103,6 +105,7 @@ class RunMetrics:
             "privacy": self.privacy,
             "reward_fidelity": self.reward_fidelity,
             "expert_checks": self.expert_checks,
+            "diagnostics": self.diagnostics,
         }
 
 

@@ -39,9 +39,8 @@ import numpy as np
 from fedgrpo.core.aggregate import aggregate_replicated, shrink_to_competent_mean
 from fedgrpo.data.prompts import PromptStyle, completion_text
 from fedgrpo.data.tasks import Question
-from fedgrpo.privacy.client import PRIVACY_BUDGET_SPENT
 from fedgrpo.transport.base import ExpertTransport
-from fedgrpo.types import ExpertFailure, ScoreItem, ScoreRequest
+from fedgrpo.types import ExpertFailure, FailureKind, ScoreItem, ScoreRequest
 
 Rewards = list[float | None]  # one per candidate, TRL order; None = missing (NaN in TRL)
 
@@ -224,7 +223,7 @@ class FederatedReward:
                 shape: _ServerSide) -> Rewards:
         """Log one batch and combine its parts into the reward TRL sees."""
         self.log.failures.extend(scored.failures)
-        if scored.all_failed and all(PRIVACY_BUDGET_SPENT in f.reason for f in scored.failures):
+        if scored.all_failed and all(f.kind is FailureKind.BUDGET_SPENT for f in scored.failures):
             # Local DP: no client may release anything more. The batch carries no reward (advantage
             # 0, no update) and the train phase stops after this step, keeping what was learnt.
             if self.budget_spent_at is None:

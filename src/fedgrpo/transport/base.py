@@ -3,8 +3,13 @@
 Two levels, two names: an `Expert` answers one request (`calibrate`, `score`); an `ExpertTransport`
 sends a round of requests to many experts (`calibrate_round`, `score_round`) and reports what came
 back. Failure is part of the API: `score_round` returns the replies that arrived plus a `.failures`
-list (an expert that raised, timed out, or answered with the wrong number of floats); the caller turns
-a missing reply into NaN rewards, which get advantage 0. A reply for another step is dropped and counted.
+list (an expert that raised, timed out, or answered with the wrong number of floats), each with its
+kind (`types.FailureKind`), set where the failure is made (`failure_kind` reads an expert's
+exception); the caller turns a missing reply into NaN rewards, which get advantage 0. A reply for
+another step is dropped and counted.
+
+`TransportWrapper` is the floor of every transport that wraps another (failover, timing, the
+re-check): it forwards everything, so a wrapper states only what it changes.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ from typing import Protocol
 
 from fedgrpo.core.comm import payload_bytes
 from fedgrpo.durable import Journal
-from fedgrpo.privacy.client import calibration_keys, score_keys
+from fedgrpo.privacy.client import PrivacyBudgetSpent, calibration_keys, score_keys
 from fedgrpo.transport.contract import ReplyRefused, check_calibration_reply, check_score_reply
 from fedgrpo.types import (
     CalibrationReply,
     CalibrationRequest,
+    ExpertFailure,
+    FailureKind,
     Hello,
     ScoreReply,
     ScoreRequest,
@@ -62,6 +69,63 @@ class ExpertTransport(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class TransportWrapper:
+    """A transport around another (`inner`) that forwards everything: the experts' ids, declared
+    domains and privacy, the ledger, calibration, scoring and `close`. A wrapper overrides only what
+    it changes (`FailoverTransport` scoring, `TimedTransport` the clock around it), so what it leaves
+    alone cannot drift from the inner transport."""
+
+    def __init__(self, inner: ExpertTransport) -> None:
+        self.inner = inner
+
+    @property
+    def expert_ids(self) -> tuple[str, ...]:
+        return self.inner.expert_ids
+
+    @property
+    def expert_domains(self) -> dict[str, str]:
+        return self.inner.expert_domains
+
+    @property
+    def expert_privacy(self) -> dict[str, dict]:
+        return self.inner.expert_privacy
+
+    @property
+    def ledger(self) -> TrafficLedger:
+        return self.inner.ledger
+
+    def calibrate_round(self, request: CalibrationRequest) -> tuple[dict[str, CalibrationReply], dict[str, str]]:
+        return self.inner.calibrate_round(request)
+
+    def score_round(self, step: int, requests: Mapping[str, ScoreRequest]) -> ScoreResults:
+        return self.inner.score_round(step, requests)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class ExpertFault(RuntimeError):
+    """An expert's failure raised by a proxy that knows its kind (a site's expert service reports the
+    kind its expert failed with), so the kind survives the hop: `failure_kind` reads it."""
+
+    def __init__(self, message: str, kind: FailureKind = FailureKind.ERROR) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def failure_kind(exc: BaseException) -> FailureKind:
+    """The kind of failure an expert's exception stands for; ERROR when nothing more is known."""
+    if isinstance(exc, ExpertFault):
+        return exc.kind
+    if isinstance(exc, PrivacyBudgetSpent):
+        return FailureKind.BUDGET_SPENT
+    if isinstance(exc, ReplyRefused):  # the expert's own side of the contract stopped its reply
+        return FailureKind.REFUSED
+    if isinstance(exc, TimeoutError):  # concurrent.futures' and socket's timeouts are this one
+        return FailureKind.TIMED_OUT
+    return FailureKind.ERROR
 
 
 @dataclass
@@ -174,19 +238,24 @@ def accept_calibration(ledger: TrafficLedger, expert_id: str, request: Calibrati
 
 
 def accept_score(ledger: TrafficLedger, step: int, expert_id: str, request: ScoreRequest,
-                 reply: object) -> ScoreReply | str:
-    """The reply to keep, or why it is refused: one that breaks the contract (`transport.contract`:
-    wrong type or length, a reward outside the declared range; counted in ``ledger.refused``) or one
-    for another step (stale: counted in ``ledger.stale_replies``)."""
+                 reply: object) -> ScoreReply | ExpertFailure:
+    """The reply to keep, or the failure it is: one that breaks the contract (`transport.contract`:
+    wrong type or length, a reward outside the declared range; REFUSED, counted in
+    ``ledger.refused``) or one for another step (STALE, counted in ``ledger.stale_replies``)."""
     try:
         kept = check_score_reply(reply, request)
     except ReplyRefused as exc:
-        ledger.count_refused(expert_id)
-        return f"refused score reply: {exc}"
+        return refuse_score(ledger, step, expert_id, exc)
     if kept.step != step:
         ledger.stale_replies += 1
-        return f"stale reply for step {kept.step}"
+        return ExpertFailure(expert_id, step, f"stale reply for step {kept.step}", FailureKind.STALE)
     ledger.record("score", step, expert_id, "up", kept)
     if ledger.track_releases:  # every value is released (a missing one as a fair coin)
         ledger.release("score", step, expert_id, score_keys(request))
     return kept
+
+
+def refuse_score(ledger: TrafficLedger, step: int, expert_id: str, exc: Exception) -> ExpertFailure:
+    """A score reply refused by the contract (`exc` says how): counted, and the failure it is."""
+    ledger.count_refused(expert_id)
+    return ExpertFailure(expert_id, step, f"refused score reply: {exc}", FailureKind.REFUSED)

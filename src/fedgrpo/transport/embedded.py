@@ -10,7 +10,13 @@ from __future__ import annotations
 import concurrent.futures as cf
 from collections.abc import Mapping
 
-from fedgrpo.transport.base import Expert, TrafficLedger, accept_calibration, accept_score
+from fedgrpo.transport.base import (
+    Expert,
+    TrafficLedger,
+    accept_calibration,
+    accept_score,
+    failure_kind,
+)
 from fedgrpo.types import (
     CalibrationReply,
     CalibrationRequest,
@@ -67,11 +73,11 @@ class EmbeddedTransport:
             try:
                 reply = future.result(timeout=self.timeout_s)
             except Exception as exc:  # noqa: BLE001
-                failures.append(ExpertFailure(expert_id, step, _reason(exc)))
+                failures.append(ExpertFailure(expert_id, step, _reason(exc), failure_kind(exc)))
                 continue
             kept = accept_score(self.ledger, step, expert_id, requests[expert_id], reply)
-            if isinstance(kept, str):
-                failures.append(ExpertFailure(expert_id, step, kept))
+            if isinstance(kept, ExpertFailure):
+                failures.append(kept)
             else:
                 replies[expert_id] = kept
         return ScoreResults(replies=replies, failures=tuple(failures))

@@ -9,43 +9,28 @@ out, replied for another step or with the wrong shape), it is marked *lost* for 
    federated group keeps its M*G rewards;
 2. later steps send its questions straight to their substitutes, without waiting for a timeout again.
 
-Every failure stays in `.failures` (the run report counts them per expert) and every re-routed
-question is counted in `rerouted`. A question with no expert left keeps NaN rewards (advantage 0).
-The ledger is the wrapped transport's: substitutes' messages are counted under their own ids.
+Every failure stays in `.failures` (the run report counts them per expert), the one that lost an
+expert is kept in `lost` (its kind says why: a spent privacy budget, a flag, a timeout...), and
+every re-routed question is counted in `rerouted`. A question with no expert left keeps NaN rewards
+(advantage 0). The ledger is the wrapped transport's: substitutes' messages are counted under their
+own ids.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from fedgrpo.transport.base import ExpertTransport, TrafficLedger
-from fedgrpo.types import (
-    CalibrationReply,
-    CalibrationRequest,
-    ScoreItem,
-    ScoreReply,
-    ScoreRequest,
-    ScoreResults,
-)
+from fedgrpo.transport.base import ExpertTransport, TransportWrapper
+from fedgrpo.types import ExpertFailure, ScoreItem, ScoreReply, ScoreRequest, ScoreResults
 
 
-class FailoverTransport:
+class FailoverTransport(TransportWrapper):
     def __init__(self, inner: ExpertTransport, ranking: Mapping[str, Sequence[str]]) -> None:
         """`ranking`: question_id -> every expert id, best first (`training.calibrate.Routing.ranking`)."""
-        self.inner = inner
+        super().__init__(inner)
         self.ranking = ranking
-        self.expert_ids = inner.expert_ids
-        self.expert_domains = inner.expert_domains
-        self.expert_privacy = inner.expert_privacy
-        self.lost: dict[str, str] = {}  # expert id -> the failure that lost it
+        self.lost: dict[str, ExpertFailure] = {}  # expert id -> the failure that lost it
         self.rerouted: dict[str, int] = {}  # lost expert id -> questions sent to a substitute
-
-    @property
-    def ledger(self) -> TrafficLedger:
-        return self.inner.ledger
-
-    def calibrate_round(self, request: CalibrationRequest) -> tuple[dict[str, CalibrationReply], dict[str, str]]:
-        return self.inner.calibrate_round(request)
 
     def score_round(self, step: int, requests: Mapping[str, ScoreRequest]) -> ScoreResults:
         holders = _holders(requests)
@@ -54,7 +39,7 @@ class FailoverTransport:
         replies = dict(results.replies)
         failures = list(results.failures)
         for failure in results.failures:
-            self.lost.setdefault(failure.expert_id, failure.reason)
+            self.lost.setdefault(failure.expert_id, failure)
         # Lost experts (now or earlier) get substitutes; a substitute that fails is lost in turn, so
         # each pass either fills questions or loses an expert: the loop ends.
         got: dict[str, dict[str, tuple[float, ...]]] = {}  # lost expert -> question -> rewards
@@ -67,7 +52,7 @@ class FailoverTransport:
                                            for s, jobs in plan.items()})
             failures.extend(sent.failures)
             for failure in sent.failures:
-                self.lost.setdefault(failure.expert_id, failure.reason)
+                self.lost.setdefault(failure.expert_id, failure)
             if not sent.replies and not sent.failures:
                 break  # a transport that answers nothing at all: no progress possible
             for substitute, jobs in plan.items():
@@ -105,9 +90,6 @@ class FailoverTransport:
                         holders[item.question_id] = busy
                         break
         return plan
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def _holders(requests: Mapping[str, ScoreRequest]) -> dict[str, set[str]]:

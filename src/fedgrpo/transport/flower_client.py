@@ -3,15 +3,15 @@
 Each handler decodes the request, asks the site's `Expert` (in simulation an in-process
 `LocalExpert`; in deployment a `RemoteExpert` that forwards to the site's persistent expert service)
 and encodes the reply. A handler never raises: an exception becomes a Flower error reply carrying
-the reason, so the server records a failure instead of waiting (a raising ClientApp can stall a
-simulation, flwr #4476).
+the reason, and the failure's kind in its code (`flower_records.failure_code`), so the server
+records a typed failure instead of waiting (a raising ClientApp can stall a simulation, flwr #4476).
 """
 
 from __future__ import annotations
 
 from flwr.app import Error, Message, RecordDict
 
-from fedgrpo.transport.base import Expert
+from fedgrpo.transport.base import Expert, failure_kind
 from fedgrpo.transport.contract import check_calibration_reply, check_score_reply
 from fedgrpo.transport.flower_records import (
     decode_calibration_request,
@@ -19,9 +19,8 @@ from fedgrpo.transport.flower_records import (
     encode_calibration_reply,
     encode_hello_reply,
     encode_score_reply,
+    failure_code,
 )
-
-HANDLER_ERROR = 1  # Flower error code of a reply whose handler raised
 
 
 def handle_hello(message: Message, expert: Expert) -> Message:
@@ -46,7 +45,9 @@ def handle_score(message: Message, expert: Expert) -> Message:
 
 
 def error_reply(message: Message, exc: BaseException) -> Message:
-    return Message(Error(code=HANDLER_ERROR, reason=f"{type(exc).__name__}: {exc}"), reply_to=message)
+    """The error reply for a handler that raised `exc`: its one-line reason, and its kind as the code."""
+    return Message(Error(code=failure_code(failure_kind(exc)), reason=f"{type(exc).__name__}: {exc}"),
+                   reply_to=message)
 
 
 def _guard(message: Message, build) -> Message:  # type: ignore[no-untyped-def]

@@ -8,6 +8,10 @@
 
 The value types (`fedgrpo.types`) stay the contract: payload bytes are counted on them
 (`core.comm.payload_bytes`) exactly as on the embedded engine, so byte counts agree across engines.
+
+An error reply (the node's handler raised) carries the failure's kind (`types.FailureKind`) in its
+Flower error code (`failure_code`, `failure_kind_of_code`), so the server switches on a number, not
+on the reason's words.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from fedgrpo.types import (
     CalibrationItem,
     CalibrationReply,
     CalibrationRequest,
+    FailureKind,
     Hello,
     ScoreItem,
     ScoreReply,
@@ -33,6 +38,29 @@ from fedgrpo.types import (
 )
 
 HELLO, CALIBRATE, SCORE = "query.hello", "query.calibrate", "query.score"
+
+# Error codes of FedGRPO's error replies, one per failure kind. Flower's own codes
+# (flwr.common.constant.ErrorCode) are small numbers; ours sit far above them, so an error Flower
+# makes itself (a node gone, a ClientApp that crashed) reads as ERROR, never as another kind.
+FAILURE_CODES: dict[FailureKind, int] = {
+    FailureKind.ERROR: 2100,
+    FailureKind.BUDGET_SPENT: 2101,
+    FailureKind.FLAGGED: 2102,
+    FailureKind.TIMED_OUT: 2103,
+    FailureKind.REFUSED: 2104,
+    FailureKind.STALE: 2105,
+}
+_KIND_OF_CODE = {code: kind for kind, code in FAILURE_CODES.items()}
+
+
+def failure_code(kind: FailureKind) -> int:
+    """The error code an error reply carries for a failure of this kind."""
+    return FAILURE_CODES[kind]
+
+
+def failure_kind_of_code(code: int) -> FailureKind:
+    """The kind an error reply's code says; ERROR for any code not ours (Flower's own errors)."""
+    return _KIND_OF_CODE.get(code, FailureKind.ERROR)
 
 
 def encode_hello_reply(hello: Hello) -> RecordDict:

@@ -8,7 +8,9 @@ expert and wait for the replies with the grid's own `push_messages` / `pull_mess
 - every round has a deadline (`timeout_s`); an expert whose reply is missing then is a failure;
 - a reply that arrives after its deadline, i.e. during a later round, is for another step: it is
   dropped and counted (`ledger.stale_replies`), never mixed into the current step;
-- an error reply (the ClientApp raised) is a failure with the node's reason.
+- an error reply (the ClientApp raised) is a failure with the node's reason and the kind its error
+  code carries (`flower_records.failure_kind_of_code`: a client whose privacy budget is spent stays
+  BUDGET_SPENT across the trip).
 
 Bytes go to the same `TrafficLedger` with the same byte model as the embedded engine, counted on the
 value types before encoding, so both engines report identical payload bytes for identical traffic.
@@ -27,7 +29,7 @@ from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedgrpo.errors import FedGRPOError
-from fedgrpo.transport.base import TrafficLedger, accept_calibration, accept_score
+from fedgrpo.transport.base import TrafficLedger, accept_calibration, accept_score, refuse_score
 from fedgrpo.transport.flower_records import (
     CALIBRATE,
     HELLO,
@@ -37,11 +39,13 @@ from fedgrpo.transport.flower_records import (
     decode_score_reply,
     encode_calibration_request,
     encode_score_request,
+    failure_kind_of_code,
 )
 from fedgrpo.types import (
     CalibrationReply,
     CalibrationRequest,
     ExpertFailure,
+    FailureKind,
     ScoreReply,
     ScoreRequest,
     ScoreResults,
@@ -117,7 +121,8 @@ class FlowerTransport:
         for expert_id in self.expert_ids:
             self.ledger.record("calibrate", -1, expert_id, "down", request)
             messages[expert_id] = (CALIBRATE, encode_calibration_request(request), "calibrate")
-        arrived, failures = self._exchange(messages)
+        arrived, failed = self._exchange(messages)
+        failures = {expert_id: reason for expert_id, (reason, _) in failed.items()}
         replies = {}
         for expert_id, message in arrived.items():
             try:
@@ -139,18 +144,17 @@ class FlowerTransport:
             self.ledger.record("score", step, expert_id, "down", request)
             messages[expert_id] = (SCORE, encode_score_request(request), str(step))
         arrived, failed = self._exchange(messages)
-        failures = [ExpertFailure(e, step, reason) for e, reason in failed.items()]
+        failures = [ExpertFailure(e, step, reason, kind) for e, (reason, kind) in failed.items()]
         replies: dict[str, ScoreReply] = {}
         for expert_id, message in arrived.items():
             try:
                 reply = decode_score_reply(message.content)
             except (KeyError, TypeError, ValueError) as exc:  # ReplyRefused is a ValueError
-                self.ledger.count_refused(expert_id)
-                failures.append(ExpertFailure(expert_id, step, f"refused score reply: {exc}"))
+                failures.append(refuse_score(self.ledger, step, expert_id, exc))
                 continue
             kept = accept_score(self.ledger, step, expert_id, requests[expert_id], reply)
-            if isinstance(kept, str):
-                failures.append(ExpertFailure(expert_id, step, kept))
+            if isinstance(kept, ExpertFailure):
+                failures.append(kept)
             else:
                 replies[expert_id] = kept
         return ScoreResults(replies=replies, failures=tuple(failures))
@@ -161,19 +165,22 @@ class FlowerTransport:
     # -- one round: push, then pull until every reply or the deadline ---------------------------
 
     def _exchange(self, messages: Mapping[str, tuple[str, RecordDict, str]]
-                  ) -> tuple[dict[str, Message], dict[str, str]]:
-        """expert id -> (type, content, group) ==> (replies with content, failure reason by expert)."""
+                  ) -> tuple[dict[str, Message], dict[str, tuple[str, FailureKind]]]:
+        """expert id -> (type, content, group) ==> (replies with content, (failure reason, kind) by expert)."""
         by_node = {self._node_of[e]: spec for e, spec in messages.items()}
         expert_of = {self._node_of[e]: e for e in messages}
         replies, failures = self._round(by_node, self.timeout_s)
         arrived: dict[str, Message] = {}
-        out_failures: dict[str, str] = {}
+        out_failures: dict[str, tuple[str, FailureKind]] = {}
         for node, expert_id in expert_of.items():
             reply = replies.get(node)
-            if reply is None:
-                out_failures[expert_id] = failures.get(node, f"timed out after {self.timeout_s:g} s")
+            if node in failures:
+                out_failures[expert_id] = (failures[node], FailureKind.ERROR)
+            elif reply is None:
+                out_failures[expert_id] = (f"timed out after {self.timeout_s:g} s", FailureKind.TIMED_OUT)
             elif reply.has_error():
-                out_failures[expert_id] = f"node error: {reply.error.reason}"
+                out_failures[expert_id] = (f"node error: {reply.error.reason}",
+                                           failure_kind_of_code(reply.error.code))
             else:
                 arrived[expert_id] = reply
         return arrived, out_failures

@@ -8,8 +8,9 @@ as it did at calibration rewards them (1, 0); one that inverts its rewards (0, 1
 at random or always 1 agrees half the time.
 
 Each expert's accuracy on probes is estimated by a one-coin Dawid-Skene model (one accuracy per
-expert) whose Beta(2, 1) prior stands for the calibration it passed, from the rewards as released
-(under local DP with randomised response, their expected agreement p_keep is mapped back first). An
+expert, `core.rater`) whose Beta(2, 1) prior stands for the calibration it passed, from the rewards as
+released (under local DP with randomised response, the threshold is moved onto the released scale
+first: an honest expert then agrees with probability p_keep, not 1). An
 expert's first request carries enough probes for `min_values` probe values, and it is probed every
 round until it has them (a liar is judged on its first reply, before any of its rewards is used, not
 after `every` rounds), then every `every` rounds. Once it has them, an expert whose
@@ -21,8 +22,8 @@ posterior mean falls below `threshold` is flagged, and the evidence is in `repor
   as 1 - reward. An inverted reward scale (a bug as much as an attack) then costs nothing. It stays
   probed; should its accuracy rise towards chance (it stopped inverting), it is excluded;
 - *excluded* otherwise (random or always-1 rewards carry nothing to recover): its replies are
-  refused as a failure (`FailoverTransport`, outside this one, then loses it and sends its questions
-  to the next-best expert).
+  refused as a failure of kind FLAGGED (`FailoverTransport`, outside this one, then loses it and
+  sends its questions to the next-best expert).
 
 Correcting gives a liar no power it lacks anyway: one that can tell probes from real items could
 already answer probes honestly and invert the rest. With `journal`, the state after every round is
@@ -48,19 +49,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fedgrpo.core.aggregate import peer_agreement
-from fedgrpo.transport.base import ExpertTransport, TrafficLedger
+from fedgrpo.core.rater import INVERTED, TRUSTED, one_coin_accuracy, probe_agreement, rater_reading
+from fedgrpo.transport.base import ExpertTransport, TransportWrapper
 from fedgrpo.types import (
-    CalibrationReply,
-    CalibrationRequest,
     ExpertFailure,
+    FailureKind,
     ScoreItem,
     ScoreReply,
     ScoreRequest,
     ScoreResults,
 )
 
-PRIOR_AGREE, PRIOR_DISAGREE = 2.0, 1.0  # Beta prior on an expert's accuracy: it passed calibration
-FLAGGED = "flagged as dishonest"  # in the failure reason of a flagged expert's refused reply
+FLAGGED = "flagged as dishonest"  # opens the reason of a flagged expert's refused reply (kind FLAGGED)
 EXCLUDED, CORRECTED = "excluded", "corrected"  # what is done with a flagged expert's rewards
 
 
@@ -70,11 +70,6 @@ class Probe:
 
     item: ScoreItem
     truth: tuple[float, ...]
-
-
-def one_coin_accuracy(agree: float, total: float) -> float:
-    """Posterior mean accuracy of a one-coin rater after `agree` agreements in `total` probe values."""
-    return (agree + PRIOR_AGREE) / (total + PRIOR_AGREE + PRIOR_DISAGREE)
 
 
 @dataclass
@@ -88,11 +83,11 @@ class ExpertCheck:
 
     @property
     def accuracy(self) -> float:
-        return one_coin_accuracy(self.agree, self.total)
+        return float(one_coin_accuracy(self.agree, self.total))
 
 
 @dataclass
-class RecheckTransport:
+class RecheckTransport(TransportWrapper):
     """Wraps a transport; see the module docstring. `probes` are each expert's probe items (its
     claimed-correct auxiliary items, cycled); `keep` is the probability a released 0/1 value is the
     true one (1 without local DP)."""
@@ -110,32 +105,10 @@ class RecheckTransport:
     _cursor: dict[str, int] = field(default_factory=dict)
     _rounds: int = 0
 
-    @property
-    def expert_ids(self) -> tuple[str, ...]:
-        return self.inner.expert_ids
-
-    @property
-    def expert_domains(self) -> dict[str, str]:
-        return self.inner.expert_domains
-
-    @property
-    def expert_privacy(self) -> dict[str, dict]:
-        return self.inner.expert_privacy
-
-    @property
-    def ledger(self) -> TrafficLedger:
-        return self.inner.ledger
-
-    def calibrate_round(self, request: CalibrationRequest) -> tuple[dict[str, CalibrationReply], dict[str, str]]:
-        return self.inner.calibrate_round(request)
-
-    def close(self) -> None:
-        self.inner.close()
-
     def score_round(self, step: int, requests: Mapping[str, ScoreRequest]) -> ScoreResults:
         periodic = self.every > 0 and self._rounds % self.every == 0
         self._rounds += 1
-        flagged = [ExpertFailure(e, step, self._reason(e)) for e in requests if self._is_excluded(e)]
+        flagged = [self._flagged(e, step) for e in requests if self._is_excluded(e)]
         live = {e: r for e, r in requests.items() if not self._is_excluded(e)}
         added: dict[str, list[Probe]] = {e: self._next_probes(e) if periodic or self._unproven(e) else []
                                          for e in live}
@@ -149,7 +122,7 @@ class RecheckTransport:
             self._score_probes(expert_id, step, reply.rewards[n:], added[expert_id])
             rewards = reply.rewards[:n]
             if self._is_excluded(expert_id):
-                failures.append(ExpertFailure(expert_id, step, self._reason(expert_id)))
+                failures.append(self._flagged(expert_id, step))
             elif self.checks[expert_id].response == CORRECTED:
                 replies[expert_id] = ScoreReply(reply.step, tuple(r if math.isnan(r) else 1.0 - r for r in rewards))
             else:
@@ -199,10 +172,12 @@ class RecheckTransport:
         """Fewer than `min_values` probe values: probed every round until it has them."""
         return self.every > 0 and self.checks.get(expert_id, ExpertCheck()).total < self.min_values
 
-    def _reason(self, expert_id: str) -> str:
+    def _flagged(self, expert_id: str, step: int) -> ExpertFailure:
+        """The failure a flagged (excluded) expert's reply is refused as, with its evidence."""
         c = self.checks[expert_id]
-        return (f"{FLAGGED}: agreed with {c.agree:g} of {c.total} probe values with known answers "
-                f"(estimated accuracy {c.accuracy:.2f} < {self.threshold:g})")
+        reason = (f"{FLAGGED}: agreed with {c.agree:g} of {c.total} probe values with known answers "
+                  f"(estimated accuracy {c.accuracy:.2f} < {self.threshold:g})")
+        return ExpertFailure(expert_id, step, reason, FailureKind.FLAGGED)
 
     def _compare_peers(self, requests: Mapping[str, ScoreRequest], replies: Mapping[str, ScoreReply]) -> None:
         """Where several experts scored the same candidates (config score_replication), count each
@@ -247,25 +222,21 @@ class RecheckTransport:
         return [pool[(start + i) % len(pool)] for i in range(min(count, len(pool)))]
 
     def _score_probes(self, expert_id: str, step: int, rewards: Sequence[float], probes: Sequence[Probe]) -> None:
-        truth = [t for p in probes for t in p.truth]
+        agree, total = probe_agreement(rewards, [t for p in probes for t in p.truth])
         check = self.checks.setdefault(expert_id, ExpertCheck())
-        for reward, true in zip(rewards, truth):
-            if math.isnan(reward):
-                continue
-            check.total += 1
-            check.agree += 1.0 if reward == true else 0.0
-        # Under randomised response an honest expert agrees with probability keep, not 1: map the
-        # thresholds onto the released values' scale before comparing.
-        high = 0.5 + (self.threshold - 0.5) * (2 * self.keep - 1)
-        low = 1.0 - high  # as far below chance as `high` is above it: anti-correlated
+        check.agree += agree
+        check.total += total
         if check.total < self.min_values or check.response == EXCLUDED:
             return
+        # Read on the released values' scale: under randomised response an honest expert agrees
+        # with probability keep, not 1 (`core.rater.rater_reading`).
+        reading = int(rater_reading(check.accuracy, self.threshold, self.keep))
         if check.response == CORRECTED:
-            if check.accuracy >= low:  # no longer inverting: nothing to recover, exclude it
+            if reading != INVERTED:  # no longer inverting: nothing to recover, exclude it
                 check.response = EXCLUDED
-        elif check.accuracy < high:
+        elif reading != TRUSTED:
             check.flagged_at = step
-            check.response = CORRECTED if self.correct_inverted and check.accuracy < low else EXCLUDED
+            check.response = CORRECTED if self.correct_inverted and reading == INVERTED else EXCLUDED
 
 
 def build_probes(aux: Sequence[tuple[str, str, str, str]], claimed: Mapping[str, Sequence[bool]],

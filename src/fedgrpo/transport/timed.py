@@ -5,21 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from fedgrpo.transport.base import ExpertTransport
-from fedgrpo.types import CalibrationReply, CalibrationRequest, ScoreRequest, ScoreResults
+from fedgrpo.transport.base import ExpertTransport, TransportWrapper
+from fedgrpo.types import ScoreRequest, ScoreResults
 
 
-class TimedTransport:
+class TimedTransport(TransportWrapper):
     """Records the wall seconds of each `score_round` (scoring included), in order."""
 
     def __init__(self, inner: ExpertTransport) -> None:
-        self.inner = inner
-        self.expert_ids, self.expert_domains, self.ledger = inner.expert_ids, inner.expert_domains, inner.ledger
-        self.expert_privacy = inner.expert_privacy
+        super().__init__(inner)
         self.rounds: list[float] = []
-
-    def calibrate_round(self, request: CalibrationRequest) -> tuple[dict[str, CalibrationReply], dict[str, str]]:
-        return self.inner.calibrate_round(request)
 
     def score_round(self, step: int, requests: Mapping[str, ScoreRequest]) -> ScoreResults:
         started = time.perf_counter()
@@ -27,6 +22,3 @@ class TimedTransport:
             return self.inner.score_round(step, requests)
         finally:
             self.rounds.append(time.perf_counter() - started)
-
-    def close(self) -> None:
-        self.inner.close()
