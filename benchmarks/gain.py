@@ -152,6 +152,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--variant", action="append", metavar="NAME:KEY=VALUE,...",
                         help="an expert-reward run with these extra overrides (repeatable; default: one, no extras)")
     parser.add_argument("--no-truth", action="store_true", help="skip the ground-truth runs")
+    parser.add_argument("--truth-only", action="store_true",
+                        help="only the ground-truth runs (a base recipe's headroom, without experts)")
     parser.add_argument("--work", type=Path, help="where finished runs are kept (resume)")
     parser.add_argument("--reference", metavar="NAME",
                         help="a variant every other one is compared with, seed by seed (paired difference)")
@@ -163,7 +165,7 @@ def main(argv: list[str]) -> None:
     if args.reference is not None and args.reference not in variants:
         raise SystemExit(f"--reference {args.reference!r} is not a variant: use one of {', '.join(variants)}")
     modes = ({} if args.no_truth else {"ground_truth": {"use_ground_truth": "true"}}) | \
-        {name: {**extra, "use_ground_truth": "false"} for name, extra in variants.items()}
+        ({} if args.truth_only else {name: {**extra, "use_ground_truth": "false"} for name, extra in variants.items()})
     # Keyed by the whole resolved config, so a change of the defaults never resumes stale runs.
     resolved = {k: str(v) for k, v in load_config(overrides=shared).to_flat().items()}
     work = args.work or Path(__file__).resolve().parents[1] / "runs" / "gain-work" / _digest(resolved)
@@ -195,7 +197,8 @@ def main(argv: list[str]) -> None:
     print_report(report, runs)
     truth = report.get("ground_truth", {}).get("gain", {}).get("mean")
     shares = {m: r["gain"]["mean"] / truth for m, r in report.items() if truth and m != "ground_truth"}
-    print(write_result("gain", {"overrides": shared, "seeds": args.seeds, "pipeline_seeds": args.pipeline_seeds,
+    print(write_result("gain", {"command": " ".join(argv), "overrides": shared, "seeds": args.seeds,
+                                "pipeline_seeds": args.pipeline_seeds,
                                 "variants": variants,
                                 "config": load_config(overrides=shared).to_flat(),
                                 "metrics": {"summary": report, "share_of_truth_gain": shares, "runs": runs}}))

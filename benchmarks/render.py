@@ -113,8 +113,74 @@ def gain_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _privacy_cell(runs: list[dict[str, Any]]) -> str:
+    """What a variant's runs guarantee per client, by unit: record-level DP, label DP, per-value LDP."""
+    parts = []
+    privacy = [r.get("privacy") or {} for r in runs]
+    records = [c["declared"]["records"] for p in privacy for c in (p.get("clients") or {}).values()
+               if c.get("declared", {}).get("records")]
+    if records:
+        parts.append(f"each record: epsilon {max(r['epsilon'] for r in records):.2f} at delta "
+                     f"{records[0]['delta']:g} for the whole run (noise {min(r['noise_multiplier'] for r in records):.2f}"
+                     f"-{max(r['noise_multiplier'] for r in records):.2f})")
+    labels = [c["declared"]["labels"] for p in privacy for c in (p.get("clients") or {}).values()
+              if c.get("declared", {}).get("labels")]
+    if labels:
+        parts.append(f"each label: epsilon {labels[0]['epsilon']:g}")
+    values = [c["values"] for p in privacy for c in (p.get("clients") or {}).values() if c.get("values")]
+    if values:
+        parts.append(f"one value only: {min(v['epsilon'] for v in values):,.0f}-{max(v['epsilon'] for v in values):,.0f} "
+                     f"over the run ({min(max(v['server_count'], v['client_count'] or 0) for v in values):,}-"
+                     f"{max(max(v['server_count'], v['client_count'] or 0) for v in values):,} distinct values)")
+    return "; ".join(parts) or "none"
+
+
+def gain_variants(records: list[dict[str, Any]]) -> str:
+    """A gain.py result with named variants: each variant's gain on test and validation, its paired
+    difference from the reference, its share of the reference's gain, and what it guarantees."""
+    (r,) = records
+    m = r["metrics"]
+    summary, runs = m["summary"], m["runs"]
+    reference = next((s["minus_reference"]["reference"] for s in summary.values() if "minus_reference" in s), None)
+    ref_gain = summary[reference]["gain"]["mean"] if reference else None
+    lines = ["| run | gain (test) | validation gain | paired difference from " + (reference or "-")
+             + " | share of its gain | per seed | privacy per client (what the epsilon protects) |",
+             "|---|---|---|---|---|---|---|"]
+    for mode, s in summary.items():
+        diff = s.get("minus_reference")
+        share = f"{100 * s['gain']['mean'] / ref_gain:.0f}%" if ref_gain and mode != reference else ""
+        lines.append(f"| {mode} | **{_pm(s['gain'])}** | {_pm(s.get('validation_gain'))} | "
+                     + (_pm(diff) if diff and mode != reference else "") + f" | {share} | "
+                     + ", ".join(f"{g:+.1f}" for g in s["per_seed"]) + f" | {_privacy_cell(runs[mode])} |")
+    seeds = r.get("pipeline_seeds") or r.get("seeds")
+    kind = "pipeline seeds" if r.get("pipeline_seeds") else "train seeds"
+    lines += ["", f"Gain in points of mean greedy pass@1, mean ± 95% interval over {kind} {', '.join(map(str, seeds))}; "
+              f"command `benchmarks/gain.py {r.get('command', '')}`. Record: `benchmarks/results/{r['_file']}` "
+              f"({_machine(r)}, commit {r['env']['commit']}{' dirty' if r['env'].get('dirty') else ''})."]
+    return "\n".join(lines)
+
+
+def results_index(records: list[dict[str, Any]]) -> str:
+    """Every results file, newest first: when, at which commit, on which machine, from which command.
+    The block's source names the directory (``source=.``); the files themselves are the figures."""
+    rows = ["| file | created | commit | machine | command |", "|---|---|---|---|---|"]
+    files = sorted(RESULTS.glob("*.json"), key=lambda p: p.name.rsplit("-", 2)[-2:], reverse=True)
+    for path in files:
+        try:
+            record = json.loads(path.read_text())
+        except ValueError:
+            continue
+        env = record.get("env", {})
+        command = record.get("command") or " ".join(record.get("args", []) if isinstance(record.get("args"), list) else [])
+        rows.append(f"| `{path.name}` | {record.get('created', '')} | {env.get('commit', '')}"
+                    f"{' (dirty)' if env.get('dirty') else ''} | {_machine(record)} | {command[:80]} |")
+    return "\n".join(rows)
+
+
 RENDERERS: dict[str, Callable[[list[dict[str, Any]]], str]] = {
+    "results-index": results_index,
     "gain-table": gain_table,
+    "gain-variants": gain_variants,
 }
 
 
@@ -134,6 +200,8 @@ def render_text(text: str) -> str:
             raise SystemExit(f"render: no renderer {name!r}; use one of {', '.join(RENDERERS)}")
         records = []
         for source in match["source"].split(","):
+            if source == ".":  # the whole results directory (an index)
+                continue
             record = load(source)
             record["_file"] = source
             records.append(record)

@@ -1,7 +1,8 @@
 """Empty-handler Flower round trips: stock `grid.send_and_receive` and FedGRPO's `FlowerTransport`.
 
 The ServerApp sends every node one ~2 KB `query.score` per round (the size of a FedGRPO scoring
-request) and the ClientApp answers 8 floats without computing anything. The same app runs in the
+request before issue 22 made it smaller) and the ClientApp answers 8 packed rewards without computing
+anything. The same app runs in the
 Simulation runtime (benchmarks/engines.py calls `build_apps`) and on a deployment (`flwr run`).
 """
 
@@ -11,7 +12,7 @@ import json
 import statistics
 import time
 
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
@@ -28,16 +29,26 @@ def build_apps(rounds: int, nodes: int, request_bytes: int, results: dict | None
 
     @client_app.query("score")
     def score(message: Message, context: Context) -> Message:
-        record = message.content["score"]
-        n = len(record["candidates"])
-        return Message(RecordDict({"rewards": MetricRecord({"step": record["step"], "rewards": [0.0] * n})}),
+        from fedgrpo.core.packing import pack_rewards
+        from fedgrpo.transport.flower_records import decode_score_request, encode_score_reply
+        from fedgrpo.types import WireScoreReply
+
+        request = decode_score_request(message.content)
+        return Message(encode_score_reply(WireScoreReply(request.step, pack_rewards([0.0] * request.num_values))),
                        reply_to=message)
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
         from fedgrpo.engines.flower_patches import patch_serverapp_grid
         from fedgrpo.transport.flower_transport import FlowerTransport
-        from fedgrpo.types import ScoreItem, ScoreRequest
+        from fedgrpo.types import (
+            QuestionText,
+            Reads,
+            ScoreItem,
+            ScoreRequest,
+            WireItem,
+            WireScoreRequest,
+        )
 
         # The ServerApp-side setting FedGRPO's own ServerApp makes (engines.flower_app), so that the
         # bare round trip and a FedGRPO round run on the same Flower settings.
@@ -54,14 +65,17 @@ def build_apps(rounds: int, nodes: int, request_bytes: int, results: dict | None
         def stock(step: int) -> None:
             from fedgrpo.transport.flower_records import encode_score_request
 
-            messages = [Message(encode_score_request(ScoreRequest(step, request.items)), dst_node_id=node,
+            item = request.items[0]
+            wire = WireScoreRequest(step, "echo", Reads.TEXTS, (
+                WireItem(0, QuestionText(item.question_id, item.generator, item.question), item.candidates),))
+            messages = [Message(encode_score_request(wire), dst_node_id=node,
                                 message_type="query.score", group_id=str(step))
                         for node in transport._node_of.values()]
             replies = list(grid.send_and_receive(messages, timeout=120))
             assert len(replies) == k
 
         def ours(step: int) -> None:
-            results_ = transport.score(step, {e: ScoreRequest(step, request.items) for e in ids})
+            results_ = transport.score_round(step, {e: ScoreRequest(step, request.items) for e in ids})
             assert len(results_.replies) == k, results_.failures
 
         out = {}

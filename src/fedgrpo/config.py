@@ -25,6 +25,13 @@ TINY_PRESETS = ("small", "micro")  # architectures live in fedgrpo.models.tiny
 PARTITIONS = ("domain", "dirichlet", "iid")
 
 
+def _is_share(text: str) -> bool:
+    try:
+        return 0.0 <= float(text) <= 1.0
+    except ValueError:
+        return False
+
+
 def _f(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
     """A config field: its default, its one help text, and for a closed set of names their list."""
     if isinstance(default, (list, dict, set)):
@@ -47,7 +54,8 @@ class DataConfig:
     aux_size: int = _f(100, "Labelled auxiliary set D_p, items in total (paper: 100).")
     public_size: int = _f(4000, "Labelled public items per domain for the server model's pre-training.")
     eval_size: int = _f(
-        600, "Held-out test items per domain (600: the mean's standard error is about 1 point); tables report these.")
+        600, "Held-out test items per domain (at 600 the binomial standard error of a domain-mean accuracy is near one "
+        "point); tables report these.")
     val_size: int = _f(
         600, "Validation items per domain, disjoint from every other split: every choice (a recipe, a threshold, a "
         "baseline's knobs, early stopping) is made on these, never on the test items. 0 = none.")
@@ -220,6 +228,10 @@ class ModelConfig:
     pretrain_confirm: int = _f(
         1, "Edge pre-training: a domain counts as at the edge once its sampled accuracy has reached pretrain_target at "
         "this many consecutive checks (1 = the first time; more resists a lucky check).")
+    pretrain_resume_margin: float | None = _f(
+        None, "Edge pre-training: a domain that reached pretrain_target and later falls below target minus this "
+        "trains at full weight again until it is back; training ends at a check where every domain is at its edge. "
+        "Unset = a reached domain is only replayed, whatever it does.")
     pretrain_replay: float = _f(
         0.1, "Edge pre-training: sampling weight of a domain that has reached pretrain_target, against 1 "
         "for one still learning (keeps it from being forgotten without teaching it much more).")
@@ -243,6 +255,8 @@ class ModelConfig:
             raise ConfigError(f"pretrain_target must be in [0, 1], got {self.pretrain_target}")
         if not 0 <= self.expert_replay < 1:
             raise ConfigError(f"expert_replay must be in [0, 1), got {self.expert_replay}")
+        if self.pretrain_resume_margin is not None and not 0 <= self.pretrain_resume_margin < self.pretrain_target:
+            raise ConfigError(f"pretrain_resume_margin must be in [0, pretrain_target), got {self.pretrain_resume_margin}")
         if self.pretrain_probe_items < 1 or self.pretrain_confirm < 1:
             raise ConfigError("pretrain_probe_items and pretrain_confirm must be at least 1")
         if not 0 <= self.pretrain_replay <= 1:
@@ -340,7 +354,9 @@ GRPO_DERIVED = {
     "per_device_train_batch_size": "it is prompts_per_step * M * G; set those instead",
 }
 SCORER_MODES = ("gated", "model", "answer")
-ADVERSARY_BEHAVIOURS = ("invert", "random", "max")  # scorers.adversary
+# scorers.adversary's zoo; those with a parameter take BEHAVIOUR:P, P a share in [0, 1]
+ADVERSARY_BEHAVIOURS = ("invert", "random", "max", "probe_aware", "flip", "lazy", "targeted", "collude")
+ADVERSARY_PARAMETERS = ("flip", "targeted")
 ROBUST_AGGREGATIONS = ("mean", "median", "trimmed_mean")  # core.aggregate
 
 
@@ -390,8 +406,10 @@ class FederationConfig:
         "corrected, not excluded: its rewards are used as 1 - reward (Dawid-Skene's reading of a rater worse "
         "than chance), and it is excluded if it stops inverting. Off: every flagged expert is excluded.")
     adversaries: tuple[str, ...] = _f(
-        (), "For measurements only: experts that lie after an honest calibration, as EXPERT:BEHAVIOUR with "
-        "BEHAVIOUR invert, random or max (e.g. client-1:invert).")
+        (), "For measurements only: experts that lie after an honest calibration, as EXPERT:BEHAVIOUR[:P] with "
+        "BEHAVIOUR invert, random, max, probe_aware (honest on what it saw at calibration), flip:P (flips a share "
+        "P), lazy (1 where its own model is unsure), targeted:F (lies on a sub-topic, a share F of questions) or "
+        "collude (probe_aware, for two experts of one domain); e.g. client-1:flip:0.3 (scorers/adversary.py).")
     selection_seed: int = _f(0, "Seed of random selection.")
 
     def __post_init__(self) -> None:
@@ -424,11 +442,19 @@ class FederationConfig:
             raise ConfigError("recheck_every must be 0 (off) or more and recheck_items at least 1")
         if not 0 < self.recheck_threshold < 1:
             raise ConfigError(f"recheck_threshold must be in (0, 1), got {self.recheck_threshold}")
+        seen = set()
         for entry in self.adversaries:
-            expert, sep, behaviour = entry.partition(":")
+            expert, sep, spec = entry.partition(":")
+            behaviour, has_p, parameter = spec.partition(":")
+            fix = (f"write EXPERT:BEHAVIOUR[:P] with BEHAVIOUR one of {', '.join(ADVERSARY_BEHAVIOURS)} and P (for "
+                   f"{' and '.join(ADVERSARY_PARAMETERS)} only) a share in [0, 1], e.g. client-1:flip:0.3")
             if not sep or not expert or behaviour not in ADVERSARY_BEHAVIOURS:
-                raise ConfigError(f"adversaries entry {entry!r}: write EXPERT:BEHAVIOUR with BEHAVIOUR one of "
-                                  f"{', '.join(ADVERSARY_BEHAVIOURS)} (e.g. client-1:invert)")
+                raise ConfigError(f"adversaries entry {entry!r}: {fix}")
+            if has_p and (behaviour not in ADVERSARY_PARAMETERS or not _is_share(parameter)):
+                raise ConfigError(f"adversaries entry {entry!r}: {fix}")
+            if expert in seen:
+                raise ConfigError(f"adversaries names {expert} twice: give each expert one behaviour")
+            seen.add(expert)
 
     def adversary_of(self, expert_id: str) -> str | None:
         """The behaviour the config gives `expert_id` (None: honest)."""
@@ -458,9 +484,9 @@ class TrainConfig:
     overlap_rewards: str = _f(
         "auto", "One-step off-policy: request a generation batch's rewards in the background while training on "
         "the previous batch (TRL's importance ratio corrects the one-batch lag; docs/deployment.md, Overlap). "
-        "auto = on for engine deployment, where it hides the round trip (a loopback step 1.37x embedded "
-        "with it, 1.52x without), off elsewhere, where it buys nothing measurable and training uses TRL's "
-        "public API only; on; off.", choices=OVERLAP_MODES)
+        "auto = on for engine deployment, where it hides the round trip (measured in docs/deployment.md), off "
+        "elsewhere, where it buys nothing measurable and training uses TRL's public API only; on; off.",
+        choices=OVERLAP_MODES)
     train_seed: int = _f(0, "Seed of GRPO sampling and data order.")
     lora_rank: int = _f(
         0, "LoRA rank of the policy's adapter, trained through TRL's peft_config (a policy too big to train in "
@@ -634,7 +660,7 @@ class PrivacyConfig:
 @dataclass(frozen=True)
 class BaselineConfig:
     fedpetuning_rounds: int = _f(
-        10, "FedPETuning: FedAvg rounds, every client every round (its paper: 100 rounds, 10% of 100 clients).")
+        10, "FedPETuning: FedAvg rounds, every client every round (its paper: 100 rounds, a tenth of 100 clients).")
     fedpetuning_local_epochs: int = _f(1, "FedPETuning SFT: local epochs per round over the client's data (its paper: 1).")
     fedpetuning_batch_size: int = _f(32, "FedPETuning SFT: local batch size (its paper: 32).")
     fedpetuning_learning_rate: float = _f(

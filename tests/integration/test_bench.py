@@ -30,9 +30,10 @@ def mini_bench(tiny_config, prepared, tmp_path_factory):
 
 def test_every_method_is_in_the_report(mini_bench):
     _, report, json_path, md_path = mini_bench
-    assert list(report["summary"]) == list(METHODS)
+    planned = [m for m in METHODS.values() if m.in_default_plan]
+    assert list(report["summary"]) == [m.name for m in planned]
     markdown = md_path.read_text()
-    for method in METHODS.values():
+    for method in planned:
         assert f"| {method.label} |" in markdown
     for plot in ("bytes", "accuracy-vs-bytes", "curves", "accuracy-curves", "accuracy"):
         assert (md_path.parent / f"{md_path.stem}-{plot}.png").stat().st_size > 1000
@@ -92,7 +93,10 @@ def test_byte_totals_are_the_sum_of_the_recorded_messages(mini_bench):
     for name, runs in report["runs"].items():
         run = runs[0]
         for direction in ("down", "up"):
+            # Both counts, for every method: the payload model and the wire bytes of every message.
             assert run["bytes"][direction] == sum(m[4] for m in run["messages"] if m[3] == direction), name
+            assert run["wire_bytes"][direction] == sum(m[5] for m in run["messages"] if m[3] == direction), name
+        assert run["wire_bytes"]["unrecorded"] == 0 and all(m[5] > 0 for m in run["messages"]), name
         communicates = METHODS[name].kind not in ("zero_shot",) and name != "central_grpo"
         assert (run["bytes"]["total"] > 0) == communicates, name
     # FedGRPO: calibration and every scoring round, both ways; FedPETuning: every round, every client.
@@ -171,3 +175,14 @@ def test_ablations_plan_one_fedgrpo_variant_per_value_next_to_the_reference_runs
         plan(tiny_config, None, [0], quick=False, work_root=tmp_path, ablations=["experts_per_question=3"])
     with pytest.raises(ConfigError, match="--ablation takes"):
         plan(tiny_config, None, [0], quick=False, work_root=tmp_path, ablations=["beta=0.1"])
+
+
+def test_the_clients_ablation_shares_the_same_private_data_among_more_clients(tiny_config, tmp_path):
+    """Fig. 3a: K clients hold the same private data between them (num_clients = K, the total kept)."""
+    p = plan(tiny_config, ["fedgrpo"], [0], quick=False, work_root=tmp_path, ablations=["clients=4,6"])
+    points = {m.name: m.overrides for m in p.methods if m.name.startswith("ablation-")}
+    total = tiny_config.data.client_size * tiny_config.data.clients
+    assert points == {"ablation-clients=4": {"num_clients": 4, "client_size": total // 4},
+                      "ablation-clients=6": {"num_clients": 6, "client_size": round(total / 6)}}
+    with pytest.raises(ConfigError, match="--ablation takes"):
+        plan(tiny_config, None, [0], quick=False, work_root=tmp_path, ablations=["clients"])

@@ -85,8 +85,11 @@ def assert_same_run(a, b):
     # ...and the same trained weights: the advantages that drove the updates were identical.
     assert all(torch.equal(x, y) for x, y in zip(_weights(out_a), _weights(out_b), strict=True))
     assert m_a["accuracy_after"] == m_b["accuracy_after"]
-    # The same payload bytes per step, per expert and in total, calibration included.
-    assert m_a["bytes"] == m_b["bytes"]
+    # The same payload bytes per step, per expert and in total, calibration included, and the same
+    # messages (what each scorer read, texts once); wire bytes are each engine's own serialization.
+    payload = ("totals", "per_expert", "per_step", "stale_replies", "refused_replies", "scoring_shape")
+    assert {k: m_a["bytes"][k] for k in payload} == {k: m_b["bytes"][k] for k in payload}
+    assert m_a["bytes"]["wire_totals"]["unrecorded"] == m_b["bytes"]["wire_totals"]["unrecorded"] == 0
     assert m_a["routing"]["table"] == m_b["routing"]["table"]
     assert m_b["failures"] == {} and m_b["lost_experts"] == {}
 

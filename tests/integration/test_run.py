@@ -45,13 +45,19 @@ def test_bytes_add_up_to_the_per_message_sum(run_result):
     per_expert_down = sum(e["down"] for e in b["per_expert"].values())
     # Scoring traffic per step plus calibration equals the per-expert totals equals the grand total.
     assert per_step_down + b["totals"]["calibrate_down"] == per_expert_down == b["totals"]["down"]
-    # Up: only floats (4 B) and the step number (8 B) per reply.
-    assert b["totals"]["calibrate_up"] == 2 * 8 * 4  # 2 experts x 8 auxiliary bits
-    # Per step: one reply per expert selected for any of its questions (1 or 2 of the 2 under the
-    # competence threshold) x 8 B step number, plus 4 questions x M*G = 8 floats x 4 B.
+    # Up: per reply its step (8 B), its form ("bits", 4 B) and one bit per value: 8 auxiliary bits in
+    # one byte for each of the 2 experts at calibration...
+    assert b["totals"]["calibrate_up"] == 2 * (4 + 1)
+    # ... and per step one reply per expert selected for any of its questions (1 or 2 of the 2 under
+    # the competence threshold), each one bit per distinct final answer of its questions: 4
+    # questions x M*G = 8 candidates hold at most 32, 4 bytes (where 32 floats took 128).
     ups = [s["up"] for s in b["per_step"].values()]
     assert len(ups) == 2
-    assert all((up - 4 * 8 * 4) in (8, 16) for up in ups), ups
+    assert all(12 + 1 <= up <= 2 * (12 + 4) for up in ups), ups
+    # The built-in experts read final answers: they were sent those, and every message was also
+    # counted as it travels (the expert service's JSON body it would be, on this engine).
+    assert set(b["scoring_shape"]) == {"answers"} and b["scoring_shape"]["answers"]["values"] <= 2 * 32
+    assert b["wire_totals"]["unrecorded"] == 0 and b["wire_totals"]["down"] > 0
     assert b["totals"]["score_up"] == sum(ups)
     assert b["stale_replies"] == 0
 

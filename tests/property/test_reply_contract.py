@@ -1,14 +1,16 @@
 """Fuzzed replies through the real reply path of every engine: none crashes the server, none is
 accepted, each is counted (the reply contract, `transport.contract`).
 
-Paths: the embedded engine (an in-process expert returns the fuzzed object), the Flower engine (a
-node's reply message carries fuzzed records: Simulation and Deployment share this server side), and a
-site's expert service (its HTTP reply body is fuzzed JSON, read by the node's `RemoteExpert` and
-forwarded by the ClientApp's handler, as in a Deployment).
+Paths: the embedded engine (an in-process endpoint returns the fuzzed wire reply: a malformed
+packing, or no reply at all), the Flower engine (a node's reply message carries fuzzed records:
+Simulation and Deployment share this server side), and a site's expert service (its HTTP reply body
+is fuzzed JSON, read by the node's `RemoteExpert` and forwarded by the ClientApp's handler, as in a
+Deployment). And the client's own side: an expert's fuzzed float rewards never leave its endpoint.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import threading
@@ -20,26 +22,38 @@ from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fedgrpo.core.packing import pack_rewards
 from fedgrpo.engines.expert_service import RemoteExpert
-from fedgrpo.transport.contract import MAX_REPLY_BYTES
+from fedgrpo.transport.contract import MAX_REPLY_BYTES, ReplyRefused
 from fedgrpo.transport.embedded import EmbeddedTransport
 from fedgrpo.transport.flower_client import handle_score
 from fedgrpo.transport.flower_records import HELLO, SCORE, encode_hello_reply
 from fedgrpo.transport.flower_transport import FlowerTransport
+from fedgrpo.transport.session import ClientEndpoint
 from fedgrpo.types import (
     CalibrationItem,
     CalibrationReply,
     CalibrationRequest,
     Hello,
+    PackedRewards,
+    QuestionText,
+    Reads,
+    RewardForm,
     ScoreItem,
     ScoreReply,
     ScoreRequest,
+    WireCalibrationReply,
+    WireItem,
+    WireScoreReply,
+    WireScoreRequest,
 )
 
 STEP = 7
 REQUEST = ScoreRequest(STEP, (ScoreItem("q1", "basic_arithmetic", "Calculate 1 + 1.", ("2", "3", "4")),
                               ScoreItem("q2", "basic_arithmetic", "Calculate 2 + 2.", ("4", "5"))))
-N = REQUEST.num_candidates
+N = REQUEST.num_candidates  # 5: one byte of bits, three of them past the last value
+WIRE = WireScoreRequest(STEP, "s", Reads.TEXTS, tuple(
+    WireItem(k, QuestionText(i.question_id, i.generator, i.question), i.candidates) for k, i in enumerate(REQUEST.items)))
 CALIBRATION = CalibrationRequest(tuple(CalibrationItem(f"a{i}", "basic_arithmetic", f"Calculate {i} + 1.", str(i + 1))
                                        for i in range(4)))
 
@@ -51,8 +65,69 @@ allowed = st.one_of(st.floats(min_value=0.0, max_value=1.0), st.just(math.nan))
 
 
 @st.composite
+def bad_packings(draw, n: int = N, allow_missing: bool = True) -> PackedRewards:
+    """Packed rewards that are not the one encoding of `n` values (`core.packing`), by a fault drawn first."""
+    values = [draw(allowed) for _ in range(n)]
+    good = pack_rewards(values)
+    fault = draw(st.sampled_from(["length", "stray", "mask-length", "mask-stray", "mask-empty", "masked-value",
+                                  "q8-of-bits", "form", "types"] + ([] if allow_missing else ["mask"])))
+    form, data, mask = good.form, good.values, good.mask
+    if fault == "length":
+        data = draw(st.binary(max_size=3 * n).filter(lambda b: len(b) != len(data)))
+    elif fault == "stray":  # a bit past the last value
+        form, data = RewardForm.BITS, pack_rewards([float(v == 1.0) for v in values]).values
+        data = data[:-1] + bytes([data[-1] | 1 << draw(st.integers(n % 8, 7))])
+    elif fault == "mask-length":
+        mask = draw(st.binary(min_size=1, max_size=4).filter(lambda b: len(b) != (n + 7) // 8))
+    elif fault == "mask-stray":
+        mask = bytes([(mask[0] if mask else 1) | 1 << draw(st.integers(n % 8, 7))])
+    elif fault == "mask-empty":  # present, with no value missing
+        mask = bytes((n + 7) // 8)
+    elif fault == "masked-value":  # a value where the mask says missing
+        form, data, mask = RewardForm.BITS, bytes([1]), bytes([1])
+    elif fault == "q8-of-bits":  # 0/1 values as 8-bit levels: they go as bits
+        form, data, mask = RewardForm.Q8, bytes(draw(st.sampled_from([0, 255])) for _ in range(n)), b""
+    elif fault == "mask":  # a value missing where every one is required (calibration)
+        form, data, mask = RewardForm.BITS, bytes([0]), bytes([1])
+    elif fault == "form":
+        form = draw(st.one_of(st.sampled_from(["floats", "", "Bits", "q16"]), st.integers(), st.none()))
+    else:
+        data = draw(st.one_of(st.lists(st.integers(0, 255), max_size=2), st.text(max_size=2), st.none()))
+    return PackedRewards(form, data, mask)
+
+
+bad_steps = st.one_of(st.floats(allow_nan=True), st.text(max_size=4), st.booleans(), st.none())
+
+
+@st.composite
+def bad_score_replies(draw):
+    """Any object but a well-formed wire reply to WIRE at STEP (stale replies are counted apart)."""
+    kind = draw(st.sampled_from(["object", "rewards", "step", "floats"]))
+    if kind == "object":
+        return draw(st.one_of(st.none(), st.integers(), st.text(max_size=8), st.dictionaries(st.text(max_size=3), st.floats()),
+                              st.builds(WireCalibrationReply, st.just(pack_rewards([1.0])))))
+    if kind == "step":
+        return WireScoreReply(draw(bad_steps), pack_rewards([draw(allowed) for _ in range(N)]))
+    if kind == "floats":  # the resolved reply, never packed
+        return ScoreReply(STEP, tuple(draw(allowed) for _ in range(N)))
+    return WireScoreReply(STEP, draw(bad_packings()))
+
+
+@st.composite
+def bad_calibration_replies(draw):
+    kind = draw(st.sampled_from(["object", "packing", "q8"]))
+    n = len(CALIBRATION.items)
+    if kind == "object":
+        return draw(st.one_of(st.none(), st.text(max_size=5), st.builds(WireScoreReply, st.just(0), st.just(pack_rewards([1.0]))),
+                              st.builds(CalibrationReply, st.just((1.0,) * n))))
+    if kind == "q8":  # correctness values are bits
+        return WireCalibrationReply(pack_rewards([0.5] + [1.0] * (n - 1)))
+    return WireCalibrationReply(draw(bad_packings(n, allow_missing=False)))
+
+
+@st.composite
 def bad_rewards(draw):
-    """A reward list with at least one fault: a wrong length, an out-of-range value or a non-float."""
+    """A resolved reward list with at least one fault: a wrong length, an out-of-range value or a non-float."""
     fault = draw(st.sampled_from(["length", "range", "type"]))
     if fault == "length":
         n = draw(st.integers(0, 3 * N).filter(lambda k: k != N))
@@ -62,45 +137,15 @@ def bad_rewards(draw):
     return values
 
 
-bad_steps = st.one_of(st.floats(allow_nan=True), st.text(max_size=4), st.booleans(), st.none())
-
-
-@st.composite
-def bad_score_replies(draw):
-    """Any object but a well-formed reply to REQUEST at STEP (stale replies are counted apart)."""
-    kind = draw(st.sampled_from(["object", "rewards", "step", "container"]))
-    if kind == "object":
-        return draw(st.one_of(st.none(), st.integers(), st.text(max_size=8), st.dictionaries(st.text(max_size=3), st.floats()),
-                              st.builds(CalibrationReply, st.tuples(st.just(1.0)))))
-    if kind == "step":
-        return ScoreReply(draw(bad_steps), tuple(draw(allowed) for _ in range(N)))
-    if kind == "container":
-        return ScoreReply(STEP, [draw(allowed) for _ in range(N)])  # a list, not the tuple the type declares
-    return ScoreReply(STEP, tuple(draw(bad_rewards())))
-
-
-@st.composite
-def bad_calibration_replies(draw):
-    kind = draw(st.sampled_from(["object", "length", "value"]))
-    if kind == "object":
-        return draw(st.one_of(st.none(), st.text(max_size=5), st.builds(ScoreReply, st.just(0), st.just((1.0,)))))
-    if kind == "length":
-        n = draw(st.integers(0, 12).filter(lambda k: k != len(CALIBRATION.items)))
-        return CalibrationReply(tuple(1.0 for _ in range(n)))
-    values = [1.0, 0.0, 1.0, 0.0]
-    # NaN where a value is required, a value that is not a bit, or not a float at all.
-    values[draw(st.integers(0, 3))] = draw(st.one_of(st.just(math.nan), st.floats().filter(lambda x: x not in (0.0, 1.0)),
-                                                     not_a_float))
-    return CalibrationReply(tuple(values))
-
-
 FUZZ = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # --- the embedded engine ---------------------------------------------------------------------------
 
 class Replies:
-    """An in-process expert that answers with whatever the test sets."""
+    """An in-process endpoint that answers with whatever wire reply the test sets."""
+
+    speaks_wire = True
 
     def __init__(self):
         self.score_reply = self.calibration_reply = None
@@ -148,9 +193,30 @@ def test_embedded_calibration_replies(embedded, reply):
 
 def test_a_well_formed_reply_passes_and_nan_means_no_reward(embedded):
     expert, transport = embedded
-    expert.score_reply = ScoreReply(STEP, (1.0, 0.0, math.nan, 0.5, 1.0))
-    results = transport.score_round(STEP, {"fuzzed": REQUEST})
-    assert results.replies["fuzzed"].rewards[:2] == (1.0, 0.0) and not results.failures
+    expert.score_reply = WireScoreReply(STEP, pack_rewards((1.0, 0.0, math.nan, 0.4, 1.0)))
+    rewards = transport.score_round(STEP, {"fuzzed": REQUEST}).replies["fuzzed"].rewards
+    assert rewards[:2] == (1.0, 0.0) and math.isnan(rewards[2]) and rewards[3:] == (0.4, 1.0)
+
+
+class Floats:
+    """A client's expert that scores with whatever resolved reply the test sets."""
+
+    reply: object = None
+
+    def hello(self):
+        return Hello("fuzzed", "arithmetic")
+
+    def score(self, request):
+        return self.reply
+
+
+@FUZZ
+@given(rewards=bad_rewards())
+def test_a_clients_endpoint_sends_no_reward_outside_the_contract(rewards):
+    expert = Floats()
+    expert.reply = ScoreReply(STEP, tuple(rewards))
+    with pytest.raises(ReplyRefused):
+        ClientEndpoint(expert).score(WIRE)
 
 
 # --- the Flower engine: a node's reply records are fuzzed ----------------------------------------------
@@ -188,38 +254,43 @@ class RawGrid:
 
 
 metric_values = st.one_of(st.integers(-10, 10), st.floats(), st.lists(st.floats(), max_size=7),
-                          st.lists(st.integers(-3, 3), max_size=7))
+                          st.lists(st.integers(-3, 3), max_size=7), st.binary(min_size=1, max_size=4))
+
+
+def _fields(packed: PackedRewards, step: object = STEP) -> dict:
+    fields = {"step": step, "form": packed.form, "values": packed.values, "mask": packed.mask}
+    return {k: v for k, v in fields.items() if not isinstance(v, bytes) or v}
 
 
 @st.composite
 def bad_score_contents(draw):
-    """A reply RecordDict that is not exactly {"rewards": MetricRecord(step=STEP, rewards=[N allowed floats])}."""
-    kind = draw(st.sampled_from(["extra-record", "renamed", "config-record", "extra-field", "missing-field",
-                                 "values", "step"]))
-    good = {"step": STEP, "rewards": [draw(allowed) for _ in range(N)]}
+    """A reply RecordDict that is not exactly {"rewards": ConfigRecord(step=STEP, form, values[, mask])},
+    the one packing of N allowed rewards."""
+    kind = draw(st.sampled_from(["extra-record", "renamed", "metric-record", "extra-field", "missing-field",
+                                 "values", "step", "empty-bytes"]))
+    good = _fields(pack_rewards([draw(allowed) for _ in range(N)]))
+    good["form"] = good["form"].value
     if kind == "extra-record":
-        return RecordDict({"rewards": MetricRecord(good), draw(st.sampled_from(["extra", "log", "x"])): MetricRecord({"a": 1.0})})
+        return RecordDict({"rewards": ConfigRecord(good), draw(st.sampled_from(["extra", "log", "x"])): MetricRecord({"a": 1.0})})
     if kind == "renamed":
-        return RecordDict({draw(st.sampled_from(["reward", "scores", "Rewards"])): MetricRecord(good)})
-    if kind == "config-record":
-        return RecordDict({"rewards": ConfigRecord(good)})
+        return RecordDict({draw(st.sampled_from(["reward", "scores", "Rewards"])): ConfigRecord(good)})
+    if kind == "metric-record":  # the form of the floats of old, in a MetricRecord
+        return RecordDict({"rewards": MetricRecord({"step": STEP, "rewards": [draw(allowed) for _ in range(N)]})})
     if kind == "extra-field":
-        return RecordDict({"rewards": MetricRecord({**good, draw(st.sampled_from(["note", "debug", "z"])): draw(metric_values)})})
+        return RecordDict({"rewards": ConfigRecord({**good, draw(st.sampled_from(["note", "debug", "z"])): draw(metric_values)})})
     if kind == "missing-field":
-        missing = draw(st.sampled_from(list(good)))
-        return RecordDict({"rewards": MetricRecord({k: v for k, v in good.items() if k != missing})})
+        missing = draw(st.sampled_from(["step", "form", "values"]))
+        return RecordDict({"rewards": ConfigRecord({k: v for k, v in good.items() if k != missing})})
     if kind == "step":
-        return RecordDict({"rewards": MetricRecord({**good, "step": draw(st.floats(allow_nan=False))})})
-    # Flower's records hold one type per list: wrong length, a value out of range, or integers.
-    fault = draw(st.sampled_from(["length", "range", "ints"]))
-    if fault == "length":
-        values = [draw(allowed) for _ in range(draw(st.integers(0, 3 * N).filter(lambda k: k != N)))]
-    elif fault == "range":
-        values = [draw(allowed) for _ in range(N)]
-        values[draw(st.integers(0, N - 1))] = draw(out_of_range)
-    else:
-        values = [draw(st.integers(0, 1)) for _ in range(N)]
-    return RecordDict({"rewards": MetricRecord({"step": STEP, "rewards": values})})
+        return RecordDict({"rewards": ConfigRecord({**good, "step": draw(st.one_of(st.floats(allow_nan=False), st.text(max_size=3)))})})
+    if kind == "empty-bytes":  # an empty byte string is left out, not sent
+        return RecordDict({"rewards": ConfigRecord({**good, "mask": b""})})
+    bad = draw(bad_packings().filter(lambda p: isinstance(p.values, bytes) and isinstance(p.form, (str, int))))
+    fields = _fields(bad)
+    fields["form"] = bad.form.value if isinstance(bad.form, RewardForm) else bad.form
+    if fields["form"] == "":
+        fields["form"] = "none"
+    return RecordDict({"rewards": ConfigRecord(fields)})
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +320,7 @@ def test_flower_score_replies(flower, content):
 
 def test_flower_oversized_reply_is_refused_before_decoding(flower):
     grid, transport = flower
-    grid.content = RecordDict({"rewards": MetricRecord({"step": STEP, "rewards": [0.5] * (MAX_REPLY_BYTES // 8 + 10)})})
+    grid.content = RecordDict({"rewards": ConfigRecord({"step": STEP, "form": "q8", "values": b"\x80" * (MAX_REPLY_BYTES + 10)})})
     results = transport.score_round(STEP, {"fuzzed": REQUEST})
     assert results.replies == {} and "more than the" in results.failures[0].reason
 
@@ -288,18 +359,28 @@ json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st
 
 @st.composite
 def bad_json_bodies(draw):
-    kind = draw(st.sampled_from(["anything", "extra-field", "rewards", "step", "not-json"]))
-    good = {"step": STEP, "rewards": [draw(st.floats(0.0, 1.0)) for _ in range(N)]}
+    kind = draw(st.sampled_from(["anything", "extra-field", "packing", "step", "not-json", "not-base64", "repeated"]))
+    good = json.loads(_body(pack_rewards([draw(st.floats(0.0, 1.0)) for _ in range(N)])))
     if kind == "anything":
-        return json.dumps(draw(json_values.filter(lambda v: not (isinstance(v, dict) and set(v) == {"step", "rewards"})))).encode()
+        return json.dumps(draw(json_values.filter(lambda v: not (isinstance(v, dict) and set(v) >= {"step", "form"})))).encode()
     if kind == "extra-field":
         return json.dumps({**good, draw(st.text(min_size=1, max_size=4).filter(lambda k: k not in good)): draw(json_values)}).encode()
     if kind == "step":
         return json.dumps({**good, "step": draw(st.one_of(st.floats(allow_nan=False), st.text(max_size=3), st.booleans()))}).encode()
     if kind == "not-json":
         return draw(st.binary(max_size=20).filter(lambda b: not _is_json(b)))
-    rewards = draw(bad_rewards().filter(lambda v: all(not isinstance(x, float) or math.isfinite(x) for x in v)))
-    return json.dumps({"step": STEP, "rewards": rewards}).encode()
+    if kind == "not-base64":  # not base64, or not its one canonical text
+        return json.dumps({**good, "values": draw(st.sampled_from(["!!", "AA", "AB==", "QQ=", 3, None]))}).encode()
+    if kind == "repeated":
+        return b'{"step": 7, "step": 7, "form": "bits", "values": "AA=="}'
+    bad = draw(bad_packings().filter(lambda p: isinstance(p.values, bytes) and isinstance(p.form, RewardForm)))
+    return _body(bad)
+
+
+def _body(packed: PackedRewards) -> bytes:
+    fields = {"step": STEP, "form": packed.form.value,
+              **{k: base64.b64encode(v).decode() for k, v in (("values", packed.values), ("mask", packed.mask)) if v}}
+    return json.dumps(fields).encode()
 
 
 def _is_json(body: bytes) -> bool:
@@ -327,6 +408,6 @@ def test_expert_service_replies(flower, service, body):
 
 
 def test_expert_service_oversized_body_is_refused(service):
-    Body.text = json.dumps({"step": STEP, "rewards": [0.5] * (MAX_REPLY_BYTES // 4)}).encode()
+    Body.text = json.dumps({"step": STEP, "form": "q8", "values": "gA==" * (MAX_REPLY_BYTES // 4)}).encode()
     with pytest.raises(ValueError, match="more than the"):
-        service.score(REQUEST)
+        service.score(WIRE)

@@ -12,26 +12,33 @@ Run: pytest tests/property/test_request_contract.py
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
+import zlib
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fedgrpo.core.packing import MAX_TEXTS_BYTES, compress_texts
 from fedgrpo.engines.expert_service import ExpertService
 from fedgrpo.transport.contract import (
     MAX_CANDIDATES,
     MAX_ITEMS,
     MAX_REQUEST_BYTES,
     MAX_REQUEST_CANDIDATES,
+    MAX_SESSION_CHARS,
     MAX_STEP,
     MAX_TEXT_CHARS,
 )
 from fedgrpo.types import CalibrationReply, CalibrationRequest, Hello, ScoreReply, ScoreRequest
 
-GOOD_SCORE = {"step": 4, "items": [{"question_id": "q1", "generator": "basic_arithmetic",
-                                    "question": "Calculate 1 + 1.", "candidates": ["2", "33"]}]}
+# A session's first request: one question with its text, its two distinct final answers.
+GOOD_SCORE = {"step": 4, "session": "s", "reads": "answers", "refs": [0], "counts": [2], "answers": ["2", "33"],
+              "text_at": [0], "question_id": ["q1"], "generator": ["basic_arithmetic"],
+              "question": ["Calculate 1 + 1."]}
+GOOD_REPLY = {"step": 4, "form": "bits", "values": base64.b64encode(bytes([0b01])).decode()}  # 1.0, 0.0
 GOOD_CALIBRATION = {"items": [{"question_id": "a1", "generator": "basic_arithmetic",
                                "question": "Calculate 2 + 2.", "answer": "4"}]}
 
@@ -44,7 +51,7 @@ class Counting:
         self.asked = 0
 
     def hello(self):
-        return Hello("client-0", "arithmetic")
+        return Hello("client-0", "arithmetic", reads="answers")
 
     def score(self, request: ScoreRequest) -> ScoreReply:
         self.asked += 1
@@ -105,61 +112,91 @@ def _nested(depth: int, kind: str) -> str:
 def hostile_score_bodies(draw) -> bytes:
     """A score request body with at least one fault, of a kind drawn first."""
     fault = draw(st.sampled_from([
-        "candidates-string", "candidates-not-texts", "candidates-not-list", "no-candidates", "text-not-text",
-        "step", "extra-field", "extra-item-field", "missing-field", "missing-item-field", "items-not-list",
-        "item-not-object", "not-an-object", "deep", "not-json", "repeated-field", "too-many-candidates",
-        "too-many-items", "too-many-in-request", "long-text", "lone-surrogate"]))
+        "answers-string", "answers-not-texts", "answers-not-list", "count-zero", "counts-do-not-add-up",
+        "text-not-text", "step", "session", "reads", "extra-field", "missing-field", "ref-not-count",
+        "text-at-out-of-range", "text-at-not-increasing", "text-columns-differ", "not-an-object", "deep",
+        "not-json", "repeated-field", "too-many-candidates", "too-many-items", "too-many-in-request", "long-text",
+        "lone-surrogate", "empty-list", "questions-without-items", "texts-not-base64", "texts-not-zlib",
+        "texts-not-a-list", "texts-counts-differ", "answers-in-texts-form"]))
     request = json.loads(json.dumps(GOOD_SCORE))
-    item = request["items"][0]
-    if fault == "candidates-string":  # once scored character by character
-        item["candidates"] = draw(st.text(max_size=8))
-    elif fault == "candidates-not-texts":  # integers and other values among the candidates
-        candidates = draw(st.lists(st.text(max_size=3), max_size=3))
-        candidates.insert(draw(st.integers(0, len(candidates))), draw(not_a_text))
-        item["candidates"] = candidates
-    elif fault == "candidates-not-list":
-        item["candidates"] = draw(not_a_list.filter(lambda v: not isinstance(v, str)))
-    elif fault == "no-candidates":
-        item["candidates"] = []
+    if fault == "answers-string":  # would be scored character by character
+        request["answers"] = draw(st.text(max_size=8))
+    elif fault == "answers-not-texts":  # integers and other values among the answers
+        request["answers"] = ["2", draw(not_a_text)]
+    elif fault == "answers-not-list":
+        request["answers"] = draw(not_a_list.filter(lambda v: not isinstance(v, str)))
+    elif fault == "count-zero":
+        request["counts"], request["answers"] = [0], []
+    elif fault == "counts-do-not-add-up":
+        request["counts"] = [draw(st.integers(1, 5).filter(lambda n: n != 2))]
     elif fault == "text-not-text":
-        item[draw(st.sampled_from(["question_id", "generator", "question"]))] = draw(not_a_text)
+        request[draw(st.sampled_from(["question_id", "generator", "question"]))] = [draw(not_a_text)]
     elif fault == "step":
         request["step"] = draw(bad_steps)
+    elif fault == "session":
+        request["session"] = draw(st.one_of(not_a_text, st.just("s" * (MAX_SESSION_CHARS + 1))))
+    elif fault == "reads":
+        request["reads"] = draw(json_values.filter(lambda v: v not in ("answers", "texts")))
     elif fault == "extra-field":
         request[draw(st.text(max_size=5).filter(lambda k: k not in request))] = draw(json_values)
-    elif fault == "extra-item-field":
-        item[draw(st.text(max_size=5).filter(lambda k: k not in item))] = draw(json_values)
     elif fault == "missing-field":
         del request[draw(st.sampled_from(sorted(request)))]
-    elif fault == "missing-item-field":
-        del item[draw(st.sampled_from(sorted(item)))]
-    elif fault == "items-not-list":
-        request["items"] = draw(not_a_list)
-    elif fault == "item-not-object":
-        request["items"] = [draw(not_an_object)]
+    elif fault == "ref-not-count":
+        request["refs"] = [draw(st.one_of(st.booleans(), st.floats(), st.integers(max_value=-1), st.text(max_size=2)))]
+    elif fault == "text-at-out-of-range":
+        request["text_at"] = [draw(st.one_of(st.integers(min_value=1), st.integers(max_value=-1)))]
+    elif fault == "text-at-not-increasing":
+        request.update(refs=[0, 1], counts=[1, 1], answers=["2", "3"], text_at=[1, 1], question_id=["a", "b"],
+                       generator=["g", "g"], question=["x", "y"])
+    elif fault == "text-columns-differ":
+        request[draw(st.sampled_from(["question_id", "generator", "question"]))] = ["a", "b"]
     elif fault == "not-an-object":
         return json.dumps(draw(not_an_object)).encode()
     elif fault == "deep":  # deeper than the parser's recursion limit, somewhere in the request
         deep = _nested(draw(st.integers(1_000, 100_000)), draw(st.sampled_from(["list", "object"])))
-        where = draw(st.sampled_from(["top", "candidates", "step"]))
+        where = draw(st.sampled_from(["top", "answers", "step"]))
         if where == "top":
             return deep.encode()
-        marker = json.dumps(request).replace('["2", "33"]' if where == "candidates" else "4", "@", 1)
+        marker = json.dumps(request).replace('["2", "33"]' if where == "answers" else "4", "@", 1)
         return marker.replace("@", deep).encode()
     elif fault == "not-json":
         return draw(st.binary(min_size=0, max_size=40).filter(_not_json))
     elif fault == "repeated-field":
-        return b'{"step": 4, "step": 5, "items": []}'
+        return b'{"step": 4, "step": 5, "session": "s", "reads": "answers"}'
     elif fault == "too-many-candidates":
-        item["candidates"] = ["x"] * (MAX_CANDIDATES + 1)
+        request["counts"], request["answers"] = [MAX_CANDIDATES + 1], ["x"] * (MAX_CANDIDATES + 1)
     elif fault == "too-many-items":
-        request["items"] = [item] * (MAX_ITEMS + 1)
+        n = MAX_ITEMS + 1
+        request.update(refs=[0] * n, counts=[1] * n, answers=["x"] * n)
     elif fault == "too-many-in-request":
-        request["items"] = [dict(item, candidates=["x"] * MAX_CANDIDATES)] * (MAX_REQUEST_CANDIDATES // MAX_CANDIDATES + 1)
+        n = MAX_REQUEST_CANDIDATES // MAX_CANDIDATES + 1
+        request.update(refs=[0] * n, counts=[MAX_CANDIDATES] * n, answers=["x"] * (n * MAX_CANDIDATES))
     elif fault == "long-text":
-        item["question"] = "x" * (MAX_TEXT_CHARS + 1)
-    else:  # a lone surrogate, which JSON's escapes can carry and UTF-8 cannot encode
-        item["candidates"] = ["2", "\ud800"]
+        request["question"] = ["x" * (MAX_TEXT_CHARS + 1)]
+    elif fault == "lone-surrogate":  # which JSON's escapes can carry and UTF-8 cannot encode
+        request["answers"] = ["2", "\ud800"]
+    elif fault == "empty-list":  # an empty column is left out, not sent
+        request[draw(st.sampled_from(["refs", "text_at"]))] = []
+    elif fault == "questions-without-items":
+        for name in ("refs", "counts", "answers"):
+            del request[name]
+    else:  # the texts form: compressed candidates
+        request["reads"] = "texts"
+        blob = compress_texts(["2", "33"])
+        if fault == "texts-not-base64":
+            request["texts"] = draw(st.one_of(st.sampled_from(["!!", "AB==", "QQ="]), not_a_text))
+        elif fault == "texts-not-zlib":
+            request["texts"] = base64.b64encode(draw(st.binary(min_size=1, max_size=12))).decode()
+        elif fault == "texts-not-a-list":
+            request["texts"] = base64.b64encode(zlib.compress(json.dumps(draw(not_a_list)).encode())).decode()
+        elif fault == "texts-counts-differ":
+            request["texts"] = base64.b64encode(compress_texts(["2"] * draw(st.integers(0, 5).filter(lambda n: n != 2)))).decode()
+        else:  # answers where the texts form takes compressed texts
+            pass
+        if fault != "answers-in-texts-form":
+            del request["answers"]
+        else:
+            request["texts"] = base64.b64encode(blob).decode()
     return json.dumps(request).encode()
 
 
@@ -223,7 +260,7 @@ def _assert_refused_then_served(site, status: int, reply: dict, asked_before: in
     assert expert.asked == asked_before
     # The service is still up and a good request is answered as before.
     body = json.dumps(GOOD_SCORE).encode()
-    assert exchange(port, "/score", with_length(body), body) == (200, {"step": 4, "rewards": [1.0, 0.0]})
+    assert exchange(port, "/score", with_length(body), body) == (200, GOOD_REPLY)
     assert expert.asked == asked_before + 1
 
 
@@ -258,6 +295,24 @@ def test_hostile_framing_is_refused_and_the_service_stays_up(site, framing):
 def test_good_requests_are_answered(site):
     _, port = site
     body = json.dumps(GOOD_CALIBRATION).encode()
-    assert exchange(port, "/calibrate", with_length(body), body) == (200, {"correct": [1.0]})
-    body = json.dumps({**GOOD_SCORE, "items": []}).encode()  # nothing to score is not an error
-    assert exchange(port, "/score", with_length(body), body) == (200, {"step": 4, "rewards": []})
+    assert exchange(port, "/calibrate", with_length(body), body) == (200, {"form": "bits", "values": "AQ=="})
+    body = json.dumps({"step": 4, "session": "s", "reads": "answers"}).encode()  # nothing to score is not an error
+    assert exchange(port, "/score", with_length(body), body) == (200, {"step": 4, "form": "bits"})
+    # The session's question again, by its number alone: the service kept its text.
+    body = json.dumps({"step": 5, "session": "s", "reads": "answers", "refs": [0], "counts": [1],
+                       "answers": ["7"]}).encode()
+    assert exchange(port, "/score", with_length(body), body) == (200, {"step": 5, "form": "bits", "values": "AQ=="})
+
+
+def test_compressed_texts_that_inflate_past_the_cap_are_refused(site):
+    """A small body whose texts inflate a thousandfold (a zlib bomb) is refused from the inflated size,
+    and the service stays up."""
+    expert, port = site
+    bomb = zlib.compress(b'["' + b"a" * (MAX_TEXTS_BYTES + 10) + b'"]', 9)
+    body = json.dumps({"step": 1, "session": "s", "reads": "texts", "refs": [0], "counts": [1],
+                       "texts": base64.b64encode(bomb).decode()}).encode()
+    assert len(body) < MAX_REQUEST_BYTES
+    asked = expert.asked
+    status, reply = exchange(port, "/score", with_length(body), body)
+    assert "inflate to more than" in reply["error"]
+    _assert_refused_then_served(site, status, reply, asked)

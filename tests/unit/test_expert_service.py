@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from fedgrpo.core.packing import pack_rewards
 from fedgrpo.engines.expert_service import (
     ExpertService,
     ExpertServiceError,
@@ -23,15 +24,22 @@ from fedgrpo.engines.expert_service import (
 from fedgrpo.privacy.client import PrivacyBudgetSpent
 from fedgrpo.transport.contract import MAX_REQUEST_BYTES, MAX_TEXT_CHARS, RequestRefused
 from fedgrpo.transport.embedded import EmbeddedTransport
+from fedgrpo.transport.json_body import score_request_body
 from fedgrpo.types import (
     CalibrationItem,
     CalibrationReply,
     CalibrationRequest,
     FailureKind,
     Hello,
+    QuestionText,
+    Reads,
     ScoreItem,
     ScoreReply,
     ScoreRequest,
+    WireCalibrationReply,
+    WireItem,
+    WireScoreReply,
+    WireScoreRequest,
 )
 
 
@@ -53,6 +61,12 @@ class Expert:
         return ScoreReply(request.step, tuple(float(len(c) % 2) for i in request.items for c in i.candidates))
 
 
+def _wire(step: int = 0, candidates=("x",), text: bool = True, reads=Reads.TEXTS, session="s") -> WireScoreRequest:
+    """A one-question wire request (its text with it unless `text` is False)."""
+    question = QuestionText("q", "spell_backward", "Spell 'ab' backward.") if text else None
+    return WireScoreRequest(step, session, reads, (WireItem(0, question, tuple(candidates)),))
+
+
 @pytest.fixture
 def service():
     running = ExpertService(Expert("client-3", "spelling")).start()
@@ -65,16 +79,49 @@ def test_the_service_answers_like_the_expert_it_holds(service):
     assert client.hello() == Hello("client-3", "spelling", {"records": {"epsilon": 8.0}})
     calibration = CalibrationRequest((CalibrationItem("a1", "basic_arithmetic", "2 + 2?", "4"),
                                       CalibrationItem("a2", "basic_arithmetic", "2 + 3?", "6")))
-    assert client.calibrate(calibration) == CalibrationReply((1.0, 0.0))
-    request = ScoreRequest(5, (ScoreItem("q", "spell_backward", "Spell 'ab' backward.", ("ba", "b", "é")),))
-    assert client.score(request) == ScoreReply(5, (0.0, 1.0, 1.0))
+    assert client.calibrate(calibration) == WireCalibrationReply(pack_rewards((1.0, 0.0)))
+    assert client.score(_wire(5, ("ba", "b", "é"))) == WireScoreReply(5, pack_rewards((0.0, 1.0, 1.0)))
+
+
+def test_the_service_keeps_a_sessions_texts_and_asks_for_one_it_lacks(service):
+    client = RemoteExpert(service.url, timeout_s=5)
+    assert client.score(_wire(1, ("ba",))).step == 1
+    # The same session again: the question's number alone is enough.
+    assert client.score(_wire(2, ("ba", "b"), text=False)) == WireScoreReply(2, pack_rewards((0.0, 1.0)))
+    # Another session (a restarted server) or a restarted service: the service says what it lacks, typed.
+    with pytest.raises(ExpertServiceError, match="unknown here") as caught:
+        client.score(_wire(3, ("ba",), text=False, session="another"))
+    assert caught.value.kind is FailureKind.NEEDS_TEXT
+
+
+def test_the_wire_bytes_the_embedded_engine_records_are_the_bodies_that_travel(service):
+    """Through a real service: the ledger's wire bytes of every message are the HTTP bodies posted and
+    read back, and the embedded engine records the same sizes without a service."""
+    bodies: list[tuple[str, int]] = []
+
+    class Measured(RemoteExpert):
+        def _call(self, method, path, data=None):
+            reply = super()._call(method, path, data)
+            if method == "POST":
+                bodies.extend([("down", len(data)), ("up", len(reply))])
+            return reply
+
+    remote = EmbeddedTransport({"client-3": Measured(service.url, timeout_s=5)}, timeout_s=5)
+    local = EmbeddedTransport({"client-3": Expert("client-3", "spelling")}, timeout_s=5)
+    for transport in (remote, local):
+        transport.calibrate_round(CalibrationRequest((CalibrationItem("a1", "basic_arithmetic", "2 + 2?", "4"),)))
+        for step in (1, 2):
+            request = ScoreRequest(step, (ScoreItem("q", "spell_backward", "Spell 'ab' backward.", ("ba", "b")),))
+            assert transport.score_round(step, {"client-3": request}).replies
+    assert [(r[3], r[5]) for r in remote.ledger.records] == bodies
+    assert [r[5] for r in local.ledger.records] == [size for _, size in bodies]
 
 
 def test_a_scorer_fault_reaches_the_caller_as_one_line():
     faulty = ExpertService(Expert("client-0", "arithmetic", fail=True)).start()
     try:
         with pytest.raises(ExpertServiceError, match="RuntimeError: out of memory"):
-            RemoteExpert(faulty.url, timeout_s=5).score(ScoreRequest(0, (ScoreItem("q", "g", "t", ("x",)),)))
+            RemoteExpert(faulty.url, timeout_s=5).score(_wire())
     finally:
         faulty.stop()
 
@@ -95,7 +142,7 @@ def test_a_spent_budget_reaches_the_caller_typed_across_the_hop():
     try:
         remote = RemoteExpert(spent.url, timeout_s=5)
         with pytest.raises(ExpertServiceError, match="PrivacyBudgetSpent: privacy budget spent") as caught:
-            remote.score(ScoreRequest(0, (ScoreItem("q", "g", "t", ("x",)),)))
+            remote.score(_wire())
         assert caught.value.kind is FailureKind.BUDGET_SPENT
         # An engine that calls the remote expert records the kind the service reported.
         [failure] = EmbeddedTransport({"client-0": remote}, timeout_s=5).score_round(
@@ -114,7 +161,7 @@ def test_a_service_slower_than_the_deadline_is_a_timeout():
     slow = ExpertService(Slow()).start()
     try:
         with pytest.raises(ExpertServiceError, match="timed out") as caught:
-            RemoteExpert(slow.url, timeout_s=0.2).score(ScoreRequest(0, (ScoreItem("q", "g", "t", ("x",)),)))
+            RemoteExpert(slow.url, timeout_s=0.2).score(_wire())
         assert caught.value.kind is FailureKind.TIMED_OUT
     finally:
         slow.stop()
@@ -135,10 +182,10 @@ def _post(url: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[in
 
 
 def test_a_string_as_candidates_is_refused_not_scored_character_by_character(service):
-    body = json.dumps({"step": 1, "items": [{"question_id": "q", "generator": "g", "question": "t",
-                                             "candidates": "abc"}]}).encode()
+    body = json.dumps({"step": 1, "session": "s", "reads": "answers", "refs": [0], "counts": [3],
+                       "answers": "abc"}).encode()
     status, reply = _post(service.url, "/score", body, {"Content-Length": str(len(body))})
-    assert status == 400 and reply == {"error": "malformed request: items[0].candidates is a string, not a list of texts"}
+    assert status == 400 and reply == {"error": "malformed request: answers is a string, not a list of texts"}
 
 
 def test_a_body_too_large_is_refused_from_its_declared_length_without_being_sent(service):
@@ -148,7 +195,8 @@ def test_a_body_too_large_is_refused_from_its_declared_length_without_being_sent
 
 
 def test_the_client_refuses_to_send_what_the_service_would_refuse(service):
-    huge = ScoreRequest(0, tuple(ScoreItem(f"q{i}", "g", "t", ("x" * MAX_TEXT_CHARS,)) for i in range(20)))
+    huge = WireScoreRequest(0, "s", Reads.ANSWERS, tuple(WireItem(i, None, ("x" * MAX_TEXT_CHARS,)) for i in range(20)))
+    assert len(score_request_body(huge)) > MAX_REQUEST_BYTES
     with pytest.raises(RequestRefused, match=f"more than the {MAX_REQUEST_BYTES}"):
         RemoteExpert(service.url, timeout_s=5).score(huge)
 

@@ -14,7 +14,8 @@ from fedgrpo.types import ExpertFailure, FailureKind, Hello, ScoreItem, ScoreRep
 
 
 class Expert:
-    """Rewards every candidate with its own constant (in the reward range), so a reply shows who scored it."""
+    """Rewards every candidate with its own constant (in the reward range, and one of the 8-bit levels a
+    real-valued reward travels as: k / 255), so a reply shows who scored it."""
 
     def __init__(self, value: float, fails: bool = False):
         self.value, self.fails, self.asked = value, fails, 0
@@ -39,7 +40,7 @@ RANKING = {"q1": ("a", "b", "c", "d"), "q2": ("c", "a", "b", "d")}
 
 def _setup(**fails):
     experts = {name: Expert(value, fails=fails.get(name, False))
-               for name, value in (("a", 0.1), ("b", 0.2), ("c", 0.3), ("d", 0.4))}
+               for name, value in (("a", 0.2), ("b", 0.4), ("c", 0.6), ("d", 0.8))}
     return experts, FailoverTransport(EmbeddedTransport(experts, timeout_s=5), RANKING)
 
 
@@ -51,7 +52,7 @@ def test_a_failed_experts_questions_go_to_the_next_best_free_expert():
                                   "c": ScoreRequest(0, (_item("q2"),))})
     # q1's next-best after a and b is c; q2's next-best after c and a is b. The rewards come back
     # in a's place, in a's request order, so the federated group keeps all its members.
-    assert results.replies["a"].rewards == (0.3, 0.3, 0.2, 0.2)
+    assert results.replies["a"].rewards == (0.6, 0.6, 0.4, 0.4)
     lost = ExpertFailure("a", 0, "ConnectionError: site offline", FailureKind.ERROR)
     assert list(results.failures) == [lost]
     assert transport.lost == {"a": lost}  # the failure that lost it, kind included
@@ -69,7 +70,7 @@ def test_a_lost_expert_is_not_asked_again():
 def test_a_failing_substitute_is_lost_in_turn_and_the_next_one_answers():
     experts, transport = _setup(a=True, b=True)
     results = transport.score_round(0, {"a": ScoreRequest(0, (_item("q1"),))})
-    assert results.replies["a"].rewards == (0.3, 0.3)  # a, then b failed; c answered
+    assert results.replies["a"].rewards == (0.6, 0.6)  # a, then b failed; c answered
     assert set(transport.lost) == {"a", "b"}
     assert [f.expert_id for f in results.failures] == ["a", "b"]
 
@@ -86,11 +87,11 @@ def test_questions_without_a_free_expert_get_nan_while_the_others_are_rerouted()
     # q3 has no ranking beyond a: nothing to re-route it to.
     results = transport.score_round(0, {"a": ScoreRequest(0, (_item("q1"), _item("q3")))})
     rewards = results.replies["a"].rewards
-    assert rewards[:2] == (0.2, 0.2) and all(math.isnan(r) for r in rewards[2:])
+    assert rewards[:2] == (0.4, 0.4) and all(math.isnan(r) for r in rewards[2:])
 
 
 def test_healthy_experts_pass_through_unchanged():
     experts, transport = _setup()
     results = transport.score_round(0, {"a": ScoreRequest(0, (_item("q1"),)), "c": ScoreRequest(0, (_item("q2"),))})
-    assert results.replies == {"a": ScoreReply(0, (0.1, 0.1)), "c": ScoreReply(0, (0.3, 0.3))}
+    assert results.replies == {"a": ScoreReply(0, (0.2, 0.2)), "c": ScoreReply(0, (0.6, 0.6))}
     assert not results.failures and transport.lost == {} and transport.rerouted == {}

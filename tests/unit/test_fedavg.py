@@ -43,10 +43,13 @@ def test_rounds_average_and_log_every_message(tmp_path):
     np.testing.assert_allclose(state["w"], np.full((2, 3), sum(5 * r / 3 for r in (1, 2, 3))), rtol=1e-6)
     assert calls == [(r, c) for r in (1, 2, 3) for c in (0, 1)]
     assert len(log.messages) == 3 * 2 * 2
-    ups = [size for _, _, d, size in log.messages if d == "up"]
+    ups = [size for _, _, d, size, _ in log.messages if d == "up"]
     assert ups[0] == record_bytes(reply_content({"w": INITIAL["w"]}, 1, {"loss": 1.0}))
     assert ups[0] > 6 * 4  # six float32 values and the record's framing
     assert log.totals()["up"] == sum(ups)
+    # Beside the payload, each message as Flower serializes it: more than its records, for its metadata
+    # and each object's header.
+    assert all(wire > size for _, _, _, size, wire in log.messages)
     assert [m["round"] for m in log.round_metrics] == [1, 2, 3]
 
 

@@ -1,6 +1,6 @@
 """The Flower engine without a Flower runtime: records round-trip, ClientApp handlers turn faults into
 error replies whose code carries the failure's kind, and FlowerTransport over a fake grid (hello
-mapping, deadlines, stale replies dropped and counted, typed failures, the same byte counts as the
+mapping, deadlines, stale replies dropped and counted, typed failures, the same payload bytes as the
 embedded engine).
 
 Run: pytest tests/unit/test_flower_transport.py
@@ -12,10 +12,12 @@ import math
 import uuid
 
 import pytest
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 
+from fedgrpo.core.packing import pack_rewards
 from fedgrpo.errors import FedGRPOError
 from fedgrpo.privacy.client import PrivacyBudgetSpent
+from fedgrpo.transport.contract import RequestRefused
 from fedgrpo.transport.embedded import EmbeddedTransport
 from fedgrpo.transport.flower_client import handle_calibrate, handle_hello, handle_score
 from fedgrpo.transport.flower_records import (
@@ -34,15 +36,22 @@ from fedgrpo.transport.flower_records import (
     failure_kind_of_code,
 )
 from fedgrpo.transport.flower_transport import FlowerTransport
+from fedgrpo.transport.session import wire_endpoint
 from fedgrpo.types import (
     CalibrationItem,
     CalibrationReply,
     CalibrationRequest,
     FailureKind,
     Hello,
+    QuestionText,
+    Reads,
     ScoreItem,
     ScoreReply,
     ScoreRequest,
+    WireCalibrationReply,
+    WireItem,
+    WireScoreReply,
+    WireScoreRequest,
 )
 
 
@@ -83,6 +92,15 @@ def _score_request(step=3) -> ScoreRequest:
     ))
 
 
+def _wire_request(step=3, reads=Reads.TEXTS) -> WireScoreRequest:
+    """The score request as it travels, every question's text with it (a session's first request)."""
+    items = _score_request(step).items
+    if reads is Reads.ANSWERS:
+        items = tuple(ScoreItem(i.question_id, i.generator, i.question, ("2", "")) for i in items)
+    return WireScoreRequest(step, "session-1", reads, tuple(
+        WireItem(k, QuestionText(i.question_id, i.generator, i.question), i.candidates) for k, i in enumerate(items)))
+
+
 def _calibration_request() -> CalibrationRequest:
     return CalibrationRequest((CalibrationItem("a1", "basic_arithmetic", "Calculate 2 + 2.", "4"),
                                CalibrationItem("a2", "spell_backward", "Spell 'ab' backward.", "ba")))
@@ -90,26 +108,31 @@ def _calibration_request() -> CalibrationRequest:
 
 # --- records ------------------------------------------------------------------------------------------
 
-def test_every_message_survives_encoding():
-    assert decode_score_request(encode_score_request(_score_request())) == _score_request()
+@pytest.mark.parametrize("reads", list(Reads))
+def test_every_message_survives_encoding(reads):
+    assert decode_score_request(encode_score_request(_wire_request(reads=reads))) == _wire_request(reads=reads)
+    later = WireScoreRequest(4, "session-1", reads, tuple(WireItem(i.ref, None, i.candidates)
+                                                           for i in _wire_request(reads=reads).items))
+    assert decode_score_request(encode_score_request(later)) == later  # no text: the client has it
     assert decode_calibration_request(encode_calibration_request(_calibration_request())) == _calibration_request()
-    reply = ScoreReply(3, (1.0, 0.0, 0.5, 1.0, 0.0, 1.0))
-    assert decode_score_reply(encode_score_reply(reply)) == reply
-    bits = CalibrationReply((1.0, 0.0))
+    for values in ((1.0, 0.0, 0.5, 1.0, 0.0, 1.0), (1.0, float("nan"), 0.0), (0.0,) * 9):
+        reply = WireScoreReply(3, pack_rewards(values))
+        assert decode_score_reply(encode_score_reply(reply)) == reply
+    bits = WireCalibrationReply(pack_rewards((1.0, 0.0)))
     assert decode_calibration_reply(encode_calibration_reply(bits)) == bits
 
 
-def test_a_score_reply_is_one_metric_record_of_floats_and_its_step():
-    content = encode_score_reply(ScoreReply(7, (1.0, 0.0, 1.0)))
-    # Nothing but numbers leaves a client: one MetricRecord, the step it answers and one float per candidate.
-    assert list(content) == ["rewards"] and isinstance(content["rewards"], MetricRecord)
-    assert dict(content["rewards"]) == {"step": 7, "rewards": [1.0, 0.0, 1.0]}
+def test_a_score_reply_is_one_config_record_of_its_step_and_packed_rewards():
+    content = encode_score_reply(WireScoreReply(7, pack_rewards((1.0, 0.0, 1.0))))
+    # Nothing but numbers leaves a client: one record, the step it answers and one bit per value.
+    assert list(content) == ["rewards"] and isinstance(content["rewards"], ConfigRecord)
+    assert dict(content["rewards"]) == {"step": 7, "form": "bits", "values": bytes([0b101])}
 
 
 def test_a_request_whose_candidate_counts_do_not_add_up_is_refused():
-    content = encode_score_request(_score_request())
-    content["score"]["num-candidates"] = [2, 3]  # the second item claims one candidate too few
-    with pytest.raises(ValueError, match="candidates"):
+    content = encode_score_request(_wire_request())
+    content["score"]["counts"] = [2, 3]  # the second item claims one candidate too few
+    with pytest.raises(RequestRefused, match="the counts add up to 5"):
         decode_score_request(content)
 
 
@@ -131,17 +154,30 @@ def _incoming(kind: str, content: RecordDict, node: int = 1) -> Message:
 
 
 def test_handlers_answer_hello_calibrate_and_score():
-    site = FakeSite()
+    site = wire_endpoint(FakeSite())
     hello = handle_hello(_incoming(HELLO, RecordDict()), site)
-    assert dict(hello.content["hello"]) == {"expert-id": "client-0", "domain": "arithmetic", "privacy": "{}"}
+    assert dict(hello.content["hello"]) == {"expert-id": "client-0", "domain": "arithmetic", "privacy": "{}",
+                                            "reads": "texts"}
     bits = handle_calibrate(_incoming(CALIBRATE, encode_calibration_request(_calibration_request())), site)
-    assert decode_calibration_reply(bits.content).correct == (1.0, 1.0)
-    scored = handle_score(_incoming(SCORE, encode_score_request(_score_request(9))), site)
-    assert decode_score_reply(scored.content) == ScoreReply(9, (0.0, 1.0, 0.0, 1.0, 0.0, 1.0))
+    assert decode_calibration_reply(bits.content) == WireCalibrationReply(pack_rewards((1.0, 1.0)))
+    scored = handle_score(_incoming(SCORE, encode_score_request(_wire_request(9))), site)
+    assert decode_score_reply(scored.content) == WireScoreReply(9, pack_rewards((0.0, 1.0, 0.0, 1.0, 0.0, 1.0)))
+
+
+def test_a_client_without_a_questions_text_says_so_typed():
+    """A node whose endpoint never saw the session's texts (another worker, a restart) answers with an
+    error reply of kind NEEDS_TEXT, before its expert works; the server then resends the texts."""
+    fresh = wire_endpoint(FakeSite())
+    later = WireScoreRequest(9, "session-1", Reads.TEXTS, tuple(WireItem(i.ref, None, i.candidates)
+                                                                 for i in _wire_request(9).items))
+    reply = handle_score(_incoming(SCORE, encode_score_request(later)), fresh)
+    assert reply.has_error() and failure_kind_of_code(reply.error.code) is FailureKind.NEEDS_TEXT
+    assert "2 question(s) of session session-1 unknown here" in reply.error.reason
 
 
 def test_a_raising_expert_gives_an_error_reply_not_an_exception():
-    reply = handle_score(_incoming(SCORE, encode_score_request(_score_request())), FakeSite(behaviour="raise"))
+    reply = handle_score(_incoming(SCORE, encode_score_request(_wire_request())),
+                         wire_endpoint(FakeSite(behaviour="raise")))
     assert reply.has_error() and "model crashed" in reply.error.reason
     assert failure_kind_of_code(reply.error.code) is FailureKind.ERROR
 
@@ -161,7 +197,8 @@ def test_the_client_app_routes_query_types_to_the_handlers(monkeypatch):
     monkeypatch.setattr(flower_app, "site_expert", lambda context, config=None: FakeSite("client-4", "spelling"))
     context = Context(run_id=1, node_id=1, node_config={"partition-id": 0}, state=RecordDict(), run_config={})
     reply = apps.client_app(_incoming(HELLO, RecordDict()), context)
-    assert dict(reply.content["hello"]) == {"expert-id": "client-4", "domain": "spelling", "privacy": "{}"}
+    assert dict(reply.content["hello"]) == {"expert-id": "client-4", "domain": "spelling", "privacy": "{}",
+                                            "reads": "texts"}
 
 
 def test_a_node_without_an_expert_identity_gets_an_error_reply():
@@ -181,7 +218,7 @@ class FakeGrid:
     HANDLERS = {HELLO: handle_hello, CALIBRATE: handle_calibrate, SCORE: handle_score}
 
     def __init__(self, sites: dict[int, FakeSite]):
-        self.sites = sites
+        self.sites = {node: wire_endpoint(site) for node, site in sites.items()}  # each keeps its texts
         self.ready: dict[str, Message] = {}
         self.held: set[int] = set()
         self.backlog: dict[str, Message] = {}
@@ -236,15 +273,18 @@ def test_two_nodes_claiming_one_expert_are_refused():
         _transport(grid, ids=("client-0",))
 
 
-def test_the_same_traffic_costs_the_same_bytes_as_on_the_embedded_engine():
+def test_the_same_traffic_costs_the_same_payload_bytes_as_on_the_embedded_engine():
     sites = {"client-0": FakeSite("client-0"), "client-1": FakeSite("client-1")}
     flower = _transport(FakeGrid({10: sites["client-0"], 11: sites["client-1"]}))
     embedded = EmbeddedTransport(sites)
     for transport in (flower, embedded):
         transport.calibrate_round(_calibration_request())
-        results = transport.score_round(4, {"client-0": _score_request(4), "client-1": _score_request(4)})
-        assert set(results.replies) == {"client-0", "client-1"} and not results.failures
-    assert flower.ledger.records == embedded.ledger.records
+        for step in (4, 5):  # the second time without the questions' texts
+            results = transport.score_round(step, {"client-0": _score_request(step), "client-1": _score_request(step)})
+            assert set(results.replies) == {"client-0", "client-1"} and not results.failures
+    # Payload bytes agree message by message; wire bytes are each engine's own serialization.
+    assert [r[:5] for r in flower.ledger.records] == [r[:5] for r in embedded.ledger.records]
+    assert all(r[5] for r in flower.ledger.records + embedded.ledger.records)
 
 
 def test_errors_and_wrong_shapes_are_failures_never_zeros():
@@ -295,9 +335,9 @@ def test_a_late_reply_times_out_then_is_dropped_and_counted_in_the_next_round():
     second = transport.score_round(1, {"client-1": _score_request(1)})
     assert second.replies["client-1"].step == 1 and not second.failures
     assert transport.ledger.stale_replies == 1
-    # The late reply was never counted as traffic of either step.
-    assert [r for r in transport.ledger.records if r[2] == "client-1" and r[3] == "up"] == [
-        ("score", 1, "client-1", "up", 8 + 6 * 4)]
+    # The late reply was never counted as traffic of either step: one reply, its step and 6 bits.
+    assert [r[:5] for r in transport.ledger.records if r[2] == "client-1" and r[3] == "up"] == [
+        ("score", 1, "client-1", "up", 8 + len("bits") + 1)]
 
 
 def test_an_infinite_reward_is_refused_not_made_missing():

@@ -186,6 +186,21 @@ def test_edge_rule_with_confirmation_ignores_a_lucky_check(tokenizer):
     assert log["steps"] == 40
 
 
+def test_edge_rule_with_a_resume_margin_trains_a_fallen_domain_again(tokenizer):
+    from fedgrpo.models.pretrain import EdgeRule, train_to_edge
+
+    pairs = {d: [(f"{d} {i}\n<answer>", "1</answer>") for i in range(20)] for d in "ab"}
+    # a reaches at step 10, falls to 0.2 at step 20 (below 0.35 - 0.1): trained again; b reaches at 20;
+    # a is back at step 30, and only then does training end.
+    script = iter([{"a": 0.0, "b": 0.0}, {"a": 0.4, "b": 0.1}, {"a": 0.2, "b": 0.5}, {"a": 0.36, "b": 0.5}])
+    log = train_to_edge(_RecordingLM(), tokenizer, pairs, lambda m: next(script),
+                        EdgeRule(target=0.35, max_steps=1000, check_every=10, replay=0.1, resume_margin=0.1),
+                        batch_size=16, learning_rate=1e-3, seed=0)
+    assert [c["weights"] for c in log["checks"]] == [
+        {"a": 1.0, "b": 1.0}, {"a": 0.1, "b": 1.0}, {"a": 1.0, "b": 0.1}, {"a": 0.1, "b": 0.1}]
+    assert log["steps"] == 30 and log["reached"] == {"a": 10, "b": 20}
+
+
 def test_edge_rule_replays_a_finished_domain_at_its_weight(tokenizer):
     from fedgrpo.models.pretrain import EdgeRule, train_to_edge
 

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedgrpo.config import LDP_MECHANISMS as CONFIG_MECHANISMS
+from fedgrpo.data.prompts import PREFILL
 from fedgrpo.privacy.accounting import (
     default_delta,
     gaussian_epsilon,
@@ -22,7 +23,13 @@ from fedgrpo.privacy.accounting import (
     max_values,
     values_epsilon,
 )
-from fedgrpo.privacy.client import ClientPrivacy, PrivacyBudgetSpent, PrivateExpert, value_key
+from fedgrpo.privacy.client import (
+    SCORE_ANSWER,
+    ClientPrivacy,
+    PrivacyBudgetSpent,
+    PrivateExpert,
+    value_key,
+)
 from fedgrpo.privacy.mechanisms import (
     VALUE_MECHANISMS,
     BoundedLaplace,
@@ -32,11 +39,14 @@ from fedgrpo.privacy.mechanisms import (
     keep_probability,
     sign_fidelity,
 )
+from fedgrpo.transport.embedded import EmbeddedTransport
 from fedgrpo.types import (
+    NO_ANSWER,
     CalibrationItem,
     CalibrationReply,
     CalibrationRequest,
     Hello,
+    Reads,
     ScoreItem,
     ScoreReply,
     ScoreRequest,
@@ -337,3 +347,38 @@ def test_private_expert_declares_its_guarantee_and_refuses_beyond_budget(tmp_pat
     with pytest.raises(PrivacyBudgetSpent):
         expert.score(ScoreRequest(0, items))  # 51 values at 4 each: far beyond 8
     assert client.spent()["released"] == {"randomized_response": 1}  # refused whole, before any work
+
+
+# --- per-value LDP on distinct answers (issue 22): one release per (question, answer) -------------------
+
+class _ByAnswer:
+    """An answer-matching expert: reads each question's distinct final answers, rewards "5"."""
+
+    expert_id, domain = "client-2", "arithmetic"
+
+    def hello(self) -> Hello:
+        return Hello(self.expert_id, self.domain, reads=Reads.ANSWERS)
+
+    def score(self, request: ScoreRequest) -> ScoreReply:
+        assert request.reads is Reads.ANSWERS
+        return ScoreReply(request.step, tuple(float(a == "5") for i in request.items for a in i.candidates))
+
+
+def test_an_answer_is_released_once_whatever_candidates_carry_it(tmp_path):
+    """The released value is per (question, distinct answer), keyed by the answer: candidates that
+    differ only in their text around the same final answer, in one request or the next, are the same
+    release (no new noise, no new epsilon), and the server's count matches the client's journal."""
+    client = ClientPrivacy(tmp_path, values=RandomizedResponse(1.0))
+    transport = EmbeddedTransport({"client-2": PrivateExpert(_ByAnswer(), client)}, style=PREFILL)
+    transport.ledger.track_releases = True
+    item = ScoreItem("q1", "basic_arithmetic", "Calculate 2 + 3.", ("5</answer>", " 5 </answer>", "7</answer>", ""))
+    first = transport.score_round(0, {"client-2": ScoreRequest(0, (item,))}).replies["client-2"].rewards
+    again = ScoreItem("q1", "basic_arithmetic", "Calculate 2 + 3.", ("<answer>5</answer>", "7</answer>"))
+    second = transport.score_round(1, {"client-2": ScoreRequest(1, (again,))}).replies["client-2"].rewards
+    assert first[0] == first[1] and second == (first[0], first[2])  # one release per answer, reused
+    assert client.spent()["released"] == {"randomized_response": 3}  # "5", "7" and no answer
+    keys = {k for _, _, _, ks in transport.ledger.releases for k in ks}
+    assert keys == {value_key(SCORE_ANSWER, "basic_arithmetic", "Calculate 2 + 3.", a) for a in ("5", "7", NO_ANSWER)}
+    assert transport.ledger.released() == {"client-2": {"score": 3}}
+    # An answer's key is never a full text's (the same string read as a candidate is another value).
+    assert value_key(SCORE_ANSWER, "g", "q", "5") != value_key("score", "g", "q", "5")

@@ -8,9 +8,11 @@ import time
 import pytest
 
 from fedgrpo.core.comm import payload_bytes
+from fedgrpo.core.packing import pack_rewards
 from fedgrpo.privacy.client import PrivacyBudgetSpent
 from fedgrpo.transport.embedded import EmbeddedTransport
 from fedgrpo.transport.failover import FailoverTransport
+from fedgrpo.transport.json_body import score_reply_body, score_request_body
 from fedgrpo.transport.recheck import RecheckTransport
 from fedgrpo.transport.timed import TimedTransport
 from fedgrpo.types import (
@@ -18,9 +20,14 @@ from fedgrpo.types import (
     CalibrationRequest,
     FailureKind,
     Hello,
+    QuestionText,
+    Reads,
     ScoreItem,
     ScoreReply,
     ScoreRequest,
+    WireItem,
+    WireScoreReply,
+    WireScoreRequest,
 )
 
 
@@ -60,11 +67,19 @@ def test_replies_arrive_and_bytes_add_up_per_message():
     results = transport.score_round(5, {"a": _request(), "b": _request()})
     assert set(results.replies) == {"a", "b"} and not results.failures
     assert results.replies["a"].rewards == (0.0, 1.0, 0.0, 1.0)
+    # What travelled: an expert that declares nothing gets full texts, its question's text the first
+    # time; its reply's four 0/1 rewards go up as four bits.
+    item = _request().items[0]
+    sent = WireScoreRequest(5, transport.session.name, Reads.TEXTS,
+                            (WireItem(0, QuestionText(item.question_id, item.generator, item.question), item.candidates),))
+    reply = WireScoreReply(5, pack_rewards((0.0, 1.0, 0.0, 1.0)))
+    # The ledger is the sum of the per-message byte model, both directions...
     totals = transport.ledger.totals()
-    # The ledger is the sum of the per-message byte model, both directions.
-    assert totals["down"] == 2 * payload_bytes(_request())
-    assert totals["up"] == 2 * payload_bytes(results.replies["a"])
+    assert totals["down"] == 2 * payload_bytes(sent) and totals["up"] == 2 * payload_bytes(reply)
     assert transport.ledger.per_step()[5] == {"down": totals["down"], "up": totals["up"]}
+    # ... and, beside it, of each message's wire bytes: here the expert service's JSON body it would be.
+    wire = transport.ledger.wire_totals()
+    assert wire["down"] == 2 * len(score_request_body(sent)) and wire["up"] == 2 * len(score_reply_body(reply))
 
 
 @pytest.mark.parametrize("behaviour, reason, kind", [

@@ -29,7 +29,7 @@ from typing import Any
 from fedgrpo.bench.methods import METHODS, Method, accuracy_curve, method_config, run_method
 from fedgrpo.bench.methods.fedgrpo import run as run_fedgrpo
 from fedgrpo.config import FedGRPOConfig, build_config
-from fedgrpo.core.costs import paper_scale_table
+from fedgrpo.core.costs import Schedule, paper_scale_table, schedule_from_shape
 from fedgrpo.durable import write_json_atomic
 from fedgrpo.errors import ConfigError
 from fedgrpo.progress import NullProgress, ProgressSink
@@ -41,7 +41,21 @@ FULL_SEEDS = (0, 1, 2)
 
 
 # Ablations the paper reports (M, number of clients: Fig. 3a) or that decide the graph (L, encoder).
-ABLATION_KEYS = ("experts_per_question", "num_clients", "neighbours", "encoder", "competence_threshold", "selection")
+ABLATION_KEYS = ("experts_per_question", "num_clients", "clients", "neighbours", "encoder", "competence_threshold",
+                 "selection")
+
+
+def ablation_overrides(config: FedGRPOConfig, key: str, value: str) -> dict[str, Any]:
+    """The config values of one ablation point. ``clients=K`` is the paper's Fig. 3a: the same private
+    data shared by K clients (num_clients = K, client_size = the default total / K), so a point changes
+    how the data is split, not how much there is; every other key is that config key itself."""
+    if key == "clients":
+        k = int(value)
+        if k < 1:
+            raise ConfigError(f"--ablation clients takes numbers of clients (at least 1), got {value}")
+        total = config.data.client_size * config.data.clients
+        return {"num_clients": k, "client_size": max(1, round(total / k))}
+    return {key: value}
 
 
 @dataclass(frozen=True)
@@ -62,7 +76,8 @@ def plan(config: FedGRPOConfig, methods: Sequence[str] | None, seeds: Sequence[i
     parsed = parse_ablations(ablations)
     # Ablations alone still run (or read back) Central-GRPO and FedGRPO at the defaults: each table's
     # reference row and its share of Central-GRPO's gain.
-    names = list(methods or (["central_grpo", "fedgrpo"] if parsed else METHODS))
+    names = list(methods or (["central_grpo", "fedgrpo"] if parsed else
+                             [m.name for m in METHODS.values() if m.in_default_plan]))
     unknown = [m for m in names if m not in METHODS]
     if unknown:
         raise ConfigError(f"unknown method {unknown[0]!r}: use any of {', '.join(METHODS)}")
@@ -76,8 +91,8 @@ def plan(config: FedGRPOConfig, methods: Sequence[str] | None, seeds: Sequence[i
                           "with --methods")
     for key, values in parsed.items():
         for value in values:
-            variant = Method(f"ablation-{key}={value}", f"FedGRPO, {key}={value}", run_fedgrpo, {key: value},
-                             about=f"FedGRPO (no answers) with {key}={value}")
+            variant = Method(f"ablation-{key}={value}", f"FedGRPO, {key}={value}", run_fedgrpo,
+                             ablation_overrides(config, key, value), about=f"FedGRPO (no answers) with {key}={value}")
             method_config(config, variant)  # a value the config refuses fails now, not hours later
             chosen.append(variant)
     resolved = json.dumps({k: str(v) for k, v in config.to_flat().items() if k != "output_dir"}, sort_keys=True)
@@ -118,9 +133,21 @@ def run_bench(p: BenchPlan, progress: ProgressSink = NullProgress()) -> dict[str
                 write_json_atomic(done, result, indent=None)
             results[method.name].append(result)
     return {"summary": summarise(results), "goals": goals(results), "runs": results,
-            "paper_scale_bytes": paper_scale_table(), "quick": p.quick, "seeds": list(p.seeds),
+            "paper_scale_bytes": paper_scale_table(schedule=measured_schedule(results.get("fedgrpo", []))),
+            "quick": p.quick, "seeds": list(p.seeds),
             "ablations": {key: {v: f"ablation-{key}={v}" for v in values} for key, values in p.ablations.items()},
             "about": {name: m.about for name, m in labels.items()}}
+
+
+def measured_schedule(runs: list[dict[str, Any]]) -> Schedule:
+    """The closed forms' schedule from FedGRPO's runs (their scoring messages' shape, summed over
+    seeds; `core.costs.schedule_from_shape`); the documented defaults where no run recorded one."""
+    total: dict[str, dict[str, float]] = {}
+    for run in runs:
+        for form, counts in ((run.get("facts") or {}).get("scoring_shape") or {}).items():
+            for key, value in counts.items():
+                total.setdefault(form, {})[key] = total.get(form, {}).get(key, 0) + value
+    return schedule_from_shape(total)
 
 
 def pipeline_seeded(config: FedGRPOConfig, seed: int) -> FedGRPOConfig:
@@ -157,10 +184,16 @@ def summarise(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "per_domain": {d: _stats([100 * r["after"][d] for r in runs]) for d in domains},
             "mean": _stats([100 * r["mean_after"] for r in runs]),
             "gain": _stats([100 * (r["mean_after"] - r["mean_before"]) for r in runs]),
+            "routing_hit_rate": (statistics.fmean(r["facts"]["routing_hit_rate"] for r in runs)
+                                 if all(r.get("facts", {}).get("routing_hit_rate") is not None for r in runs) else None),
             "validation_gain": _stats([100 * (r["validation"]["mean_after"] - r["validation"]["mean_before"])
                                        for r in runs]) if all(r.get("validation", {}).get("mean_before") is not None
                                                               for r in runs) else None,
             "bytes": {k: statistics.fmean(r["bytes"][k] for r in runs) for k in ("down", "up", "total")},
+            # The same messages serialized as they travel (None for results made before it was recorded).
+            "wire_bytes": ({k: statistics.fmean(r["wire_bytes"][k] for r in runs) for k in ("down", "up", "total")}
+                           if all(r.get("wire_bytes") and not r["wire_bytes"].get("unrecorded") for r in runs)
+                           else None),
             "wall_time_s": statistics.fmean(r["wall_time_s"] for r in runs),
             "seeds": [r["seed"] for r in runs],
         }

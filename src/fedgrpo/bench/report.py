@@ -90,8 +90,8 @@ def write_markdown(payload: dict[str, Any], path: Path, plan: Any) -> Path:
                   "| method | epsilon | delta | mechanism |", "|---|---|---|---|"] + guarantees
     for key, values in report.get("ablations", {}).items():
         lines += ["", f"## Ablation: {key} (FedGRPO without answers)", "",
-                  f"| {key} | " + " | ".join(domains) + " | mean | gain | share of Central-GRPO's gain | bytes |",
-                  "|---|" + "---|" * len(domains) + "---|---|---|---|"]
+                  f"| {key} | " + " | ".join(domains) + " | mean | gain | share of Central-GRPO's gain | routing hit rate "
+                  "| bytes |", "|---|" + "---|" * len(domains) + "---|---|---|---|---|"]
         rows = dict(values)
         if "fedgrpo" in everything:
             rows = {f"{config[key]} (default)": "fedgrpo", **rows}
@@ -102,7 +102,9 @@ def write_markdown(payload: dict[str, Any], path: Path, plan: Any) -> Path:
             share = s["share_of_central_gain"]
             lines.append(f"| {value} | " + " | ".join(_cell(s["per_domain"][d]) for d in domains)
                          + f" | **{_cell(s['mean'])}** | {s['gain']['mean']:+.1f} | "
-                         + (f"{100 * share:.0f}%" if share is not None else "") + f" | {s['bytes']['total']:,.0f} |")
+                         + (f"{100 * share:.0f}%" if share is not None else "")
+                         + (f" | {100 * s['routing_hit_rate']:.1f}%" if s.get("routing_hit_rate") is not None else " | ")
+                         + f" | {s['bytes']['total']:,.0f} |")
     lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     lines += ["", "Wall time per method (s, mean over seeds): "
               + ", ".join(f"{s['label']} {s['wall_time_s']:.0f}" for s in everything.values()) + "."]

@@ -6,8 +6,11 @@ it holds the private data and the loaded expert model, and the ClientApp only fo
 to it (`RemoteExpert`) and returns the floats.
 
 Endpoints (bound to 127.0.0.1 by default; the service is reachable only from its own machine):
-`GET /hello` -> {"expert_id", "domain", "privacy"}; `POST /calibrate` and `POST /score` take and return the
-`fedgrpo.types` messages as JSON objects. Nothing is unpickled.
+`GET /hello` -> {"expert_id", "domain", "privacy", "reads"}; `POST /calibrate` and `POST /score` take
+and return the wire messages (`fedgrpo.types`: a calibration request, a `WireScoreRequest`; packed
+replies) as JSON bodies (`transport.json_body`). The service holds the site's expert behind its
+`ClientEndpoint` (`transport.session`), which keeps the session's question texts across requests.
+Nothing is unpickled.
 
 A request is held to the request contract (`transport.contract`) before the expert sees it: its
 Content-Length is required and checked against the size cap before the body is read (a client
@@ -25,34 +28,46 @@ import json
 import threading
 import urllib.error
 import urllib.request
-from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 from fedgrpo.transport.base import Expert, ExpertFault, failure_kind
 from fedgrpo.transport.contract import (
     MAX_REPLY_BYTES,
     RequestRefused,
-    calibration_reply_from_fields,
-    calibration_request_from_fields,
-    check_calibration_reply,
     check_request_size,
-    check_score_reply,
     check_size,
-    score_reply_from_fields,
-    score_request_from_fields,
+    check_wire_calibration_reply,
+    check_wire_score_reply,
 )
+from fedgrpo.transport.json_body import (
+    body,
+    calibration_reply_body,
+    calibration_reply_of,
+    calibration_request_body,
+    calibration_request_of,
+    hello_body,
+    hello_of,
+    parse_json_body,
+    score_reply_body,
+    score_reply_of,
+    score_request_body,
+    score_request_of,
+)
+from fedgrpo.transport.session import wire_endpoint
 from fedgrpo.types import (
-    CalibrationReply,
     CalibrationRequest,
     FailureKind,
     Hello,
-    ScoreReply,
-    ScoreRequest,
+    WireCalibrationReply,
+    WireScoreReply,
+    WireScoreRequest,
 )
 
-# The request each endpoint takes, from its JSON fields under the request contract.
-REQUEST_OF_PATH = {"/calibrate": calibration_request_from_fields, "/score": score_request_from_fields}
+__all__ = ["ExpertService", "ExpertServiceError", "RemoteExpert", "content_length", "parse_json_body"]
+
+# The request each endpoint takes from its body (under the request contract), and its reply's body.
+REQUEST_OF_PATH = {"/calibrate": calibration_request_of, "/score": score_request_of}
 READ_TIMEOUT_S = 60.0  # a client that declares more body than it sends frees its thread after this
 
 
@@ -75,37 +90,14 @@ def content_length(values: list[str] | None) -> int:
     return size
 
 
-def parse_json_body(body: bytes) -> Any:
-    """The JSON value of a request body; RequestRefused for anything that is not JSON, repeats a
-    field name (which one would win is the parser's choice, not the sender's), or nests deeper than
-    the parser's recursion limit."""
-    try:
-        return json.loads(body, object_pairs_hook=_fields_once)
-    except RecursionError:
-        raise RequestRefused("the body nests deeper than a request can") from None
-    except RequestRefused:
-        raise
-    except ValueError as exc:  # JSONDecodeError, bad UTF-8, a number of thousands of digits
-        raise RequestRefused(f"the body is not JSON: {' '.join(str(exc).split())[:200]}") from None
-
-
-def _fields_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """One JSON object's fields, each name once."""
-    fields: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in fields:
-            raise RequestRefused(f"field {repr(name)[:40]} appears twice in one object")
-        fields[name] = value
-    return fields
-
-
 class ExpertService:
     """Serve one expert on `host:port` (port 0 picks a free one; see `.url`) from a thread."""
 
     def __init__(self, expert: Expert, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.expert = expert
-        hello = expert.hello()
-        self.expert_id, self.domain, self.privacy = hello.expert_id, hello.domain, hello.privacy
+        self.endpoint = wire_endpoint(expert)  # the site's side of the scoring session
+        self.hello = self.endpoint.hello()
+        self.expert_id, self.domain, self.privacy = self.hello.expert_id, self.hello.domain, self.hello.privacy
         self._server = ThreadingHTTPServer((host, port), _handler_for(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -135,18 +127,17 @@ def _handler_for(service: ExpertService) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: Any) -> None:  # quiet: one line per request is noise
             pass
 
-        def _send(self, status: int, payload: dict[str, Any]) -> None:
-            body = json.dumps(payload).encode("utf-8")
+        def _send(self, status: int, payload: dict[str, Any] | bytes) -> None:
+            data = payload if isinstance(payload, bytes) else body(payload)
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(data)
 
         def do_GET(self) -> None:
             if self.path == "/hello":
-                self._send(200, {"expert_id": service.expert_id, "domain": service.domain,
-                                 "privacy": service.privacy})
+                self._send(200, hello_body(service.hello))
             else:
                 self._send(404, {"error": f"no endpoint {self.path}"})
 
@@ -156,13 +147,15 @@ def _handler_for(service: ExpertService) -> type[BaseHTTPRequestHandler]:
                 self._send(404, {"error": f"no endpoint {self.path}"})
                 return
             try:
-                request = request_from_fields(parse_json_body(self._read_body()))
+                request = request_from_fields(self._read_body())
             except RequestRefused as exc:
                 self._send(400, {"error": f"malformed request: {exc}"})
                 return
             try:
-                reply = asdict(service.expert.calibrate(request) if isinstance(request, CalibrationRequest)
-                               else service.expert.score(request))
+                if isinstance(request, CalibrationRequest):
+                    reply = calibration_reply_body(service.endpoint.calibrate(request))
+                else:
+                    reply = score_reply_body(service.endpoint.score(request))
             except Exception as exc:  # noqa: BLE001 - reported to the caller, who records a failure
                 self._send(500, {"error": f"{type(exc).__name__}: {exc}", "kind": failure_kind(exc)})
                 return
@@ -171,10 +164,10 @@ def _handler_for(service: ExpertService) -> type[BaseHTTPRequestHandler]:
         def _read_body(self) -> bytes:
             """The body, read only after its declared size passed the cap; all of it, or RequestRefused."""
             size = content_length(self.headers.get_all("Content-Length"))
-            body = self.rfile.read(size)
-            if len(body) != size:
-                raise RequestRefused(f"the body ended after {len(body)} of its {size} declared bytes")
-            return body
+            data = self.rfile.read(size)
+            if len(data) != size:
+                raise RequestRefused(f"the body ended after {len(data)} of its {size} declared bytes")
+            return data
 
     return Handler
 
@@ -185,38 +178,40 @@ class ExpertServiceError(ExpertFault):
 
 
 class RemoteExpert:
-    """An `Expert` on the site's loopback: what the ClientApp calls, forwarded to the site's service."""
+    """An expert on the site's loopback: what the ClientApp calls, forwarded to the site's service.
+    It speaks the wire messages as they are (the service's `ClientEndpoint` resolves them)."""
+
+    speaks_wire: ClassVar[bool] = True
 
     def __init__(self, url: str, timeout_s: float = 600.0) -> None:
         self.url, self.timeout_s = url.rstrip("/"), timeout_s
 
     def hello(self) -> Hello:
-        data = self._call("GET", "/hello")
-        privacy = data.get("privacy") or {}
-        if not isinstance(privacy, dict):
-            raise ExpertServiceError(f"expert service {self.url}/hello: its privacy declaration is not an object")
-        return Hello(str(data["expert_id"]), str(data["domain"]), privacy)
+        try:
+            return hello_of(self._call("GET", "/hello"))
+        except (KeyError, ValueError) as exc:
+            raise ExpertServiceError(f"expert service {self.url}/hello: {exc}") from None
 
-    def calibrate(self, request: CalibrationRequest) -> CalibrationReply:
+    def calibrate(self, request: CalibrationRequest) -> WireCalibrationReply:
         """The service's reply under the reply contract (`transport.contract`); ReplyRefused else."""
-        return check_calibration_reply(
-            calibration_reply_from_fields(self._call("POST", "/calibrate", asdict(request))), request)
+        data = self._call("POST", "/calibrate", calibration_request_body(request))
+        return check_wire_calibration_reply(calibration_reply_of(data), request)
 
-    def score(self, request: ScoreRequest) -> ScoreReply:
+    def score(self, request: WireScoreRequest) -> WireScoreReply:
         """The service's reply under the reply contract (`transport.contract`); ReplyRefused else."""
-        return check_score_reply(score_reply_from_fields(self._call("POST", "/score", asdict(request))), request)
+        data = self._call("POST", "/score", score_request_body(request))
+        return check_wire_score_reply(score_reply_of(data), request)
 
-    def _call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-        body = None if payload is None else json.dumps(payload).encode("utf-8")
-        if body is not None:
-            check_request_size(len(body))  # the service would refuse it: say so here, not as a reset
-        req = urllib.request.Request(self.url + path, data=body, method=method,
+    def _call(self, method: str, path: str, data: bytes | None = None) -> bytes:
+        if data is not None:
+            check_request_size(len(data))  # the service would refuse it: say so here, not as a reset
+        req = urllib.request.Request(self.url + path, data=data, method=method,
                                      headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                body = resp.read(MAX_REPLY_BYTES + 1)  # never more than the contract allows into memory
-                check_size(len(body))
-                return json.loads(body)
+                reply = resp.read(MAX_REPLY_BYTES + 1)  # never more than the contract allows into memory
+                check_size(len(reply))
+                return reply
         except urllib.error.HTTPError as exc:
             reason, kind = _error_of(exc)
             raise ExpertServiceError(f"expert service {self.url}{path}: {reason}", kind) from None

@@ -92,11 +92,14 @@ def build_site_expert(config: FedGRPOConfig, expert_id: str, *, data_path: str |
 
 def embedded_transport(prepared: Prepared, out: Path) -> ExpertTransport:
     """The embedded engine: every client's expert in this process, called through a thread pool;
-    each client's state (its secret, its journal) in ``out/clients/<expert id>``."""
+    each client's state (its secret, its journal, the question texts it was sent) in
+    ``out/clients/<expert id>``."""
     config = prepared.config
     splits, answers = prepared.splits, config.data.pool_answers_at_clients
     experts = {s.expert_id: make_local_expert(config, s.expert_id, splits.scoring_store(s, answers),
                                               prepared.expert_dirs[s.expert_id],
                                               state_dir=out / "clients" / s.expert_id)
                for s in splits.clients}
-    return EmbeddedTransport(experts, timeout_s=config.federation.expert_timeout_s)
+    return EmbeddedTransport(experts, timeout_s=config.federation.expert_timeout_s,
+                             style=PromptStyle.from_config(config.prompts),
+                             stores={s.expert_id: out / "clients" / s.expert_id / "texts" for s in splits.clients})

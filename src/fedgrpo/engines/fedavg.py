@@ -1,11 +1,13 @@
 """FedPETuning's federation: Flower's FedAvg strategy over LoRA adapters, on every engine.
 
 - Simulation (and Deployment through the same ServerApp): `FedAvg.start` on Flower's grid, wrapped in
-  `CountingGrid`, which records the size of every message's records both ways (Flower's own
-  ``count_bytes``: the serialized array bytes and their keys).
-- Embedded: the same rounds in this process. Every client's reply is a real Flower ``Message`` and the
-  average is Flower's ``FedAvg.aggregate_train`` on them (public API; what ``FedAvg.start`` calls),
-  so both engines average with one piece of code, Flower's, and count bytes the same way.
+  `CountingGrid`, which records two sizes of every message both ways: its records' payload (Flower's
+  own ``count_bytes``: the array bytes and their keys) and the message serialized as Flower sends it
+  (`transport.flower_records.message_bytes`: metadata, records, array chunks).
+- Embedded: the same rounds in this process. Every message is a real Flower ``Message`` (the train
+  message as ``FedAvg.configure_train`` builds it, each client's reply) and the average is Flower's
+  ``FedAvg.aggregate_train`` on the replies (public API; what ``FedAvg.start`` calls), so both engines
+  average with one piece of code, Flower's, and count bytes the same way.
 
 Each round's global adapter is checkpointed (``out/fedavg/round-<r>.npz``, written atomically), so a
 killed run resumes at the next round with the seeds an uninterrupted run would have used.
@@ -38,6 +40,7 @@ from flwr.serverapp.strategy import FedAvg
 from fedgrpo.config import FedGRPOConfig
 from fedgrpo.durable import write_json_atomic
 from fedgrpo.progress import NullProgress, ProgressSink
+from fedgrpo.transport.flower_records import message_bytes
 
 WEIGHT_KEY = "num-examples"  # FedAvg's default weighting key
 CLIENT_KEY = "client-index"  # a simulated client names itself in its reply's metrics
@@ -53,14 +56,15 @@ def record_bytes(content: RecordDict) -> int:
 
 @dataclass
 class FedAvgLog:
-    """Every message of a FedAvg run: (round, client index, direction, bytes)."""
+    """Every message of a FedAvg run: (round, client index, direction, payload bytes, wire bytes);
+    wire bytes None in a checkpoint written before they were recorded."""
 
-    messages: list[tuple[int, int, str, int]] = field(default_factory=list)
+    messages: list[tuple[int, int, str, int, int | None]] = field(default_factory=list)
     round_metrics: list[dict[str, Any]] = field(default_factory=list)
 
     def totals(self) -> dict[str, int]:
         out = {"down": 0, "up": 0}
-        for _, _, direction, size in self.messages:
+        for _, _, direction, size, _ in self.messages:
             out[direction] += size
         return out
 
@@ -83,6 +87,15 @@ def _reply(content: RecordDict, node_id: int, server_round: int) -> Message:
     metadata = Metadata(run_id=0, message_id=f"{server_round}-{node_id}", src_node_id=node_id, dst_node_id=0,
                         reply_to_message_id="", group_id=str(server_round), created_at=time.time(),
                         ttl=3600.0, message_type=MessageType.TRAIN)
+    return Message(metadata=metadata, content=content)
+
+
+def _train_message(arrays: ArrayRecord, node_id: int, server_round: int) -> Message:
+    """The train message FedAvg sends a node (`FedAvg.configure_train`: its arrays and a config record
+    with the round), with this process's metadata."""
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
+    metadata = Metadata(run_id=0, message_id="", src_node_id=0, dst_node_id=node_id, reply_to_message_id="",
+                        group_id="", created_at=time.time(), ttl=3600.0, message_type=MessageType.TRAIN)
     return Message(metadata=metadata, content=content)
 
 
@@ -118,7 +131,8 @@ class Checkpoints:
         with np.load(self.directory / f"round-{r}.npz") as data:
             state = {k: data[k] for k in data.files}
         log = json.loads((self.directory / f"round-{r}.json").read_text())
-        return r, state, FedAvgLog([tuple(m) for m in log["messages"]], log["round_metrics"])
+        messages = [(*m, None) if len(m) == 4 else tuple(m) for m in log["messages"]]  # older: no wire bytes
+        return r, state, FedAvgLog(messages, log["round_metrics"])
 
     def save(self, r: int, state: Mapping[str, np.ndarray], log: FedAvgLog) -> None:
         # The log first, the arrays last: a round counts as done only once its .npz exists.
@@ -142,11 +156,12 @@ def run_fedavg_embedded(initial: Mapping[str, np.ndarray], clients: int, rounds:
             down = _arrays(state)
             replies = []
             for c in range(clients):
-                log.messages.append((r, c, "down", down.count_bytes() + ConfigRecord({"server-round": r}).count_bytes()))
+                sent = _train_message(down, c + 1, r)
+                log.messages.append((r, c, "down", record_bytes(sent.content), message_bytes(sent)))
                 new_state, weight, metrics = update(state, r, c)
-                content = reply_content(new_state, weight, metrics)
-                log.messages.append((r, c, "up", record_bytes(content)))
-                replies.append(_reply(content, c + 1, r))
+                reply = _reply(reply_content(new_state, weight, metrics), c + 1, r)
+                log.messages.append((r, c, "up", record_bytes(reply.content), message_bytes(reply)))
+                replies.append(reply)
                 advance(1)
             arrays, metrics = strategy.aggregate_train(r, replies)
             assert arrays is not None
@@ -165,7 +180,8 @@ class CountingGrid(Grid):
         self.client_of: dict[int, int] = {}  # node id -> client index, from each reply's metrics
 
     def client_indices(self) -> None:
-        self.log.messages = [(r, self.client_of.get(node, -1), d, size) for r, node, d, size in self.log.messages]
+        self.log.messages = [(r, self.client_of.get(node, -1), d, size, wire)
+                             for r, node, d, size, wire in self.log.messages]
 
     def set_run(self, run: Any) -> None:
         self.inner.set_run(run)
@@ -191,14 +207,15 @@ class CountingGrid(Grid):
         messages = list(messages)
         for m in messages:
             r = int(m.content.config_records["config"].get("server-round", 0)) if "config" in m.content else 0
-            self.log.messages.append((r, m.metadata.dst_node_id, "down", record_bytes(m.content)))
+            self.log.messages.append((r, m.metadata.dst_node_id, "down", record_bytes(m.content), message_bytes(m)))
         replies = list(self.inner.send_and_receive(messages, timeout=timeout))
         for reply in replies:
             if not reply.has_error():
                 metrics = reply.content.metric_records.get("metrics", {})
                 self.client_of[reply.metadata.src_node_id] = int(metrics.get(CLIENT_KEY, -1))
                 r = int(reply.metadata.group_id) if (reply.metadata.group_id or "").isdigit() else 0
-                self.log.messages.append((r, reply.metadata.src_node_id, "up", record_bytes(reply.content)))
+                self.log.messages.append((r, reply.metadata.src_node_id, "up", record_bytes(reply.content),
+                                          message_bytes(reply)))
         return replies
 
 

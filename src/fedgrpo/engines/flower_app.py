@@ -7,9 +7,10 @@
 - ClientApp (`make_client_app`): answers `query.hello`, `query.calibrate` and `query.score` with the
   node's expert (`site_expert`). Who it is comes from `node_config`: `expert-url` (deployment:
   forward to the site's persistent `fedgrpo expert serve`), else `expert-id` or Flower's
-  `partition-id` (simulation: the expert is built here from the run config and kept loaded in a
-  per-process cache, since Ray actors serve many messages); optional `data-path`, `model-dir` and
-  `domain` give the site's own private data and expert model.
+  `partition-id` (simulation: the expert is built here from the run config and kept loaded, behind
+  its `ClientEndpoint`, in a per-process cache, since Ray actors serve many messages; the actors that
+  serve one node share its session's question texts through the site's state directory); optional
+  `data-path`, `model-dir` and `domain` give the site's own private data and expert model.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedgrpo.config import FedGRPOConfig
 from fedgrpo.errors import ConfigError
 from fedgrpo.progress import NullProgress, ProgressSink
-from fedgrpo.transport.base import Expert
+from fedgrpo.transport.base import Endpoint
 from fedgrpo.transport.flower_client import (
     error_reply,
     handle_calibrate,
@@ -36,9 +37,10 @@ from fedgrpo.transport.flower_client import (
 
 # --- client side ----------------------------------------------------------------------------------
 
-# Per-process cache of loaded experts: Ray keeps ClientApp actors alive across messages and one actor
-# serves several virtual SuperNodes, so the key names the expert (and the config it was built for).
-_EXPERTS: dict[tuple[Any, ...], Expert] = {}
+# Per-process cache of loaded experts (behind their endpoints): Ray keeps ClientApp actors alive across
+# messages and one actor serves several virtual SuperNodes, so the key names the expert (and the
+# config it was built for).
+_EXPERTS: dict[tuple[Any, ...], Endpoint] = {}
 _EXPERTS_LOCK = threading.Lock()
 
 
@@ -49,8 +51,9 @@ def _config_from_run_config(items: tuple[tuple[str, Any], ...]) -> FedGRPOConfig
     return FedGRPOConfig.from_run_config(dict(items))
 
 
-def site_expert(context: Context, config: FedGRPOConfig | None = None) -> Expert:
-    """The expert this node serves, from its node_config (see the module docstring)."""
+def site_expert(context: Context, config: FedGRPOConfig | None = None) -> Endpoint:
+    """The expert this node serves, as the wire reaches it, from its node_config (see the module
+    docstring)."""
     node = context.node_config
     if "expert-url" in node:
         from fedgrpo.engines.expert_service import RemoteExpert
@@ -76,9 +79,12 @@ def site_expert(context: Context, config: FedGRPOConfig | None = None) -> Expert
     key = (config, expert_id, *own.values())  # the config is a frozen, hashable dataclass
     with _EXPERTS_LOCK:
         if key not in _EXPERTS:
-            from fedgrpo.engines.experts import build_site_expert
+            from fedgrpo.engines.experts import build_site_expert, site_state_dir
+            from fedgrpo.transport.session import ClientEndpoint
 
-            _EXPERTS[key] = build_site_expert(config, expert_id, **own)
+            # The site's question texts are shared by every Ray worker that serves it (its state dir).
+            _EXPERTS[key] = ClientEndpoint(build_site_expert(config, expert_id, **own),
+                                           store=site_state_dir(config, expert_id) / "texts")
         return _EXPERTS[key]
 
 
@@ -107,13 +113,15 @@ def make_client_app(config: FedGRPOConfig | None = None) -> ClientApp:
 def run_on_grid(grid: Grid, config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(), *,
                 builds_expert_models: bool, max_poll_s: float = 0.1) -> Any:
     """`engines.run.run` with the experts behind a Flower grid (see FlowerTransport for `max_poll_s`)."""
+    from fedgrpo.data.prompts import PromptStyle
     from fedgrpo.engines.run import Connector, run
     from fedgrpo.transport.flower_transport import FlowerTransport
 
     def connect(prepared: Any, out: Path) -> FlowerTransport:
         return FlowerTransport(grid, [s.expert_id for s in prepared.splits.clients],
                                timeout_s=config.federation.expert_timeout_s,
-                               node_wait_s=config.engine.node_wait_s, max_poll_s=max_poll_s)
+                               node_wait_s=config.engine.node_wait_s, max_poll_s=max_poll_s,
+                               style=PromptStyle.from_config(config.prompts))
 
     return run(config, out, progress, connector=Connector(connect, builds_expert_models))
 

@@ -15,7 +15,9 @@ The phases, each a function with a typed result, timed into ``timings_s``:
 This module is the one place that decides how a transport is wrapped: failover (a lost expert's
 questions go to the next-best expert, ``reroute_failed``) around the engine's transport, timing of
 every round around that, and the traffic ledger mirrored to ``traffic.jsonl`` after every step
-(read back on resume). The transport is closed on every exit path. Ground truth asks no expert: no
+(read back on resume), and the scoring session (`transport.session`: its name, question numbers and
+the texts each expert holds) journalled in ``scoring-session.jsonl``, so a resumed run sends what
+the uninterrupted one sent. The transport is closed on every exit path. Ground truth asks no expert: no
 connect, no calibration.
 """
 
@@ -124,6 +126,9 @@ def connect_and_calibrate(prepared: Prepared, connector: Connector, out: Path, p
     resume_step = checkpoint_step(last_checkpoint(out / "checkpoints"))
     ledger_file = LedgerFile(transport.ledger, out / "traffic.jsonl", resume_step=resume_step,
                              keep_calibration=(out / "graph.json").is_file())
+    session = getattr(transport, "session", None)  # the scoring session: its name, numbers, texts held
+    if session is not None:
+        session.attach(out / "scoring-session.jsonl", resume_step)
     with phase("calibrate"):
         calibration = calibrate_and_route(prepared, transport, out, progress, before_save=ledger_file.flush)
     failover, recheck, base = None, None, transport
@@ -171,8 +176,9 @@ def collect_metrics(prepared: Prepared, before: dict[str, DomainScore], after: d
         engine=config.engine.engine,
         accuracy_before=before, accuracy_after=after, reward_curve=trained.reward_curve,
         validation_before=validation[0], validation_after=validation[1],
-        bytes={"totals": ledger.totals(), "per_expert": ledger.per_expert(), "per_step": ledger.per_step(),
-               "stale_replies": ledger.stale_replies, "refused_replies": dict(ledger.refused)},
+        bytes={"totals": ledger.totals(), "wire_totals": ledger.wire_totals(), "per_expert": ledger.per_expert(),
+               "per_step": ledger.per_step(), "stale_replies": ledger.stale_replies,
+               "refused_replies": dict(ledger.refused), **message_shape(federation)},
         routing=({"hit_rate": routing.hit_rate, "table": routing.table(prepared.splits.pool),
                   "method": config.federation.selection} if routing else None),
         graph=federation.calibration.summary() if federation else {},
@@ -239,6 +245,20 @@ def _local_client_privacy(transport: ExpertTransport) -> dict[str, Any]:
         if privacy is not None and hasattr(privacy, "spent"):
             out[expert_id] = privacy
     return out
+
+
+def message_shape(federation: Federation | None) -> dict[str, Any]:
+    """What the scoring messages held (`transport.session.ScoringSession.shape`: per form, items,
+    distinct questions and visits, values and their bytes, texts sent; a resumed run counts from its
+    restart), and the largest 8-bit quantisation error a client's reply carried where the clients
+    run in this process (embedded engine; None elsewhere: each site keeps its own log)."""
+    if federation is None:
+        return {}
+    session = getattr(federation.base, "session", None)
+    endpoints = getattr(federation.base, "endpoints", None) or {}
+    errors = [e.quantisation_error for e in endpoints.values() if hasattr(e, "quantisation_error")]
+    return {"scoring_shape": session.shape() if session is not None else None,
+            "quantisation_error": max(errors) if errors else None}
 
 
 def fidelity_log(transport: ExpertTransport) -> list[dict[str, Any]] | None:

@@ -132,6 +132,8 @@ def base_recipe(preset: str, public: Sequence[Question], config: ModelConfig) ->
                           "check_every": PROBE_EVERY, "max_new_tokens": PROBE_MAX_NEW_TOKENS}
         if config.pretrain_confirm != 1:  # (absent at 1: the bases built before the key existed stay cached)
             recipe["edge"]["confirm"] = config.pretrain_confirm
+        if config.pretrain_resume_margin is not None:
+            recipe["edge"]["resume_margin"] = config.pretrain_resume_margin
     return recipe
 
 
@@ -173,7 +175,7 @@ def base_model_dir(
                     lambda m: {d: sampled_accuracy(m, tokenizer, probe[d], PROBE_SAMPLES, config.model_seed)
                                for d in by_domain},
                     EdgeRule(config.pretrain_target, config.pretrain_steps, PROBE_EVERY, config.pretrain_replay,
-                             config.pretrain_confirm),
+                             config.pretrain_confirm, config.pretrain_resume_margin),
                     batch_size=config.sft_batch_size, learning_rate=config.sft_learning_rate,
                     seed=config.model_seed, on_step=lambda step, loss: advance(1),
                     on_check=lambda c: progress.log(

@@ -155,10 +155,16 @@ class EdgeRule:
     check_every: int = 100
     replay: float = 0.1
     confirm: int = 1  # consecutive checks at or above the target before a domain counts as reached
+    # A reached domain whose accuracy falls below target - resume_margin trains at full weight again
+    # until it is back at the target; training then ends only at a check where every domain is at
+    # its edge (None: a reached domain stays replayed whatever it does).
+    resume_margin: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.target <= 1:
             raise ValueError(f"target must be in (0, 1], got {self.target}")
+        if self.resume_margin is not None and not 0 <= self.resume_margin < self.target:
+            raise ValueError("resume_margin must be in [0, target)")
         if self.check_every < 1 or self.max_steps < 0 or not 0 <= self.replay <= 1 or self.confirm < 1:
             raise ValueError("check_every must be >= 1, max_steps >= 0, replay in [0, 1] and confirm >= 1")
 
@@ -207,6 +213,7 @@ def train_to_edge(
         return data[domain][orders[domain].pop()]
 
     reached: dict[str, int | None] = {d: None for d in domains}
+    resumed = {d: False for d in domains}  # reached, fell back below the margin, training again
     streak = {d: 0 for d in domains}
     checks: list[dict[str, Any]] = []
 
@@ -218,11 +225,16 @@ def train_to_edge(
             streak[d] = streak[d] + 1 if accuracy[d] >= rule.target else 0
             if reached[d] is None and streak[d] >= rule.confirm:
                 reached[d] = step
-        weights = domain_weights({d: reached[d] is not None for d in domains}, rule.replay)
+            elif reached[d] is not None and rule.resume_margin is not None:
+                if accuracy[d] < rule.target - rule.resume_margin:
+                    resumed[d] = True
+                elif accuracy[d] >= rule.target:
+                    resumed[d] = False
+        weights = domain_weights({d: reached[d] is not None and not resumed[d] for d in domains}, rule.replay)
         checks.append({"step": step, "accuracy": accuracy, "weights": weights})
         if on_check:
             on_check(checks[-1])
-        return all(r is not None for r in reached.values())
+        return all(reached[d] is not None and not resumed[d] for d in domains)
 
     model.train()
     step = 0

@@ -5,7 +5,8 @@
 - ``secret``: 32 bytes of OS entropy (`privacy.secret`), made on first use, readable by the owner only;
 - ``releases.jsonl``: every distinct value the client ever released, as [kind, key, released value],
   appended and fsynced *before* the value leaves. A value key is a digest of what determines the
-  value (the verifier, the question, the candidate or label), so a value asked again is answered
+  value (the verifier, the question, and the candidate's final answer, its full text, or the label:
+  `score_keys`), so a value asked again is answered
   from the journal: the same release, no new noise, no new epsilon. The released count and the
   epsilon spent are recomputed from the journal, so no restart resets them, and refused or late
   replies count (they were released);
@@ -33,10 +34,18 @@ from fedgrpo.durable import Journal
 from fedgrpo.privacy.accounting import max_values, values_epsilon
 from fedgrpo.privacy.mechanisms import UNIFORMS_PER_VALUE, LabelRandomizedResponse, sign_fidelity
 from fedgrpo.privacy.secret import ClientSecret
-from fedgrpo.types import CalibrationReply, CalibrationRequest, Hello, ScoreReply, ScoreRequest
+from fedgrpo.types import (
+    CalibrationReply,
+    CalibrationRequest,
+    Hello,
+    Reads,
+    ScoreReply,
+    ScoreRequest,
+)
 
 PRIVACY_BUDGET_SPENT = "privacy budget spent"  # in the reason of a client that stopped at its budget
 SCORE, CALIBRATE, LABEL = "score", "calibrate", "label"
+SCORE_ANSWER = "score-answer"  # the key of a reward released for a final answer (ANSWERS form)
 
 
 class PrivacyBudgetSpent(RuntimeError):
@@ -54,7 +63,15 @@ def value_key(kind: str, generator: str, question: str, text: str) -> str:
 
 
 def score_keys(request: ScoreRequest) -> list[str]:
-    return [value_key(SCORE, item.generator, item.question, c) for item in request.items for c in item.candidates]
+    """The key of every value a score reply releases, in reply order, as client and server compute
+    it from the resolved request (`transport.session`). In ANSWERS form a reward is released per
+    (question, distinct final answer): an answer-matching scorer's reward is a function of the
+    verifier, the question and the answer (and the client's reference for that question), so the key
+    is the answer's, and the same answer asked again, in any candidate, is the same release. In
+    TEXTS form (a scorer that reads the reasoning) a reward is a function of the whole candidate:
+    one key per candidate text. The two never share a key (`SCORE_ANSWER` and `SCORE` name them)."""
+    kind = SCORE_ANSWER if request.reads is Reads.ANSWERS else SCORE
+    return [value_key(kind, item.generator, item.question, c) for item in request.items for c in item.candidates]
 
 
 def calibration_keys(request: CalibrationRequest) -> list[str]:

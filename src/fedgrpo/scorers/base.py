@@ -17,6 +17,11 @@ class ScorerError(RuntimeError):
 
 
 class Scorer(Protocol):
+    """A plug-in scorer (`scorers.expert.LocalExpert`'s `scorer`). It declares what it reads with
+    an attribute ``reads`` (`types.Reads`): TEXTS, every candidate's full text (what a scorer gets
+    that declares nothing), or ANSWERS, each question's distinct final answers (NO_ANSWER for a
+    candidate without one), which is all an answer-matching scorer needs and far less to send."""
+
     def __call__(self, items: Sequence[ScoreItem]) -> list[list[float | None]]:
-        """One list of raw rewards per item, one value per candidate."""
+        """One list of raw rewards per item, one value per candidate (per answer)."""
         ...

@@ -13,6 +13,14 @@ paper's gate lambda, decided here on the client and never reported:
 The expert's answer to a question is computed once and reused for every candidate and every later
 request that repeats the question. Any `Scorer` callable can replace the built-in logic.
 
+What it reads (declared in its hello, `types.Reads`; the server sends what is declared): the
+built-in scoring compares final answers only, so it reads ANSWERS: each question's distinct final
+answers, extracted by the server, with NO_ANSWER for a candidate without one, which agrees with
+nothing, exactly as `scorers.verifier.score_against` scores such a candidate. Given full texts (a
+server that sends them), it extracts the answers itself, as before: the same rewards either way. A
+plug-in `scorer` reads TEXTS (every candidate's full text) unless it declares otherwise (its own
+`reads` attribute, or the `reads` argument).
+
 With label DP (`labels`, the client's `privacy.client.ClientPrivacy`), answer-based scoring reads a
 label randomised once per record (RRWithPrior, its prior the expert model's own sampled answers to
 the question, which do not depend on the label) instead of the label itself. Every other privacy
@@ -34,11 +42,13 @@ from fedgrpo.data.tasks import Question
 from fedgrpo.scorers.base import Scorer, ScorerError
 from fedgrpo.scorers.verifier import answers_agree, score_against
 from fedgrpo.types import (
+    NO_ANSWER,
     REWARD_MAX,
     REWARD_MIN,
     CalibrationReply,
     CalibrationRequest,
     Hello,
+    Reads,
     ScoreItem,
     ScoreReply,
     ScoreRequest,
@@ -72,6 +82,7 @@ class LocalExpert:
         scorer: Scorer | None = None,
         labels: Any = None,
         guarantee: dict[str, Any] | None = None,
+        reads: Reads | str | None = None,
     ) -> None:
         """The scorer settings come from the config (`engines.experts.make_local_expert`): `mode`
         (the config's scorer_mode), the prompt `style` (the expert answers as the server does),
@@ -79,7 +90,8 @@ class LocalExpert:
         is the one it declares (default: its data's main one); `scorer` replaces the built-in
         scoring; `labels` (a `privacy.client.ClientPrivacy` with label DP) randomises each label
         once before answer-based scoring reads it; `guarantee` is the record-level DP its model was
-        trained with (declared in its hello; None: none)."""
+        trained with (declared in its hello; None: none); `reads` what its scorer reads (default:
+        ANSWERS for the built-in scoring, the plug-in scorer's own `reads` attribute, else TEXTS)."""
         if mode not in SCORER_MODES:
             raise ValueError(f"unknown scorer mode {mode!r}: use one of {', '.join(SCORER_MODES)}")
         self.expert_id = expert_id
@@ -96,6 +108,9 @@ class LocalExpert:
         self._batch_size = batch_size
         self._seed = seed
         self._custom = scorer
+        if reads is None:
+            reads = getattr(scorer, "reads", Reads.TEXTS) if scorer is not None else Reads.ANSWERS
+        self.reads = Reads(reads)
         self._loaded: tuple[Any, Any] | None = None  # (model, tokenizer), loaded on first use
         self._expert_answers: dict[str, str | None] = {}
         self._lock = threading.Lock()  # one request at a time per client: the model is not re-entrant
@@ -108,7 +123,7 @@ class LocalExpert:
         privacy: dict[str, Any] = {"records": self._guarantee} if self._guarantee else {}
         if self._labels is not None:
             privacy["labels"] = self._labels.declaration()["labels"]
-        return Hello(self.expert_id, self.domain, privacy)
+        return Hello(self.expert_id, self.domain, privacy, self.reads)
 
     def calibrate(self, request: CalibrationRequest) -> CalibrationReply:
         with self._lock:
@@ -120,8 +135,12 @@ class LocalExpert:
             for i in request.items))
 
     def score(self, request: ScoreRequest) -> ScoreReply:
+        """One raw reward per candidate of `request` (per distinct answer in ANSWERS form)."""
+        if request.reads is Reads.ANSWERS and self.reads is Reads.TEXTS:
+            raise ScorerError(f"{self.expert_id}: its scorer reads full texts, and was sent final answers only")
         with self._lock:
-            rows = self._custom(request.items) if self._custom else self._score_items(request.items)
+            rows = (self._custom(request.items) if self._custom
+                    else self._score_items(request.items, request.reads))
         if len(rows) != len(request.items) or any(
             len(r) != len(i.candidates) for r, i in zip(rows, request.items)
         ):
@@ -143,7 +162,7 @@ class LocalExpert:
         answer = self._by_id.get(item.question_id)
         return answer if answer is not None else self._by_text.get(_normalise(item.question))
 
-    def _score_items(self, items: Sequence[ScoreItem]) -> list[list[float | None]]:
+    def _score_items(self, items: Sequence[ScoreItem], reads: Reads = Reads.TEXTS) -> list[list[float | None]]:
         references: dict[str, str | None] = {}
         need_model = []
         noisy = self._noisy_labels(items) if self._labels is not None else {}
@@ -161,6 +180,9 @@ class LocalExpert:
             ref = references[item.question_id]
             if ref is None and self._mode == "answer":
                 rows.append([None] * len(item.candidates))
+            elif reads is Reads.ANSWERS:  # the final answers, extracted by the server
+                rows.append([1.0 if answers_agree(item.generator, item.question, None if a == NO_ANSWER else a, ref)
+                             else 0.0 for a in item.candidates])
             else:
                 rows.append([score_against(item.generator, item.question, c, ref, self._style)
                              for c in item.candidates])

@@ -24,7 +24,10 @@ class RunMetrics:
     accuracy_before: dict[str, DomainScore]  # domain -> held-out greedy scores of the base
     accuracy_after: dict[str, DomainScore]  # ... of the trained server
     reward_curve: list[dict[str, Any]]  # {"step", "reward", "reward_std"} per logged step
-    bytes: dict[str, Any]  # totals, per_expert, per_step, stale_replies, refused_replies (by expert)
+    # totals, per_expert, per_step (payload bytes), wire_totals (the messages serialized as they
+    # travel), stale_replies, refused_replies (by expert), scoring_shape (what the scoring messages
+    # held, `transport.session`), quantisation_error (the largest 8-bit rounding a local client sent)
+    bytes: dict[str, Any]
     routing: dict[str, Any] | None  # hit_rate, table, method (None: ground truth asks no expert)
     graph: dict[str, Any]  # per_domain, overall, calibration_failures
     failures: dict[str, int]  # expert id -> failed scoring requests

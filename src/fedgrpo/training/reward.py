@@ -1,7 +1,9 @@
 """The federated reward hook TRL calls: TRL's columns -> routing -> transport -> rewards in TRL's order.
 
 TRL generates `num_generations = M*G` candidates per question and hands each question's candidates
-over consecutively. They are split into one contiguous block per selected expert, in routing order:
+over consecutively. The hook asks with full candidate texts and gets one reward per candidate back;
+what travels to each expert (its question's distinct final answers, or the texts compressed, with
+rewards packed) is the transport's business (`transport.session`). They are split into one contiguous block per selected expert, in routing order:
 with the paper's M experts, candidates [m*G, (m+1)*G) go to the m-th; with fewer (a competence
 threshold kept k < M), the M*G candidates are split into k blocks as equal as possible. TRL's group
 normalisation spans the whole federated group - exactly `core.advantage.federated_advantages` with

@@ -2,7 +2,9 @@
 
 Two levels, two names: an `Expert` answers one request (`calibrate`, `score`); an `ExpertTransport`
 sends a round of requests to many experts (`calibrate_round`, `score_round`) and reports what came
-back. Failure is part of the API: `score_round` returns the replies that arrived plus a `.failures`
+back. Between them sits the wire (`transport.session`): a transport reaches an expert through its
+`Endpoint`, which speaks the wire messages (`types.WireScoreRequest`, packed replies); a client's
+`ClientEndpoint` turns them into the resolved requests its `Expert` reads. Failure is part of the API: `score_round` returns the replies that arrived plus a `.failures`
 list (an expert that raised, timed out, or answered with the wrong number of floats), each with its
 kind (`types.FailureKind`), set where the failure is made (`failure_kind` reads an expert's
 exception); the caller turns a missing reply into NaN rewards, which get advantage 0. A reply for
@@ -22,9 +24,10 @@ from pathlib import Path
 from typing import Protocol
 
 from fedgrpo.core.comm import payload_bytes
+from fedgrpo.core.packing import unpack_rewards
 from fedgrpo.durable import Journal
-from fedgrpo.privacy.client import PrivacyBudgetSpent, calibration_keys, score_keys
-from fedgrpo.transport.contract import ReplyRefused, check_calibration_reply, check_score_reply
+from fedgrpo.privacy.client import PrivacyBudgetSpent, calibration_keys
+from fedgrpo.transport.contract import ReplyRefused, check_wire_calibration_reply
 from fedgrpo.types import (
     CalibrationReply,
     CalibrationRequest,
@@ -34,15 +37,18 @@ from fedgrpo.types import (
     ScoreReply,
     ScoreRequest,
     ScoreResults,
+    WireCalibrationReply,
+    WireScoreReply,
+    WireScoreRequest,
 )
 
 
 class Expert(Protocol):
-    """One expert as every engine reaches it: in-process (`scorers.expert.LocalExpert`) or over its
-    site's loopback (`engines.expert_service.RemoteExpert`)."""
+    """One client's expert, as its scorer sees requests: in-process (`scorers.expert.LocalExpert`,
+    wrapped for privacy or measurements) on every engine, behind its `ClientEndpoint`."""
 
     def hello(self) -> Hello:
-        """Its expert id, the domain it declares and the privacy guarantees it declares."""
+        """Its expert id, the domain it declares, the privacy guarantees it declares, what it reads."""
         ...
 
     def calibrate(self, request: CalibrationRequest) -> CalibrationReply:
@@ -50,7 +56,22 @@ class Expert(Protocol):
         ...
 
     def score(self, request: ScoreRequest) -> ScoreReply:
-        """One reward per candidate."""
+        """One reward per candidate (per distinct answer in ANSWERS form)."""
+        ...
+
+
+class Endpoint(Protocol):
+    """An expert as a transport reaches it, on the wire: a client's `transport.session.ClientEndpoint`
+    or a site's service over its loopback (`engines.expert_service.RemoteExpert`)."""
+
+    def hello(self) -> Hello: ...
+
+    def calibrate(self, request: CalibrationRequest) -> WireCalibrationReply:
+        """One bit per auxiliary item, packed."""
+        ...
+
+    def score(self, request: WireScoreRequest) -> WireScoreReply:
+        """One packed reward per value of the request."""
         ...
 
 
@@ -128,14 +149,21 @@ def failure_kind(exc: BaseException) -> FailureKind:
     return FailureKind.ERROR
 
 
+# One message: (phase, step, expert id, direction, payload bytes, wire bytes). Wire bytes are the
+# message's serialized size as it travels (the engine says how: a Flower message's serialized
+# objects, the expert service's HTTP body); None in a ledger file written before they were recorded.
+Record = tuple[str, int, str, str, int, int | None]
+
+
 @dataclass
 class TrafficLedger:
-    """Payload bytes per (phase, step, expert, direction), and, when `track_releases` (per-value LDP
-    is on), the distinct values each expert released as the server saw them: the keys
+    """Bytes per message (`Record`): the payload model (`core.comm.payload_bytes`) beside the
+    serialized size as it travels, so the two compare per message; and, when `track_releases`
+    (per-value LDP is on), the distinct values each expert released as the server saw them: the keys
     (`privacy.client.value_key`) of the values in its accepted replies, per (phase, step, expert).
     A value asked again is the same release, so the count is of distinct keys; thread-safe."""
 
-    records: list[tuple[str, int, str, str, int]] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
     releases: list[tuple[str, int, str, list[str]]] = field(default_factory=list)
     stale_replies: int = 0
     refused: dict[str, int] = field(default_factory=dict)  # expert id -> replies refused by the contract
@@ -160,36 +188,54 @@ class TrafficLedger:
         with self._lock:
             self.refused[expert_id] = self.refused.get(expert_id, 0) + 1
 
-    def record(self, phase: str, step: int, expert_id: str, direction: str, message: object) -> int:
+    def record(self, phase: str, step: int, expert_id: str, direction: str, message: object,
+               wire_bytes: int | None) -> int:
+        """Record one message: its payload (the byte model of `message`) and `wire_bytes`."""
         size = payload_bytes(message)
         with self._lock:
-            self.records.append((phase, step, expert_id, direction, size))
+            self.records.append((phase, step, expert_id, direction, size, wire_bytes))
         return size
 
     def totals(self) -> dict[str, int]:
+        """Payload bytes per direction, and per phase and direction."""
         out: dict[str, int] = defaultdict(int)
-        for phase, _, _, direction, size in self.records:
+        for phase, _, _, direction, size, _ in self.records:
             out[direction] += size
             out[f"{phase}_{direction}"] += size
         return dict(out)
 
+    def wire_totals(self) -> dict[str, int]:
+        """Wire bytes as `totals` adds up payload bytes, over the records that hold them (with
+        ``unrecorded``: how many do not, from a ledger file older than the wire column)."""
+        out: dict[str, int] = defaultdict(int)
+        out["unrecorded"] = 0
+        for phase, _, _, direction, _, wire in self.records:
+            if wire is None:
+                out["unrecorded"] += 1
+                continue
+            out[direction] += wire
+            out[f"{phase}_{direction}"] += wire
+        return dict(out)
+
     def per_expert(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = defaultdict(lambda: {"down": 0, "up": 0})
-        for _, _, expert_id, direction, size in self.records:
+        for _, _, expert_id, direction, size, _ in self.records:
             out[expert_id][direction] += size
         return dict(out)
 
     def per_step(self) -> dict[int, dict[str, int]]:
         out: dict[int, dict[str, int]] = defaultdict(lambda: {"down": 0, "up": 0})
-        for phase, step, _, direction, size in self.records:
+        for phase, step, _, direction, size, _ in self.records:
             if phase == "score":
                 out[step][direction] += size
         return dict(sorted(out.items()))
 
 
 class LedgerFile:
-    """Mirror of a traffic ledger in JSON Lines journals (`traffic.jsonl` for the byte records,
-    its sibling `releases.jsonl` for the released keys), appended after every step (only new
+    """Mirror of a traffic ledger in JSON Lines journals (`traffic.jsonl` for the byte records, one
+    `Record` a line: [phase, step, expert, direction, payload bytes, wire bytes]; a line of a file
+    written before the wire column has five entries and reads as wire bytes None; its sibling
+    `releases.jsonl` for the released keys), appended after every step (only new
     records: rewriting the whole file each step would grow quadratically) and read back into the
     ledger on resume.
 
@@ -209,7 +255,7 @@ class LedgerFile:
                 return keep_calibration
             return resume_step is None or record[1] < resume_step
 
-        ledger.records.extend(tuple(r) for r in self.journal.keep(keep))
+        ledger.records.extend(as_record(r) for r in self.journal.keep(keep))
         ledger.releases.extend(tuple(r) for r in self.releases_journal.keep(keep))
         self.written = len(ledger.records)
         self.releases_written = len(ledger.releases)
@@ -219,40 +265,29 @@ class LedgerFile:
         self.releases_written += self.releases_journal.append(self.ledger.releases[self.releases_written:])
 
 
+def as_record(line: list | tuple) -> Record:
+    """A ledger file's line as a `Record` (a five-entry line of an older file: wire bytes None)."""
+    phase, step, expert_id, direction, size, *wire = line
+    return (phase, step, expert_id, direction, size, wire[0] if wire else None)
+
+
 # -- what every engine does with a reply that arrived (one place, so engines cannot drift apart) ----
+# (Score replies: `transport.session.accept_score`, which also maps them back to the candidates.)
 
 
 def accept_calibration(ledger: TrafficLedger, expert_id: str, request: CalibrationRequest,
-                       reply: object) -> str | None:
-    """Record an arrived calibration reply; return why it is refused (`transport.contract`), else None.
-    A refused reply is counted (``ledger.refused``)."""
+                       reply: object, wire_bytes: int | None) -> CalibrationReply | str:
+    """The arrived calibration reply, checked (`transport.contract`), recorded and unpacked, or why
+    it is refused. A refused reply is counted (``ledger.refused``)."""
     try:
-        reply = check_calibration_reply(reply, request)
+        kept = check_wire_calibration_reply(reply, request)
     except ReplyRefused as exc:
         ledger.count_refused(expert_id)
         return f"refused calibration reply: {exc}"
-    ledger.record("calibrate", -1, expert_id, "up", reply)
+    ledger.record("calibrate", -1, expert_id, "up", kept, wire_bytes)
     if ledger.track_releases:
         ledger.release("calibrate", -1, expert_id, calibration_keys(request))
-    return None
-
-
-def accept_score(ledger: TrafficLedger, step: int, expert_id: str, request: ScoreRequest,
-                 reply: object) -> ScoreReply | ExpertFailure:
-    """The reply to keep, or the failure it is: one that breaks the contract (`transport.contract`:
-    wrong type or length, a reward outside the declared range; REFUSED, counted in
-    ``ledger.refused``) or one for another step (STALE, counted in ``ledger.stale_replies``)."""
-    try:
-        kept = check_score_reply(reply, request)
-    except ReplyRefused as exc:
-        return refuse_score(ledger, step, expert_id, exc)
-    if kept.step != step:
-        ledger.stale_replies += 1
-        return ExpertFailure(expert_id, step, f"stale reply for step {kept.step}", FailureKind.STALE)
-    ledger.record("score", step, expert_id, "up", kept)
-    if ledger.track_releases:  # every value is released (a missing one as a fair coin)
-        ledger.release("score", step, expert_id, score_keys(request))
-    return kept
+    return CalibrationReply(tuple(float(v) for v in unpack_rewards(kept.correct, len(request.items))))
 
 
 def refuse_score(ledger: TrafficLedger, step: int, expert_id: str, exc: Exception) -> ExpertFailure:

@@ -1,8 +1,8 @@
 """The client side of the Flower engine: handlers for `query.hello`, `query.calibrate`, `query.score`.
 
-Each handler decodes the request, asks the site's `Expert` (in simulation an in-process
-`LocalExpert`; in deployment a `RemoteExpert` that forwards to the site's persistent expert service)
-and encodes the reply. A handler never raises: an exception becomes a Flower error reply carrying
+Each handler decodes the request, asks the site's `Endpoint` (in simulation the `ClientEndpoint` of an
+in-process `LocalExpert`, kept across messages: it holds the session's question texts; in deployment
+a `RemoteExpert` that forwards to the site's persistent expert service) and encodes the reply. A handler never raises: an exception becomes a Flower error reply carrying
 the reason, and the failure's kind in its code (`flower_records.failure_code`), so the server
 records a typed failure instead of waiting (a raising ClientApp can stall a simulation, flwr #4476).
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from flwr.app import Error, Message, RecordDict
 
-from fedgrpo.transport.base import Expert, failure_kind
-from fedgrpo.transport.contract import check_calibration_reply, check_score_reply
+from fedgrpo.transport.base import Endpoint, failure_kind
+from fedgrpo.transport.contract import check_wire_calibration_reply, check_wire_score_reply
 from fedgrpo.transport.flower_records import (
     decode_calibration_request,
     decode_score_request,
@@ -23,23 +23,23 @@ from fedgrpo.transport.flower_records import (
 )
 
 
-def handle_hello(message: Message, expert: Expert) -> Message:
+def handle_hello(message: Message, expert: Endpoint) -> Message:
     return _guard(message, lambda: encode_hello_reply(expert.hello()))
 
 
-def handle_calibrate(message: Message, expert: Expert) -> Message:
+def handle_calibrate(message: Message, expert: Endpoint) -> Message:
     def build() -> RecordDict:
         request = decode_calibration_request(message.content)
-        return encode_calibration_reply(check_calibration_reply(expert.calibrate(request), request))
+        return encode_calibration_reply(check_wire_calibration_reply(expert.calibrate(request), request))
 
     return _guard(message, build)
 
 
-def handle_score(message: Message, expert: Expert) -> Message:
+def handle_score(message: Message, expert: Endpoint) -> Message:
     # The client side of the reply contract: nothing outside it leaves the node (an error reply instead).
     def build() -> RecordDict:
         request = decode_score_request(message.content)
-        return encode_score_reply(check_score_reply(expert.score(request), request))
+        return encode_score_reply(check_wire_score_reply(expert.score(request), request))
 
     return _guard(message, build)
 

@@ -13,7 +13,10 @@ expert and wait for the replies with the grid's own `push_messages` / `pull_mess
   BUDGET_SPENT across the trip).
 
 Bytes go to the same `TrafficLedger` with the same byte model as the embedded engine, counted on the
-value types before encoding, so both engines report identical payload bytes for identical traffic.
+value types before encoding, so both engines report identical payload bytes for identical traffic;
+beside them, each message's wire bytes as Flower serializes it (`flower_records.message_bytes`).
+Scoring rounds are the common round of every engine (`transport.session.score_round`: what each
+expert reads, texts once, packed rewards).
 Polling starts at 5 ms and backs off to `max_poll_s`: a fast expert is not held up by a fixed sleep
 (Flower's grids sleep 0.1 s in Simulation, 3 s in Deployment between pulls). Pulling from the
 in-memory Simulation grid is cheap, so it can poll often; a Deployment pull is an HTTP request to
@@ -28,8 +31,10 @@ from collections.abc import Callable, Mapping, Sequence
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
+from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.errors import FedGRPOError
-from fedgrpo.transport.base import TrafficLedger, accept_calibration, accept_score, refuse_score
+from fedgrpo.transport.base import TrafficLedger, accept_calibration
+from fedgrpo.transport.contract import check_size
 from fedgrpo.transport.flower_records import (
     CALIBRATE,
     HELLO,
@@ -40,15 +45,17 @@ from fedgrpo.transport.flower_records import (
     encode_calibration_request,
     encode_score_request,
     failure_kind_of_code,
+    message_bytes,
 )
+from fedgrpo.transport.session import Arrival, ScoringSession, score_round
 from fedgrpo.types import (
     CalibrationReply,
     CalibrationRequest,
-    ExpertFailure,
     FailureKind,
-    ScoreReply,
+    Reads,
     ScoreRequest,
     ScoreResults,
+    WireScoreRequest,
 )
 
 FIRST_POLL_S = 0.005
@@ -58,8 +65,10 @@ class FlowerTransport:
     def __init__(self, grid: Grid, expert_ids: Sequence[str], *, timeout_s: float = 600.0,
                  node_wait_s: float = 120.0, max_poll_s: float = 0.1,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        """Wait (at most `node_wait_s`) until a SuperNode has said hello for every expert id."""
+                 sleep: Callable[[float], None] = time.sleep, style: PromptStyle | None = None) -> None:
+        """Wait (at most `node_wait_s`) until a SuperNode has said hello for every expert id. `style`
+        reads the candidates' final answers for the experts that read only those (None: every
+        expert gets full texts)."""
         self._grid = grid
         self.timeout_s, self.max_poll_s = timeout_s, max_poll_s
         self.ledger = TrafficLedger()
@@ -69,8 +78,10 @@ class FlowerTransport:
         self._node_of: dict[str, int] = {}
         self.expert_domains: dict[str, str] = {}
         self.expert_privacy: dict[str, dict] = {}  # what each expert declares of its guarantees
+        self.expert_reads: dict[str, Reads] = {}  # what each expert's scorer reads
         self._connect(list(expert_ids), node_wait_s)
         self.expert_ids = tuple(expert_ids)  # the caller's order, as on the embedded engine
+        self.session = ScoringSession(style, self.expert_reads)
 
     # -- start-up ------------------------------------------------------------------------------
 
@@ -102,6 +113,7 @@ class FlowerTransport:
                     (self._node_of if expert_id in wanted else others)[expert_id] = node
                     self.expert_domains[expert_id] = hello.domain
                     self.expert_privacy[expert_id] = hello.privacy
+                    self.expert_reads[expert_id] = hello.reads
             missing = [e for e in wanted if e not in self._node_of]
             if not missing:
                 return
@@ -117,59 +129,59 @@ class FlowerTransport:
     # -- the ExpertTransport protocol -----------------------------------------------------------
 
     def calibrate_round(self, request: CalibrationRequest) -> tuple[dict[str, CalibrationReply], dict[str, str]]:
-        messages = {}
-        for expert_id in self.expert_ids:
-            self.ledger.record("calibrate", -1, expert_id, "down", request)
-            messages[expert_id] = (CALIBRATE, encode_calibration_request(request), "calibrate")
-        arrived, failed = self._exchange(messages)
+        messages = {expert_id: (CALIBRATE, encode_calibration_request(request), "calibrate")
+                    for expert_id in self.expert_ids}
+        arrived, failed = self._exchange(messages, lambda e, size: self.ledger.record(
+            "calibrate", -1, e, "down", request, size))
         failures = {expert_id: reason for expert_id, (reason, _) in failed.items()}
         replies = {}
         for expert_id, message in arrived.items():
             try:
+                size = message_bytes(message)
+                check_size(size)
                 reply = decode_calibration_reply(message.content)
             except (KeyError, TypeError, ValueError) as exc:  # ReplyRefused is a ValueError
                 self.ledger.count_refused(expert_id)
                 failures[expert_id] = f"refused calibration reply: {exc}"
                 continue
-            refused = accept_calibration(self.ledger, expert_id, request, reply)
-            if refused:
-                failures[expert_id] = refused
+            kept = accept_calibration(self.ledger, expert_id, request, reply, size)
+            if isinstance(kept, str):
+                failures[expert_id] = kept
             else:
-                replies[expert_id] = reply
+                replies[expert_id] = kept
         return replies, failures
 
     def score_round(self, step: int, requests: Mapping[str, ScoreRequest]) -> ScoreResults:
-        messages = {}
-        for expert_id, request in requests.items():
-            self.ledger.record("score", step, expert_id, "down", request)
-            messages[expert_id] = (SCORE, encode_score_request(request), str(step))
-        arrived, failed = self._exchange(messages)
-        failures = [ExpertFailure(e, step, reason, kind) for e, (reason, kind) in failed.items()]
-        replies: dict[str, ScoreReply] = {}
+        return score_round(self.session, self.ledger, step, requests, self._exchange_scores)
+
+    def _exchange_scores(self, step: int, requests: Mapping[str, WireScoreRequest]) -> dict[str, Arrival]:
+        messages = {e: (SCORE, encode_score_request(r), str(step)) for e, r in requests.items()}
+        arrived, failed = self._exchange(messages, lambda e, size: self.ledger.record(
+            "score", step, e, "down", requests[e], size))
+        arrivals = {e: Arrival(reason=reason, kind=kind) for e, (reason, kind) in failed.items()}
         for expert_id, message in arrived.items():
             try:
-                reply = decode_score_reply(message.content)
+                size = message_bytes(message)
+                check_size(size)
+                arrivals[expert_id] = Arrival(decode_score_reply(message.content), size)
             except (KeyError, TypeError, ValueError) as exc:  # ReplyRefused is a ValueError
-                failures.append(refuse_score(self.ledger, step, expert_id, exc))
-                continue
-            kept = accept_score(self.ledger, step, expert_id, requests[expert_id], reply)
-            if isinstance(kept, ExpertFailure):
-                failures.append(kept)
-            else:
-                replies[expert_id] = kept
-        return ScoreResults(replies=replies, failures=tuple(failures))
+                arrivals[expert_id] = Arrival(refused=exc)
+        return arrivals
 
     def close(self) -> None:
         """Nothing to release: the grid belongs to the ServerApp."""
 
     # -- one round: push, then pull until every reply or the deadline ---------------------------
 
-    def _exchange(self, messages: Mapping[str, tuple[str, RecordDict, str]]
+    def _exchange(self, messages: Mapping[str, tuple[str, RecordDict, str]],
+                  sent: Callable[[str, int], object] | None = None,
                   ) -> tuple[dict[str, Message], dict[str, tuple[str, FailureKind]]]:
-        """expert id -> (type, content, group) ==> (replies with content, (failure reason, kind) by expert)."""
+        """expert id -> (type, content, group) ==> (replies with content, (failure reason, kind) by
+        expert); `sent(expert id, wire bytes)` is told of every message as it is pushed."""
         by_node = {self._node_of[e]: spec for e, spec in messages.items()}
         expert_of = {self._node_of[e]: e for e in messages}
-        replies, failures = self._round(by_node, self.timeout_s)
+        replies, failures = self._round(by_node, self.timeout_s,
+                                        None if sent is None else lambda node, size: sent(expert_of[node], size))
         arrived: dict[str, Message] = {}
         out_failures: dict[str, tuple[str, FailureKind]] = {}
         for node, expert_id in expert_of.items():
@@ -185,10 +197,13 @@ class FlowerTransport:
                 arrived[expert_id] = reply
         return arrived, out_failures
 
-    def _round(self, specs: Mapping[int, tuple[str, RecordDict, str]], timeout_s: float
-               ) -> tuple[dict[int, Message], dict[int, str]]:
+    def _round(self, specs: Mapping[int, tuple[str, RecordDict, str]], timeout_s: float,
+               on_sent: Callable[[int, int], object] | None = None) -> tuple[dict[int, Message], dict[int, str]]:
         sent = {node: Message(content, dst_node_id=node, message_type=kind, group_id=group)
                 for node, (kind, content, group) in specs.items()}
+        if on_sent is not None:  # each message's wire bytes, measured before Flower takes it
+            for node, message in sent.items():
+                on_sent(node, message_bytes(message))
         accepted = {mid for mid in self._grid.push_messages(list(sent.values())) if mid}
         now = self._clock()
         waiting: dict[str, int] = {}

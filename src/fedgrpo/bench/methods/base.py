@@ -3,9 +3,15 @@
 
 A method's result is one JSON-able dict: greedy pass@1 per domain after it ran (and of the base
 before) on the test split and on the validation split, every message it exchanged as ``[phase,
-round or step, client, direction, bytes]`` (bytes = `core.comm`'s byte model for FedGRPO's and
-DPSDA-FL's messages, Flower's ``count_bytes`` of the records for FedPETuning's adapters), its
-training curve, its wall time and its method-specific facts (epsilon spent, rounds, routing hit rate).
+round or step, client, direction, bytes, wire bytes]``, its training curve, its wall time and its
+method-specific facts (epsilon spent, rounds, routing hit rate). Two counts per message, for every
+method: ``bytes`` is the payload model (`core.comm`'s byte model for FedGRPO's and DPSDA-FL's
+messages, Flower's ``count_bytes`` of the records for FedPETuning's adapters) and ``wire bytes`` the
+message serialized as it travels (FedGRPO: its run's ledger, `transport.base.TrafficLedger`, as the
+engine sends it; FedPETuning: the Flower message as Flower serializes it, `flower_records.message_bytes`;
+DPSDA-FL, whose messages are computed in this process: what each would weigh as a JSON body, the
+format of FedGRPO's expert service, `transport.json_body`). The result's ``bytes`` and
+``wire_bytes`` are their sums (`byte_totals`).
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ class Method:
     byte_ratio_goal: float | None = None
     knobs: tuple[str, ...] = ()
     kind: str = "fedgrpo"  # the family (zero_shot | fedgrpo | fedpetuning | dpsda): what it builds
+    in_default_plan: bool = True  # run by `fedgrpo bench` without --methods
 
     def overrides_for(self, config: FedGRPOConfig) -> dict[str, Any]:
         return dict(self.overrides(config) if callable(self.overrides) else self.overrides)
@@ -96,8 +103,6 @@ def run_method(config: FedGRPOConfig, method: Method, out: Path, progress: Progr
         val_after = evaluate_greedy(result.final_dir, splits.val, config.evaluation, style, progress,
                                     f"evaluate {method.label} on validation", cache=out / "after-val.json")
     messages = result.messages
-    down = sum(m[4] for m in messages if m[3] == "down")
-    up = sum(m[4] for m in messages if m[3] == "up")
     return {
         "method": method.name, "label": method.label, "kind": method.kind,
         "before": {d: s.pass_at_1 for d, s in before.items()},
@@ -107,10 +112,24 @@ def run_method(config: FedGRPOConfig, method: Method, out: Path, progress: Progr
                        "after": {d: s.pass_at_1 for d, s in val_after.items()},
                        "mean_before": _mean(val_before) if val_before else None,
                        "mean_after": _mean(val_after) if val_after else None},
-        "bytes": {"down": down, "up": up, "total": down + up},
+        "bytes": byte_totals(messages, 4), "wire_bytes": byte_totals(messages, 5),
         "messages": messages, "curve": result.curve, "facts": result.facts,
         "wall_time_s": round(time.perf_counter() - started, 1),
     }
+
+
+def byte_totals(messages: list[list[Any]], column: int) -> dict[str, int]:
+    """Down, up and total of one byte column of `messages` (4: payload, 5: wire), and how many
+    messages do not hold it (``unrecorded``: a FedGRPO ledger file older than the wire column)."""
+    out = {"down": 0, "up": 0, "unrecorded": 0}
+    for m in messages:
+        size = m[column] if len(m) > column else None
+        if size is None:
+            out["unrecorded"] += 1
+        else:
+            out[m[3]] += size
+    out["total"] = out["down"] + out["up"]
+    return out
 
 
 def accuracy_curve(config: FedGRPOConfig, out: Path, eval_sets: Mapping[str, Any],

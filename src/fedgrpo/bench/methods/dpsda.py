@@ -1,6 +1,11 @@
 """DPSDA-FL (Abacha et al. 2024): every client makes a DP synthetic set by Private Evolution
 (`baselines.dpsda`) and uploads it; the server trains on the pooled sets, objective SFT (at its own
-learning rate, `dpsda_sft_learning_rate`) or GRPO on their answers."""
+learning rate, `dpsda_sft_learning_rate`) or GRPO on their answers.
+
+Its messages are computed in this process (no transport carries them). Each is counted twice, as
+every method's are: its payload (`core.comm`'s byte model: texts, 4 B per count) and what it would
+weigh on the wire as a JSON body (`pe_body_bytes`: the format of FedGRPO's expert service,
+`transport.json_body`, so DPSDA-FL's wire bytes compare with FedGRPO's on the embedded engine)."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.data.tasks import Question
 from fedgrpo.durable import write_json_atomic
 from fedgrpo.progress import ProgressSink
+from fedgrpo.transport.json_body import body
 
 
 def run(config: FedGRPOConfig, method: Method, prepared: Any, out: Path, progress: ProgressSink) -> MethodResult:
@@ -61,7 +67,7 @@ def _private_evolution(config: FedGRPOConfig, prepared: Any, out: Path, progress
     pe = {"synthetic": [{"question_id": q.question_id, "domain": q.domain, "generator": q.generator,
                          "question": q.question, "answer": q.answer,
                          "metadata": json.loads(json.dumps(q.metadata, default=str))} for q in synthetic],
-          "messages": [["pe", rnd, r.expert_id, direction, payload_bytes(payload)]
+          "messages": [["pe", rnd, r.expert_id, direction, payload_bytes(payload), pe_body_bytes(rnd, direction, payload)]
                        for r in runs for rnd, direction, payload in r.messages],
           "epsilon": {r.expert_id: r.epsilon for r in runs}, "delta": {r.expert_id: r.delta for r in runs},
           "noise_multiplier": {r.expert_id: r.noise_multiplier for r in runs},
@@ -72,6 +78,16 @@ def _private_evolution(config: FedGRPOConfig, prepared: Any, out: Path, progress
           "foundation_pool": len(api.items)}
     write_json_atomic(pe_file, pe, indent=None)
     return pe
+
+
+def pe_body_bytes(rnd: int, direction: str, payload: Any) -> int:
+    """One Private Evolution message as a JSON body: the round and its candidates ([question, answer]
+    texts, down), its noisy vote histogram (numbers, up) or its synthetic set (texts, up)."""
+    if direction == "down":
+        name = "candidates"
+    else:
+        name = "histogram" if all(isinstance(v, float) for v in payload) else "synthetic"
+    return len(body({"round": rnd, name: list(payload)}))
 
 
 def _counts(values: Any) -> dict[str, int]:

@@ -36,13 +36,19 @@ def run(config: FedGRPOConfig, method: Method, prepared: Any, out: Path, progres
         state, log = run_fedavg_embedded(initial, len(shards), b.fedpetuning_rounds, update,
                                          Checkpoints(out / "fedavg"), progress, f"{method.label} rounds")
     final_dir = merge_adapter(config, prepared.server_dir, state, out / "final-model")
-    messages = [["fedavg", r, f"client-{c}", direction, size] for r, c, direction, size in log.messages]
+    messages = fedavg_messages(log)
     key = "reward" if method.objective == "grpo" else "loss"
     curve = [{"step": m["round"], key: m.get(key)} for m in log.round_metrics]
     facts = {"rounds": b.fedpetuning_rounds, "lora_rank": b.fedpetuning_lora_rank,
              "adapter_parameters": sum(int(v.size) for v in initial.values()), "engine": config.engine.engine,
              "local_grpo_steps": local_steps(config) if method.objective == "grpo" else None}
     return MethodResult(final_dir, messages, curve, facts)
+
+
+def fedavg_messages(log: Any) -> list[list[Any]]:
+    """A FedAvg run's messages (`engines.fedavg.FedAvgLog`) as ``[phase, round, client, direction,
+    bytes, wire bytes]``."""
+    return [["fedavg", r, f"client-{c}", direction, size, wire] for r, c, direction, size, wire in log.messages]
 
 
 def _simulated_client_update(objective: str, config: FedGRPOConfig, arrays: Any, r: int, c: int) -> Any:
