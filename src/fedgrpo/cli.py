@@ -363,6 +363,10 @@ def privacy_lines(privacy: dict[str, Any]) -> str:
         if values:
             parts.append(f"one released value only: {max(values['server_count'], values['client_count'] or 0):,} "
                          f"distinct values compose to epsilon {values['epsilon']:,.4g} at delta {privacy['plan']['delta']:g}")
+        accuracy = privacy.get("expert_accuracy", {}).get(expert_id)
+        if accuracy:
+            parts.append(f"its expert {_pct(accuracy['with_dp'])}% right in {accuracy['domain']} with DP, "
+                         f"{_pct(accuracy['without_dp'])}% without")
         lines.append(f"  {expert_id}: " + ("; ".join(parts) if parts else "none (its expert was trained without DP)"))
     if privacy["plan"]["budget"]:
         lines.append(f"  budget {privacy['plan']['budget']:g} per client; stopped: "

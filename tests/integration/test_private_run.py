@@ -73,6 +73,9 @@ def test_dp_trained_experts_declare_a_record_level_guarantee_for_the_whole_run(t
         assert records["unit"] == "record" and 0 < records["epsilon"] <= 8.0 and records["delta"] == 1e-5
         assert records["steps"] == TINY_OVERRIDES["expert_steps"] and records["noise_multiplier"] > 0
         assert "values" not in entry  # nothing to compose: every value is post-processing
+    accuracy = m["privacy"]["expert_accuracy"]
+    assert set(accuracy) == {"client-0", "client-1"}
+    assert all(0 <= a["with_dp"] <= 1 and 0 <= a["without_dp"] <= 1 for a in accuracy.values())
     console = Console(record=True, width=400)
     print_run_report(m, console)
     assert "each record of its private data: epsilon" in console.export_text()

@@ -40,22 +40,32 @@ def write_markdown(payload: dict[str, Any], path: Path, plan: Any) -> Path:
                      + f" | **{_cell(s['mean'])}** | {s['gain']['mean']:+.1f} | "
                      + (f"{100 * share:.0f}%" if share is not None and name != "central_grpo" else "") + " |")
     lines += ["", "## Communication (bytes over the whole run, both ways; mean over seeds)", "",
-              "| method | down | up | total (MB) | FedGRPO's share |", "|---|---|---|---|---|"]
-    fed = summary.get("fedgrpo", {}).get("bytes", {}).get("total")
+              "Two counts of every message: the payload model (`core.comm`: the values and texts a message "
+              "carries) and the wire (its serialized size as it travels: Flower's serialization of its records, "
+              "or the expert service's JSON body; docs/bench.md).", "",
+              "| method | payload down | payload up | payload total (MB) | wire total (MB) | FedGRPO's share (wire) |",
+              "|---|---|---|---|---|---|"]
+    fed = (summary.get("fedgrpo", {}).get("wire_bytes") or {}).get("total")
     for name, s in summary.items():
-        b = s["bytes"]
-        ratio = f"1/{b['total'] / fed:,.1f}" if fed and b["total"] else ""
-        lines.append(f"| {s['label']} | {b['down']:,.0f} | {b['up']:,.0f} | {_mb(b['total'])} | {ratio} |")
+        b, w = s["bytes"], s.get("wire_bytes") or {}
+        ratio = f"1/{w['total'] / fed:,.1f}" if fed and w.get("total") else ""
+        lines.append(f"| {s['label']} | {b['down']:,.0f} | {b['up']:,.0f} | {_mb(b['total'])} | "
+                     f"{_mb(w['total']) if w.get('total') is not None else ''} | {ratio} |")
     lines += ["", "### At the paper's scale (closed forms, MB; `fedgrpo.core.costs`, docs/bench.md)", "",
-              "| server model | FedPETuning (LoRA r=8, all linear, 100 rounds x 10 clients) | DPSDA-FL | FedGRPO | "
-              "FedGRPO rewards up only |", "|---|---|---|---|---|"]
+              "FedGRPO is a range: answer-matching scorers from one to G distinct answers per block (the run's "
+              "measured rate in the middle), and scorers that read the reasoning, from the run's candidate texts "
+              "compressed as measured to the paper's 2,048-token candidates sent as they are.", "",
+              "| server model | FedPETuning (LoRA r=8, all linear, 100 rounds x 10 clients) | DPSDA-FL | FedGRPO, "
+              "answer-matching (low - measured - high) | FedGRPO, full texts (low - high) | FedGRPO rewards up only |",
+              "|---|---|---|---|---|---|"]
     for model, row in report["paper_scale_bytes"].items():
-        lines.append(f"| {model} | {_mb(row['fedpetuning'])} | {_mb(row['dpsda'])} | {_mb(row['fedgrpo'])} | "
+        a, t = row["fedgrpo_range"]["answers"], row["fedgrpo_range"]["texts"]
+        lines.append(f"| {model} | {_mb(row['fedpetuning'])} | {_mb(row['dpsda'])} | {_mb(a['low'])} - "
+                     f"{_mb(a['measured'])} - {_mb(a['high'])} | {_mb(t['low'])} - {_mb(t['high'])} | "
                      f"{_mb(row['fedgrpo_rewards_up_only'])} |")
-    lines += ["", "The paper's own Fig. 2 figures (665.6 / 2249.6 / 6160.2 MB for FedPETuning) cannot be derived "
-              "from its description: their ratio 1 : 3.38 : 9.26 matches no fixed-rank LoRA of these models "
-              "(all-linear LoRA gives 1 : 1.62 : 2.19), and its 2.4 MB for FedGRPO is neither the rewards alone "
-              "(2,000 x 8 x 4 B = 64 kB) nor rewards plus candidate texts.", "",
+    lines += ["", "The paper's own Fig. 2 figures for FedPETuning cannot be derived from its description: their "
+              "ratio across the three models matches no fixed-rank LoRA of them (docs/bench.md), and its figure "
+              "for FedGRPO is neither the rewards alone nor rewards plus candidate texts.", "",
               "## Goals", "", "| goal | measured | met |", "|---|---|---|"]
     lines += [f"| {g['goal']} | {g['measured']} | {'yes' if g['met'] else '**no**'} |" for g in report["goals"]]
     lines += ["", "## Budget", "",

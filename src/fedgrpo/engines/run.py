@@ -23,6 +23,7 @@ connect, no calibration.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, closing, contextmanager
@@ -32,6 +33,7 @@ from typing import Any
 
 from fedgrpo.config import FedGRPOConfig
 from fedgrpo.data.prompts import PromptStyle
+from fedgrpo.durable import write_json_atomic
 from fedgrpo.engines.experts import embedded_transport
 from fedgrpo.privacy.plan import PrivacyPlan
 from fedgrpo.progress import NullProgress, ProgressSink
@@ -85,6 +87,7 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
         with phase("evaluate_before"):
             before = evaluate_greedy(prepared.server_dir, prepared.splits.eval, config.evaluation, style, progress,
                                      "evaluate the base server (greedy)", cache=out / "before.json")
+            dp_experts = dp_expert_accuracy(prepared, out, progress)
             val_before = evaluate_greedy(prepared.server_dir, prepared.splits.val, config.evaluation, style, progress,
                                          "evaluate the base server on validation", cache=out / "before-val.json")
         federation = None
@@ -106,7 +109,7 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
                                     "evaluate the trained server on validation")
     return collect_metrics(prepared, before, after, federation, trained, timings,
                            wall_time_s=time.perf_counter() - started, validation=(val_before, val_after),
-                           diagnostics=diagnostics)
+                           diagnostics=diagnostics, expert_accuracy=dp_experts)
 
 
 def connect_and_calibrate(prepared: Prepared, connector: Connector, out: Path, progress: ProgressSink,
@@ -162,7 +165,8 @@ def collect_metrics(prepared: Prepared, before: dict[str, DomainScore], after: d
                     federation: Federation | None, trained: TrainedPolicy,
                     timings: dict[str, float], wall_time_s: float,
                     validation: tuple[dict[str, DomainScore], dict[str, DomainScore]] = ({}, {}),
-                    diagnostics: list[dict[str, Any]] | None = None) -> RunMetrics:
+                    diagnostics: list[dict[str, Any]] | None = None,
+                    expert_accuracy: dict[str, dict[str, Any]] | None = None) -> RunMetrics:
     """The report phase: every phase's result in one `RunMetrics`."""
     config = prepared.config
     ledger = federation.transport.ledger if federation else TrafficLedger()  # ground truth: no traffic
@@ -189,15 +193,41 @@ def collect_metrics(prepared: Prepared, before: dict[str, DomainScore], after: d
         reward_wait_s=trained.reward_wait_s,
         reward_round_trips_s=list(federation.transport.rounds) if federation else [],
         overlap_rewards=trained.overlap_rewards, timings_s=timings, final_model=str(trained.final_dir),
-        privacy=privacy_report(config, federation, trained.budget_spent_at) if federation else None,
+        privacy=privacy_report(config, federation, trained.budget_spent_at, expert_accuracy) if federation else None,
         reward_fidelity=fidelity_log(federation.base) if federation else None,
         expert_checks=federation.recheck.report() if federation and federation.recheck else None,
         diagnostics=diagnostics or [],
     )
 
 
-def privacy_report(config: FedGRPOConfig, federation: Federation,
-                   training_stopped_at: int | None) -> dict[str, Any] | None:
+def dp_expert_accuracy(prepared: Prepared, out: Path, progress: ProgressSink) -> dict[str, dict[str, Any]]:
+    """With DP-trained experts built here (expert_epsilon, embedded or in-process Simulation): each
+    expert's greedy pass@1 in its own domain on the test split, with DP and trained without it (the
+    non-private expert is built, cached, for this comparison only); cached in ``dp-experts.json``."""
+    config = prepared.config
+    if PrivacyPlan.from_config(config).experts is None or not prepared.expert_dirs:
+        return {}
+    cache = out / "dp-experts.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    plain = prepare(config, progress, nonprivate=True).nonprivate_dirs
+    style = PromptStyle.from_config(config.prompts)
+    out_scores: dict[str, dict[str, Any]] = {}
+    for shard in prepared.splits.clients:
+        own = {shard.main_domain: prepared.splits.eval[shard.main_domain]}
+        with_dp = evaluate_greedy(prepared.expert_dirs[shard.expert_id], own, config.evaluation, style, progress,
+                                  f"evaluate {shard.expert_id}'s DP expert")
+        without = evaluate_greedy(plain[shard.expert_id], own, config.evaluation, style, progress,
+                                  f"evaluate {shard.expert_id}'s expert without DP")
+        out_scores[shard.expert_id] = {"domain": shard.main_domain,
+                                       "with_dp": with_dp[shard.main_domain].pass_at_1,
+                                       "without_dp": without[shard.main_domain].pass_at_1}
+    write_json_atomic(cache, out_scores)
+    return out_scores
+
+
+def privacy_report(config: FedGRPOConfig, federation: Federation, training_stopped_at: int | None,
+                   expert_accuracy: dict[str, dict[str, Any]] | None = None) -> dict[str, Any] | None:
     """Per client: what it declared (hello: record-level DP of its expert, label DP, per-value LDP)
     and, with per-value LDP, the distinct values it released and their epsilon, counted by the
     client (its journal, where it runs in this process) and by the server (its ledger), the larger
@@ -233,6 +263,8 @@ def privacy_report(config: FedGRPOConfig, federation: Federation,
                      "epsilon_per_value": plan.values.epsilon if plan.values is not None else None,
                      "delta": plan.delta, "budget": plan.budget},
             "clients": clients,
+            # DP experts: each one's own-domain test accuracy with DP and without (empty otherwise).
+            "expert_accuracy": expert_accuracy or {},
             "stopped_by_budget": sorted(e for e, f in lost.items() if f.kind is FailureKind.BUDGET_SPENT),
             "training_stopped_at": training_stopped_at}
 
