@@ -177,7 +177,96 @@ def results_index(records: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def engines_table(records: list[dict[str, Any]]) -> str:
+    """An engines.py result: seconds per step on each engine and setting, against embedded, with the
+    share of time spent waiting for rewards, the reward round trip, bytes and final accuracy; then the
+    bare Flower round trip."""
+    (r,) = records
+    rows = ["| engine | steps per generation | overlap | s / step | vs embedded, same settings | waiting for rewards "
+            "| s / reward round (median) | payload bytes | final mean pass@1 |", "|---|---|---|---|---|---|---|---|---|"]
+    for run in r["runs"]:
+        total = run["bytes"].get("down", 0) + run["bytes"].get("up", 0)
+        rows.append(f"| {run['engine']} | {run['steps_per_generation']} | {'on' if run['overlap_rewards'] else 'off'} | "
+                    f"{run['mean_step_s']:.2f} | {run['vs_embedded']:.2f}x | {100 * run['reward_wait_share']:.0f}% | "
+                    f"{run['round_s']:.2f} | {total:,} | {100 * run['mean_after']:.1f} |")
+    bare = r.get("bare_round_trip") or {}
+    if bare:
+        rows += ["", "Bare Flower round trip to every node, an empty handler (median seconds): " + "; ".join(
+            f"{engine}: FedGRPO's transport {b['flower_transport']['median_s']:.2f}, Flower's `send_and_receive` "
+            f"{b['send_and_receive']['median_s']:.2f}" for engine, b in bare.items()) + "."]
+    rows += ["", f"Seconds per step are the mean after the first generation batch (which pays one-off warm-up). "
+             f"Command: `benchmarks/engines.py {_args(r.get('args'))}`. Record: `benchmarks/results/{r['_file']}` "
+             f"({_machine(r)}, commit {r['env']['commit']}{' dirty' if r['env'].get('dirty') else ''}, "
+             f"{r.get('created', '')[:10]})."]
+    return "\n".join(rows)
+
+
+def _args(args: Any) -> str:
+    if not isinstance(args, dict):
+        return ""
+    out = []
+    for key, value in args.items():
+        flag = "--" + key.replace("_", "-")
+        out.append(f"{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}")
+    return " ".join(out)
+
+
+def prepare_table(records: list[dict[str, Any]]) -> str:
+    """A prepare_report.py result: greedy pass@1 (%) per domain on the test split of the server
+    (and its sampled accuracy) and of every expert, the own domain starred; the GRPO signal; where
+    edge pre-training stopped each domain."""
+    (r,) = records
+    m = r["metrics"]
+    domains = list(m["server"])
+    lines = ["| model | " + " | ".join(domains) + " | mean |", "|---|" + "---|" * (len(domains) + 1)]
+
+    def row(label: str, scores: dict[str, Any], key: str = "pass_at_1", own: str | None = None) -> str:
+        cells = [f"{100 * scores[d][key]:.1f}" + ("*" if d == own else "") for d in domains]
+        mean = sum(scores[d][key] for d in domains) / len(domains)
+        return f"| {label} | " + " | ".join(cells) + f" | {100 * mean:.1f} |"
+
+    lines.append(row("server (base), greedy", m["server"]))
+    if all(m["server"][d].get("sampled_mean") is not None for d in domains):
+        lines.append(row("server, sampled at temperature 1", m["server"], "sampled_mean"))
+    for expert, scores in m["experts"].items():
+        own = m["expert_domains"][expert]
+        lines.append(row(f"{expert} expert ({own})", scores, own=own))
+    lines += ["", f"Greedy pass@1 (%) on the test split, {m['server'][domains[0]]['n']} items per domain; * marks an "
+              f"expert's own domain. GRPO signal: {100 * m['signal_share']:.1f}% of {m['signal_probe']} training "
+              "questions have 8 samples at temperature 1 that are neither all right nor all wrong."]
+    pretrain = m.get("pretrain")
+    if pretrain:
+        lines.append(f"Edge pre-training ran {pretrain['steps']:,} steps; each domain reached the target at step: "
+                     + ", ".join(f"{d} {s:,}" if s is not None else f"{d} never" for d, s in pretrain["reached"].items())
+                     + ".")
+    lines.append(f"Record: `benchmarks/results/{r['_file']}` ({_machine(r)}, commit {r['env']['commit']}"
+                 f"{' dirty' if r['env'].get('dirty') else ''}).")
+    return "\n".join(lines)
+
+
+def tuning_table(records: list[dict[str, Any]]) -> str:
+    """tune.py results, one block per method: every trial's knobs with its validation and test mean
+    (greedy pass@1, %), the chosen one first; choices are made on validation only."""
+    lines = []
+    for r in records:
+        m = r["metrics"]
+        lines += [f"**{r['method']}** ({len(m['ranking'])} trials, pipeline seeds "
+                  f"{', '.join(map(str, r['pipeline_seeds']))}; record `benchmarks/results/{r['_file']}`, "
+                  f"{_machine(r)}, commit {r['env']['commit']}):", "",
+                  "| trial | knobs | validation mean | test mean |", "|---|---|---|---|"]
+        for name in m["ranking"]:
+            t = m["summary"][name]
+            knobs = ", ".join(f"`{k}`={v}" for k, v in t["overrides"].items())
+            mark = " (chosen)" if name == m["chosen"] else ""
+            lines.append(f"| {name}{mark} | {knobs} | {100 * t['validation_mean']:.1f} | {100 * t['test_mean']:.1f} |")
+        lines.append("")
+    return "\n".join(lines).rstrip("\n")
+
+
 RENDERERS: dict[str, Callable[[list[dict[str, Any]]], str]] = {
+    "tuning-table": tuning_table,
+    "prepare-table": prepare_table,
+    "engines-table": engines_table,
     "results-index": results_index,
     "gain-table": gain_table,
     "gain-variants": gain_variants,

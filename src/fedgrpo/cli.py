@@ -408,7 +408,9 @@ def print_run_report(m: dict[str, Any], console: Any) -> None:
     checks = m.get("expert_checks")
     if checks:
         console.print("Re-check on probes with known answers: " + "; ".join(
-            f"{e} agreed {c['agreed']:g} of {c['probe_values']} (accuracy {c['accuracy']:.2f})"
+            f"{e} agreed {c['agreed']:g} of {c['probe_values']} in {c['probe_groups']} probe groups"
+            + (f", {c['spot_values']} values paired in spot checks" if c.get("spot_values") else "")
+            + f" (accuracy {c['accuracy']:.2f})"
             + (f", with its peers {c['peer_agreed']} of {c['peer_values']}" if c.get("peer_values") else "")
             + (f", flagged at step {c['flagged_at_step']}: {c['response']}" if c["flagged"] else "")
             for e, c in checks.items()) + ".")

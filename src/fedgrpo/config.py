@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -60,6 +61,11 @@ class DataConfig:
         600, "Validation items per domain, disjoint from every other split: every choice (a recipe, a threshold, a "
         "baseline's knobs, early stopping) is made on these, never on the test items. 0 = none.")
     client_size: int = _f(1000, "Private items per client.")
+    probe_size: int = _f(
+        64, "Labelled probe items per domain for the re-check (probe_share), cut from the same shuffled items as "
+        "every split but after all of them (no other split moves) and disjoint from each: never in the auxiliary "
+        "set or the public pool, so no expert has seen one. Mixing probe_share needs ceil(share x pool items of "
+        "a domain / (1 - share)) of them: 27 at 0.05 with the default pool. 0 = none.")
     use_ground_truth: bool = _f(
         False, "Give the server the pool's gold answers (off: answers withheld, the paper's Table 2)."
     )
@@ -79,6 +85,9 @@ class DataConfig:
     val_fraction: float = _f(
         0.0, "Your own data without val_files: the share of each evaluation file held out as its validation set "
         "(a seeded draw; the rest stays the test set). 0 = no validation split.")
+    probe_file: str | None = _f(
+        None, "Your own data: labelled probe questions for the re-check (probe_share), drawn like the training "
+        "pool's and never shown to an expert in any other role (not in the auxiliary set).")
     client_files: tuple[str, ...] = _f(
         (), "Your own data: one labelled file per client, in client order (client-0 first).")
     client_data_file: str | None = _f(
@@ -112,6 +121,8 @@ class DataConfig:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.public_size < 0:
             raise ConfigError(f"public_size must be 0 or more, got {self.public_size}")
+        if self.probe_size < 0:
+            raise ConfigError(f"probe_size must be 0 or more, got {self.probe_size}")
         if self.aux_size > self.pool_size:
             raise ConfigError(
                 f"aux_size ({self.aux_size}) is larger than pool_size ({self.pool_size}): the auxiliary "
@@ -162,7 +173,7 @@ class DataConfig:
 
     def _check_files(self) -> None:
         named = {"aux_file": self.aux_file, "eval_files": self.eval_files, "client_files": self.client_files,
-                 "client_data_file": self.client_data_file, "val_files": self.val_files}
+                 "client_data_file": self.client_data_file, "val_files": self.val_files, "probe_file": self.probe_file}
         if self.pool_file is None:
             given = [k for k, v in named.items() if v]
             if given:
@@ -193,7 +204,7 @@ class DataConfig:
             raise ConfigError(f"val_files name {', '.join(val_names)} but the evaluation sets are "
                               f"{', '.join(names)}: give one validation set per evaluation set, NAME=PATH")
         paths = [("pool_file", self.pool_file), ("aux_file", self.aux_file),
-                 ("client_data_file", self.client_data_file),
+                 ("client_data_file", self.client_data_file), ("probe_file", self.probe_file),
                  *(("eval_files", p) for p in self.eval_file_paths().values()),
                  *(("val_files", p) for p in self.val_file_paths().values()),
                  *(("client_files", p) for p in self.client_files)]
@@ -358,6 +369,22 @@ SCORER_MODES = ("gated", "model", "answer")
 ADVERSARY_BEHAVIOURS = ("invert", "random", "max", "probe_aware", "flip", "lazy", "targeted", "collude")
 ADVERSARY_PARAMETERS = ("flip", "targeted")
 ROBUST_AGGREGATIONS = ("mean", "median", "trimmed_mean")  # core.aggregate
+MAX_PROBE_SHARE = 0.5  # at most half of the training questions may be probes (they train nothing)
+# Keys that were replaced: their own error names the new key (a file or flag written before the change).
+REPLACED_KEYS = {
+    "recheck_every": "probe_share (issue 21: probes are training questions mixed in at a share, e.g. 0.05)",
+    "recheck_items": "probe_share (issue 21: probes are training questions mixed in at a share, e.g. 0.05)",
+}
+
+
+def probe_count(pool_items: int, share: float) -> int:
+    """How many probes are mixed into `pool_items` training questions so that they are `share` of
+    the whole: ceil(share * pool_items / (1 - share)), so any share above 0 gives at least one.
+
+    >>> probe_count(500, 0.05), probe_count(500, 0.0), probe_count(10, 0.5)
+    (27, 0, 10)
+    """
+    return math.ceil(round(share * pool_items / (1.0 - share), 9))
 
 
 @dataclass(frozen=True)
@@ -392,19 +419,28 @@ class FederationConfig:
     robust_aggregation: str = _f(
         "median", "With score_replication: mean, median or trimmed_mean (drops a quarter of the values at each end) "
         "of the experts' rewards for one candidate.", choices=ROBUST_AGGREGATIONS)
-    recheck_every: int = _f(
-        0, "Dishonest experts: every this many scoring rounds, each expert's request also carries recheck_items "
-        "auxiliary items it claimed at calibration, with the gold and a wrong answer as candidates; an expert "
-        "whose estimated accuracy on them (one-coin Dawid-Skene) falls below recheck_threshold is flagged: "
-        "excluded and its questions re-routed, or corrected (recheck_correct_inverted). Probed every round "
-        "until it has 8 probe values. 0 = off.")
-    recheck_items: int = _f(2, "Probe items per expert per re-check (two candidates each).")
-    recheck_threshold: float = _f(0.75, "Estimated probe accuracy below which an expert is excluded (honest: near 1; "
-                                  "inverting: near 0; random or always 1: near 0.5).")
+    probe_share: float = _f(
+        0.0, "Dishonest experts (the re-check): the share of the training questions that are probes, labelled items "
+        "of the probe split (probe_size) mixed into GRPO's dataset, sampled, routed and sent like any question, so "
+        "no expert can tell them apart; the server scores each expert's rewards on them against the gold answer "
+        "(groups holding a right and a wrong answer only) and they train nothing. An expert whose accuracy is "
+        "below recheck_threshold with 99% posterior probability (one-coin Dawid-Skene) is flagged: excluded and "
+        "its questions re-routed, or corrected (recheck_correct_inverted). 0 = off; e.g. 0.05.")
+    spot_check_share: float = _f(
+        0.05, "With the re-check on (probe_share > 0): the share of each expert's question blocks also scored by a "
+        "second competent expert (the next in the question's ranking whose competence clears "
+        "competence_threshold, among those asked in the same round), as an item of its request like any other; "
+        "the pairs feed the re-check's Dawid-Skene model beside the probes. Costs about this share more scoring "
+        "traffic where a second competent expert exists. 0 = off.")
+    recheck_threshold: float = _f(
+        0.7, "An expert is flagged once its accuracy on values with known answers is below this with 99% posterior "
+        "probability (measured at the defaults on groups with a right and a wrong answer: honest 0.83-1.0, "
+        "inverting 0.0-0.17, random 0.5, always 1 0.35-0.44).")
     recheck_correct_inverted: bool = _f(
-        True, "A flagged expert whose probe accuracy is below 1 - recheck_threshold (it inverts its rewards) is "
-        "corrected, not excluded: its rewards are used as 1 - reward (Dawid-Skene's reading of a rater worse "
-        "than chance), and it is excluded if it stops inverting. Off: every flagged expert is excluded.")
+        True, "A flagged expert whose estimated accuracy is below 1/2 (it inverts its rewards) is corrected, not "
+        "excluded: its rewards are used as 1 - reward (Dawid-Skene's reading of a rater worse than chance), and it "
+        "is excluded once its accuracy is above 1 - recheck_threshold with 99% posterior probability (it stopped "
+        "inverting). Off: every flagged expert is excluded.")
     adversaries: tuple[str, ...] = _f(
         (), "For measurements only: experts that lie after an honest calibration, as EXPERT:BEHAVIOUR[:P] with "
         "BEHAVIOUR invert, random, max, probe_aware (honest on what it saw at calibration), flip:P (flips a share "
@@ -438,8 +474,12 @@ class FederationConfig:
         if self.score_replication and self.competence_weighting:
             raise ConfigError("score_replication and competence_weighting both combine several experts' rewards: "
                               "turn one of them off")
-        if self.recheck_every < 0 or self.recheck_items < 1:
-            raise ConfigError("recheck_every must be 0 (off) or more and recheck_items at least 1")
+        if not 0 <= self.probe_share <= MAX_PROBE_SHARE:
+            raise ConfigError(f"probe_share must be in [0, {MAX_PROBE_SHARE}] (the share of training questions that are "
+                              f"probes; 0 = re-check off, e.g. 0.05), got {self.probe_share}")
+        if not 0 <= self.spot_check_share <= 1:
+            raise ConfigError(f"spot_check_share must be in [0, 1] (the share of question blocks a second expert also "
+                              f"scores; 0 = off, e.g. 0.05), got {self.spot_check_share}")
         if not 0 < self.recheck_threshold < 1:
             raise ConfigError(f"recheck_threshold must be in (0, 1), got {self.recheck_threshold}")
         seen = set()
@@ -744,6 +784,17 @@ class FedGRPOConfig:
             if not self.data.uses_files and (p.expert_dp_batch_size or self.models.sft_batch_size) > n:
                 raise ConfigError(f"the DP-SGD expected batch ({p.expert_dp_batch_size or self.models.sft_batch_size}) "
                                   f"is larger than a client's {n} private items; lower expert_dp_batch_size")
+        share = self.federation.probe_share
+        if share > 0 and self.data.uses_files and self.data.probe_file is None:
+            raise ConfigError("probe_share with your own data needs labelled probes: give probe_file (questions in no "
+                              "other file), or set probe_share 0")
+        if share > 0 and not self.data.uses_files:
+            # The largest domain share of the pool (`data.partition`: even shares) needs the most probes.
+            needed = probe_count(math.ceil(self.data.pool_size / len(self.data.domains)), share)
+            if needed > self.data.probe_size:
+                raise ConfigError(f"probe_share {share:g} mixes {needed} probes per domain into the training pool, but "
+                                  f"probe_size reserves {self.data.probe_size}: raise probe_size to {needed} or lower "
+                                  "probe_share")
         if (self.uses_overlap and self.engine.engine == "embedded" and self.federation.expert_samples > 1
                 and not self.data.use_ground_truth):
             # Sampled expert answers reseed the process-wide torch RNG in a forked state while the
@@ -753,6 +804,12 @@ class FedGRPOConfig:
                 "overlap_rewards=off (or auto), or use engine simulation or deployment (experts in their "
                 "own processes)"
             )
+
+    @property
+    def uses_recheck(self) -> bool:
+        """Whether the re-check runs: probes are mixed in (probe_share) and experts score (ground
+        truth asks no expert, so it has nothing to check and mixes no probe)."""
+        return self.federation.probe_share > 0 and not self.data.use_ground_truth
 
     @property
     def uses_overlap(self) -> bool:
@@ -946,6 +1003,8 @@ def build_config(
     for values, from_text in ((file_values or {}, False), (cli_values or {}, True)):
         for key, value in values.items():
             name = _normalise_key(key)
+            if name in REPLACED_KEYS:
+                raise ConfigError(f"config key {key!r} was replaced: use {REPLACED_KEYS[name]}")
             if name not in index:
                 close = difflib.get_close_matches(name, list(index), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else "; see `fedgrpo config --help`"

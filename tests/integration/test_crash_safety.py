@@ -24,7 +24,10 @@ def _argv(out: Path, cache_dir: Path, extra: dict | None = None) -> list[str]:
     for key, value in {**TINY_OVERRIDES, "train_steps": 24, "save_steps": 8, "prompts_per_step": 4,
                        "cache_dir": str(cache_dir), "output_dir": str(out), **(extra or {})}.items():
         flag = "--" + key.replace("_", "-")
-        flags += [flag, *value] if isinstance(value, tuple) else [flag, str(value)]
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + key.replace("_", "-"))
+        else:
+            flags += [flag, *value] if isinstance(value, tuple) else [flag, str(value)]
     return [sys.executable, "-m", "fedgrpo.cli", "run", *flags]
 
 
@@ -104,3 +107,26 @@ def test_a_private_run_killed_and_resumed_keeps_every_count_and_equals_the_unint
     assert privacy[killed]["stopped_by_budget"] == ["client-0", "client-1"]
     assert 8 < privacy[killed]["training_stopped_at"] < 23
     assert all(c["values"]["epsilon"] <= 180.0 for c in privacy[killed]["clients"].values())
+
+
+# The re-check with probes and spot checks (two clients per domain, both competent: each checks the
+# other), an inverting expert corrected on the way (tests/integration/test_private_run.py says why
+# these domains and label-scoring experts).
+RECHECK = {"domains": ("counting", "gcd"), "val_size": 0, "expert_steps": 0, "num_clients": 4, "probe_share": 0.4,
+           "spot_check_share": 0.5, "selection": "oracle", "pool_answers_at_clients": True,
+           "adversaries": "client-1:invert", "steps_per_generation": 1}
+
+
+def test_a_run_with_the_recheck_killed_and_resumed_equals_the_uninterrupted_one(tmp_path, cache_dir):
+    straight = tmp_path / "straight"
+    _finish(straight, cache_dir, RECHECK)
+    killed = tmp_path / "killed"
+    _kill_after_checkpoint(killed, cache_dir, step=8, extra_s=1.0, extra=RECHECK)
+    _finish(killed, cache_dir, RECHECK)
+    assert _outcome(killed) == _outcome(straight)
+    checks = {p: json.loads((p / "metrics.json").read_text())["expert_checks"] for p in (straight, killed)}
+    assert checks[killed] == checks[straight]
+    assert checks[straight]["client-1"]["response"] == "corrected"  # the run had something to restore
+    assert sum(c["spot_values"] for c in checks[straight].values()) > 0
+    last = {p: (p / "recheck.jsonl").read_text().splitlines()[-1] for p in (straight, killed)}
+    assert last[killed] == last[straight]

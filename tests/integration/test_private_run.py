@@ -94,22 +94,35 @@ def test_label_dp_randomises_each_label_once_and_reuses_it(tmp_path, cache_dir, 
         assert len(keys) == len(set(keys))
 
 
-def test_recheck_reports_every_expert_and_journals_every_round(tmp_path, cache_dir, prepared):
-    # The wiring, end to end (what the re-check does with liars: tests/unit/test_recheck.py; at scale:
-    # benchmarks/README.md). The tiny experts answer no auxiliary item right, so they claimed none at
-    # calibration: there is nothing to probe them on, and neither is flagged, whatever they send.
-    config = load_config(overrides={**TINY_OVERRIDES, "cache_dir": str(cache_dir), "train_steps": 4,
-                                    "prompts_per_step": 4, "steps_per_generation": 1, "recheck_every": 3,
-                                    "adversaries": "client-1:invert"})
+# The end-to-end re-check needs a policy whose candidates on probes are sometimes right and sometimes
+# wrong: letter counting and gcd have small answers, which the tiny base gets right often enough after
+# its 150 steps (measured on the probes, 8 samples each: 62 and 36 of 64 groups mixed; arithmetic and
+# spelling: 5 and 0). The experts score by labels (pool_answers_at_clients: each client holds its
+# domain's training questions and probes with their answers), so they need no training of their own,
+# and are routed by domain (oracle): what is tested is the re-check's wiring, not the experts' skill.
+RECHECK_RUN = {**TINY_OVERRIDES, "domains": ("counting", "gcd"), "val_size": 0, "expert_steps": 0,
+               "train_steps": 16, "prompts_per_step": 4, "steps_per_generation": 1, "probe_share": 0.4,
+               "selection": "oracle", "pool_answers_at_clients": True}
+
+
+def test_an_inverting_expert_is_caught_on_probes_and_corrected_and_an_honest_one_never_flagged(tmp_path, cache_dir):
+    # Issue 21: probes are training questions mixed into GRPO's dataset; the policy samples their
+    # candidates, and each expert's block holding a right and a wrong answer is evidence.
+    # client-1 (gcd) inverts every reward.
+    config = load_config(overrides={**RECHECK_RUN, "cache_dir": str(cache_dir), "adversaries": "client-1:invert"})
     m = run(config, tmp_path).to_dict()
     checks = m["expert_checks"]
     assert set(checks) == {"client-0", "client-1"}
-    for check in checks.values():
-        assert check["probe_items"] == check["probe_values"] == 0 and check["accuracy"] == pytest.approx(2 / 3, abs=1e-3)
-        assert not check["flagged"] and check["response"] is None
-    assert not m["lost_experts"]
+    honest, liar = checks["client-0"], checks["client-1"]
+    assert honest["probe_groups"] > 0 and liar["probe_groups"] > 0  # the policy's candidates were mixed
+    assert not honest["flagged"] and honest["agreed"] == honest["probe_values"]
+    assert liar["flagged"] and liar["response"] == "corrected" and liar["agreed"] == 0
+    assert not m["lost_experts"]  # corrected, not excluded: its domain keeps its expert
+    journal = [json.loads(x) for x in (tmp_path / "recheck.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in journal] == list(range(16))  # one line per scoring round, for resumed runs
+    flagged_at = liar["flagged_at_step"]
+    assert journal[flagged_at]["checks"]["client-1"]["response"] == "corrected"
+    assert flagged_at == 0 or journal[flagged_at - 1]["checks"].get("client-1", {}).get("response") is None
     console = Console(record=True, width=400)
     print_run_report(m, console)
-    assert "Re-check on probes with known answers: client-0 agreed 0 of 0 (accuracy 0.67); client-1" in console.export_text()
-    # One line per scoring round in the journal a resumed run restores its state from.
-    assert [json.loads(x)["step"] for x in (tmp_path / "recheck.jsonl").read_text().splitlines()] == [0, 1, 2, 3]
+    assert f"flagged at step {flagged_at}: corrected" in console.export_text()

@@ -228,3 +228,19 @@ def test_validation_files_must_not_share_a_question_with_the_test_set(files, tmp
         load_config(overrides={**base, "val_files": (f"other={val}",)})
     with pytest.raises(ConfigError, match="not both"):
         load_config(overrides={**base, "val_files": (f"m={val}",), "val_fraction": 0.2})
+
+
+def test_a_probe_file_gives_the_recheck_labelled_probes_in_no_other_role(files, tmp_path):
+    probes = write(tmp_path / "probes.jsonl", [{**r, "problem": f"{r['problem']} (probe {i})"}
+                                               for i in range(4) for r in ROWS])
+    base = {**COLUMNS, "pool_file": _own_pool(tmp_path), "aux_file": files["aux"], "eval_files": (f"m={files['math500']}",),
+            "client_files": (files["c0"], files["c1"])}
+    splits = build_splits(load_config(overrides={**base, "probe_file": str(probes), "probe_share": 0.2}).data)
+    assert len(splits.probe) == 12 and all(q.answer is not None for q in splits.probe)
+    # 6 training questions per subject: ceil(0.2 x 6 / 0.8) = 2 probes of each subject mixed in.
+    assert Counter(q.domain for q in splits.probe_sample(0.2)) == {"Algebra": 2, "Prealgebra": 2, "Number Theory": 2}
+    # A probe an expert saw in another role could be told apart: refused, naming both roles.
+    with pytest.raises(ConfigError, match="is in both the auxiliary set and the probe set"):
+        build_splits(load_config(overrides={**base, "probe_file": files["aux"]}).data)
+    with pytest.raises(ConfigError, match="needs labelled probes: give probe_file"):
+        load_config(overrides={**base, "probe_share": 0.1})

@@ -53,6 +53,7 @@ def all_questions(splits: Splits) -> dict[str, list[Question]]:
         "public": list(splits.public),
         "eval": [q for qs in splits.eval.values() for q in qs],
         "val": [q for qs in splits.val.values() for q in qs],
+        "probe": list(splits.probe),
     }
     for shard in splits.clients:
         roles[shard.expert_id] = list(shard.questions)
@@ -328,7 +329,7 @@ def test_requesting_more_items_than_a_domain_has_raises_config_error(hundred_ite
 def test_a_request_that_just_fits_a_small_item_space_succeeds(hundred_items):
     spec = make_spec(
         domains=(hundred_items,), pool_size=10, aux_size=2, public_size=40, eval_size=40,
-        client_size=5, num_clients=1, val_size=3,
+        client_size=5, num_clients=1, val_size=3, probe_size=0,
     )
     splits = build_splits(spec)  # 40 + 2 + 10 + 40 + 5 + 3 = 100 of the 100 items
     assert sum(len(v) for v in splits.all_question_ids().values()) == 100
@@ -353,7 +354,8 @@ def test_scoring_store_adds_the_pool_questions_of_the_clients_domain_with_answer
     extra = store[len(shard.questions):]
     assert store[:len(shard.questions)] == shard.questions
     assert extra and {q.domain for q in extra} == {shard.main_domain}
-    assert set(ids(extra)) == {q.question_id for q in splits.pool if q.domain == shard.main_domain}
+    # The pool's questions of its domain, and the probes of its domain (see the probes' test below).
+    assert set(ids(extra)) == {q.question_id for q in splits.pool + splits.probe if q.domain == shard.main_domain}
     assert all(q.answer is not None for q in extra)
 
 
@@ -363,8 +365,9 @@ def test_validation_and_test_splits_are_disjoint_and_adding_validation_moves_no_
     for domain in DOMAINS:
         assert len(with_val.val[domain]) == 30
         assert not set(ids(with_val.val[domain])) & set(ids(q for qs in with_val.eval.values() for q in qs))
-    everything_else = {k: v for k, v in with_val.all_question_ids().items() if k != "val"}
-    assert everything_else == {k: v for k, v in without.all_question_ids().items() if k != "val"}
+    # The probes, cut after validation, are the one split that moves with it.
+    everything_else = {k: v for k, v in with_val.all_question_ids().items() if k not in ("val", "probe")}
+    assert everything_else == {k: v for k, v in without.all_question_ids().items() if k not in ("val", "probe")}
     assert without.val == {}
 
 
@@ -390,3 +393,47 @@ def test_every_split_is_drawn_from_the_same_items():
     assert abs(mean_length(test) - mean_length(val)) < 4 * noise
     raw = list(itertools.islice(iter_unique_questions(check_domains(("arithmetic",), 0)[0], 0, 0), 6725))
     assert abs(mean_length(raw[:600]) - mean_length(raw[-600:])) > 6 * noise  # what the stream order did
+
+
+# --- the re-check's probes ------------------------------------------------------------------------
+
+
+def test_probes_are_disjoint_from_every_split_and_cut_after_them_all():
+    with_probes = build_splits(make_spec(probe_size=30))
+    without = build_splits(make_spec(probe_size=0))
+    assert len(with_probes.probe) == 30 * len(DOMAINS) and without.probe == ()
+    assert Counter(q.domain for q in with_probes.probe) == {d: 30 for d in DOMAINS}
+    # Reserving probes moves no other split: every role keeps its items, in order.
+    others = {k: v for k, v in with_probes.all_question_ids().items() if k != "probe"}
+    assert others == {k: v for k, v in without.all_question_ids().items() if k != "probe"}
+    # Disjoint by id and by text from every role, the auxiliary set and the public pool included:
+    # no expert has seen a probe, at calibration or anywhere else.
+    probe_ids, probe_texts = set(ids(with_probes.probe)), {q.question for q in with_probes.probe}
+    for role, questions in all_questions(with_probes).items():
+        if role != "probe":
+            assert not probe_ids & set(ids(questions)) and not probe_texts & {q.question for q in questions}, role
+    assert all(q.answer is not None for q in with_probes.probe)  # the server keeps their answers
+
+
+def test_a_probe_sample_is_the_share_of_the_training_questions_per_domain():
+    splits = build_splits(make_spec(probe_size=30))
+    assert splits.probe_sample(0.0) == ()
+    sample = splits.probe_sample(0.2)  # 20 pool items per domain: ceil(0.2 * 20 / 0.8) = 5 probes each
+    assert Counter(q.domain for q in sample) == {d: 5 for d in DOMAINS}
+    assert all(q in splits.probe for q in sample) and sample == splits.probe_sample(0.2)  # deterministic
+    assert len(splits.probe_sample(0.5)) == 2 * 20  # half of the training questions: as many as the pool
+
+
+def test_too_few_probes_for_the_share_is_a_config_error_naming_the_fix():
+    with pytest.raises(ConfigError, match="raise probe_size .* or lower probe_share"):
+        build_splits(make_spec(probe_size=3)).probe_sample(0.2)
+
+
+def test_a_client_holding_the_pools_answers_holds_the_probes_of_its_domain_too():
+    # Else every question of its domain it does not hold would be a probe.
+    splits = build_splits(make_spec(probe_size=10))
+    shard = splits.clients[0]
+    store = {q.question_id for q in splits.scoring_store(shard, True)}
+    assert {q.question_id for q in splits.probe if q.domain == shard.main_domain} <= store
+    assert not {q.question_id for q in splits.probe if q.domain != shard.main_domain} & store
+    assert not set(ids(splits.probe)) & {q.question_id for q in splits.scoring_store(shard, False)}

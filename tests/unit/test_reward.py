@@ -195,3 +195,16 @@ def test_replicated_scoring_sends_every_candidate_to_every_selected_expert_and_t
     assert rewards == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
     assert [len(i.candidates) for i in honest_a.requests[0].items] == [4, 4]
     assert [i.question_id for i in honest_b.requests[0].items] == ["q1"]
+
+
+def test_a_probes_candidates_are_scored_like_any_question_but_train_nothing():
+    # q2 is a re-check probe: its expert is asked exactly as for q1 (so it cannot tell), and its
+    # whole reward is None (advantage 0: the server's labels judge experts, never teach the policy).
+    a = EchoExpert("1")
+    hook = FederatedReward(_questions(), {"q1": ("a",), "q2": ("a",)}, EmbeddedTransport({"a": a}), group_size=2,
+                           style=PREFILL, tag_weight=0.0, accuracy_weight=1.0, format_weight=0.5,
+                           group_by_question=group_by_question, probes=frozenset({"q2"}))
+    rewards = ask(hook, prompts=[""] * 4, completions=["1</answer>", "2</answer>"] * 2, question_id=["q1"] * 2 + ["q2"] * 2)
+    assert rewards == [1.5, 0.5, None, None]  # not even the format reward: no signal at all
+    assert [len(i.candidates) for i in a.requests[0].items] == [2, 2]
+    assert hook.log.steps[-1]["probes"] == 2 and hook.log.steps[-1]["missing"] == 0  # a probe is not a failure

@@ -198,6 +198,15 @@ def test_route_with_a_threshold_sends_each_question_to_its_competent_expert_only
     # Competent substitutes only: eb knows nothing of a, so qa has no substitute (no reward if ea is lost).
     strict = route(questions, np.eye(2), graph, threshold=0.5, competent_substitutes=True, **common)
     assert strict.experts == adaptive.experts and strict.ranking == {"qa": ("ea",), "qb": ("eb",)}
+    # Whom the re-check judges on a question (and who may spot-check): the competent ones, the best always.
+    assert adaptive.competent == {"qa": ("ea",), "qb": ("eb",)}
+    assert paper.competent == {"qa": ("ea", "eb"), "qb": ("eb", "ea")}  # threshold 0: everyone is competent
+    nobody = route(questions, np.zeros((2, 2)) + 0.1, _graph_nobody_knows(), threshold=0.5, **common)
+    assert all(len(c) == 1 for c in nobody.competent.values())  # the best is judged even below the threshold
+
+
+def _graph_nobody_knows():
+    return build_confidence_graph(("ea", "eb"), ("x", "y"), ("a", "b"), np.eye(2), np.zeros((2, 2)))
 
 
 @pytest.mark.parametrize("method", ["random", "all"])
@@ -208,3 +217,4 @@ def test_route_without_a_competence_per_question_keeps_m_under_a_threshold(metho
     routing = route(questions, np.eye(2), _graph_two_domains(), experts_per_question=2, neighbours=1,
                     method=method, expert_domains={"ea": "a", "eb": "b"}, threshold=0.5)
     assert all(len(experts) == 2 for experts in routing.experts.values())
+    assert routing.competent == routing.experts  # no competence: the selected ones are the trusted ones

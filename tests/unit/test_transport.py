@@ -13,7 +13,7 @@ from fedgrpo.privacy.client import PrivacyBudgetSpent
 from fedgrpo.transport.embedded import EmbeddedTransport
 from fedgrpo.transport.failover import FailoverTransport
 from fedgrpo.transport.json_body import score_reply_body, score_request_body
-from fedgrpo.transport.recheck import RecheckTransport
+from fedgrpo.transport.recheck import ProbeBook, RecheckTransport
 from fedgrpo.transport.timed import TimedTransport
 from fedgrpo.types import (
     CalibrationReply,
@@ -129,7 +129,7 @@ class Closable(EmbeddedTransport):
 @pytest.mark.parametrize("wrap", [
     lambda inner: FailoverTransport(inner, {}),
     TimedTransport,
-    lambda inner: RecheckTransport(inner, {}, every=0, per_check=1, threshold=0.75),
+    lambda inner: RecheckTransport(inner, ProbeBook({}, extract=lambda c: c, is_right=lambda q, a: False), threshold=0.7),
 ], ids=["failover", "timed", "recheck"])
 def test_every_wrapper_forwards_what_it_does_not_change(wrap):
     class Declaring(FakeExpert):

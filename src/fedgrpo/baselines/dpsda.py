@@ -24,7 +24,7 @@ The foundation model at laptop scale (`FoundationAPI`): our tiny server model ca
 (it was never trained to; its loss covers answers only), so the domains' generators play it: RANDOM_API
 samples fresh items of the configured domains, VARIATION_API one of a parent's nearest fresh items of
 the same domain. Fresh means in no split: no item of the server's pool, auxiliary set, public
-pre-training pool, client shards, validation or test sets is ever a candidate. Each item comes with
+pre-training pool, client shards, validation, test or probe sets is ever a candidate. Each item comes with
 its generator's answer, as a foundation model that always answers right would write it: the
 optimistic choice for this baseline.
 """
@@ -98,7 +98,7 @@ class FoundationAPI:
         space runs out), drawn from a stream seeded apart from every split's."""
         from fedgrpo.data.gym import check_domains, iter_unique_questions
 
-        taken = {q.question for qs in (splits.pool, splits.aux, splits.public) for q in qs}
+        taken = {q.question for qs in (splits.pool, splits.aux, splits.public, splits.probe) for q in qs}
         taken |= {q.question for s in splits.clients for q in s.questions}
         taken |= {q.question for qs in (*splits.eval.values(), *splits.val.values()) for q in qs}
         items: list[Question] = []

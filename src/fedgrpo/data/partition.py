@@ -3,10 +3,15 @@
 Every domain yields one seeded stream of distinct questions (:func:`iter_unique_questions`). Its
 first 1024 x 2^k items (the smallest such reservoir that covers every split) are shuffled with a
 seeded permutation and cut into consecutive blocks in a fixed order - test (evaluation), auxiliary,
-server pool, public pre-training pool, client shards, validation - so no question text can sit in two
-roles, every split is a uniform draw from the same items (:func:`shuffled_reservoir` says why), and
-growing a later split within the reservoir's tier never changes an earlier one (the test set stays put
-when client shards grow).
+server pool, public pre-training pool, client shards, validation, probes - so no question text can sit
+in two roles, every split is a uniform draw from the same items (:func:`shuffled_reservoir` says why),
+and growing a later split within the reservoir's tier never changes an earlier one (the test set stays
+put when client shards grow; the probes, cut last, move nothing).
+
+The probes (config `probe_size`) are the re-check's labelled items (`transport.recheck`): a run mixes
+a share of them into the server's training questions (:meth:`Splits.probe_sample`), where an expert
+meets them as it meets any question. Being a uniform draw from the pool's items, held by no one and in
+no other role (not the auxiliary set, not the public pool), nothing about them tells them apart.
 
 Client shards (non-IID by design, the paper's setting):
 - ``domain``: client k holds domain k mod D (several clients of one domain share its items);
@@ -21,10 +26,11 @@ import itertools
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from fedgrpo.config import DataConfig
+from fedgrpo.config import DataConfig, probe_count
 from fedgrpo.data.files import Columns, load_questions
 from fedgrpo.data.gym import check_domains, iter_unique_questions
 from fedgrpo.data.tasks import Question
@@ -56,6 +62,7 @@ class Splits:
     clients: tuple[ClientShard, ...]  # each client's private data
     eval: dict[str, tuple[Question, ...]]  # held-out test items per domain: what tables report
     val: dict[str, tuple[Question, ...]] = field(default_factory=dict)  # validation items per domain: where choices are made
+    probe: tuple[Question, ...] = ()  # the re-check's labelled probes, held by the server only (`probe_sample`)
 
     def server_training_pool(self, use_ground_truth: bool) -> tuple[Question, ...]:
         """D_s as the server's training path sees it: answers withheld unless ground truth is on."""
@@ -64,10 +71,35 @@ class Splits:
     def scoring_store(self, shard: ClientShard, pool_answers: bool) -> tuple[Question, ...]:
         """What a client holds with answers when it scores: its private shard and, with
         `pool_answers` (config `pool_answers_at_clients`, the paper's Table 1), the training pool's
-        questions of its main domain, answers included. Its expert model is trained on the shard only."""
+        questions of its main domain, answers included, and the probes of that domain too: a client
+        holding every training question of its domain but no probe would know a question of its
+        domain it does not hold for a probe. Its expert model is trained on the shard only."""
         if not pool_answers:
             return shard.questions
-        return shard.questions + tuple(q for q in self.pool if q.domain == shard.main_domain)
+        return shard.questions + tuple(q for q in self.pool + self.probe if q.domain == shard.main_domain)
+
+    def probe_sample(self, share: float) -> tuple[Question, ...]:
+        """The probes a run mixes into the training pool so that they are `share` of its questions
+        (`config.probe_count` per domain, the first of the domain's probes), answers included; none
+        at 0. Too few probes for a domain: ConfigError naming the fix."""
+        if share <= 0:
+            return ()
+        wanted = Counter(q.domain for q in self.pool)
+        have = Counter(q.domain for q in self.probe)
+        for domain, n in wanted.items():
+            needed = probe_count(n, share)
+            if have[domain] < needed:
+                raise ConfigError(
+                    f"probe_share {share:g} mixes {needed} probes of domain {domain!r} into its {n} training questions, "
+                    f"but only {have[domain]} probe items of it exist: raise probe_size (or give probe_file more "
+                    "rows of that domain) or lower probe_share")
+        taken: Counter[str] = Counter()
+        sample = []
+        for q in self.probe:  # already interleaved across domains in a seeded order
+            if taken[q.domain] < probe_count(wanted[q.domain], share):
+                taken[q.domain] += 1
+                sample.append(q)
+        return tuple(sample)
 
     def all_question_ids(self) -> dict[str, list[str]]:
         roles = {
@@ -76,6 +108,7 @@ class Splits:
             "public": [q.question_id for q in self.public],
             "eval": [q.question_id for qs in self.eval.values() for q in qs],
             "val": [q.question_id for qs in self.val.values() for q in qs],
+            "probe": [q.question_id for q in self.probe],
         }
         for shard in self.clients:
             roles[shard.expert_id] = [q.question_id for q in shard.questions]
@@ -168,13 +201,16 @@ def build_splits(data: DataConfig) -> Splits:
     pool: list[Question] = []
     aux: list[Question] = []
     public: list[Question] = []
+    probes: list[Question] = []
     evals: dict[str, tuple[Question, ...]] = {}
     vals: dict[str, tuple[Question, ...]] = {}
     client_items: list[list[Question]] = [[] for _ in range(data.clients)]
     taken: set[str] = set()
     for col, domain in enumerate(domains):
         name = domain.name
-        wanted = [data.eval_size, aux_shares[col], pool_shares[col], data.public_size, *alloc[:, col], data.val_size]
+        # Probes last: reserving them moves no other split (within the reservoir's tier).
+        wanted = [data.eval_size, aux_shares[col], pool_shares[col], data.public_size, *alloc[:, col], data.val_size,
+                  data.probe_size]
         # Two domains may share a generator (spelling and rg:spell_backward): skip texts already
         # placed by an earlier domain, so no text is ever in two roles.
         stream = (
@@ -190,18 +226,19 @@ def build_splits(data: DataConfig) -> Splits:
             if len(block) < size:
                 raise ConfigError(
                     f"domain {name!r} at difficulty {data.difficulty} has too few distinct questions "
-                    f"for the requested split sizes; lower eval_size, val_size, pool_size, public_size "
-                    f"or client_size, or raise `difficulty`"
+                    f"for the requested split sizes; lower eval_size, val_size, pool_size, public_size, "
+                    f"client_size or probe_size, or raise `difficulty`"
                 )
             blocks.append(block)
         evals[name] = tuple(blocks[0])
         aux += blocks[1]
         pool += blocks[2]
         public += blocks[3]
-        for c, block in enumerate(blocks[4:-1]):
+        for c, block in enumerate(blocks[4:-2]):
             client_items[c] += block
-        if blocks[-1]:
-            vals[name] = tuple(blocks[-1])
+        if blocks[-2]:
+            vals[name] = tuple(blocks[-2])
+        probes += blocks[-1]
 
     for expert_id, items in zip(expert_ids(data.clients), client_items):
         if not items:
@@ -222,7 +259,7 @@ def build_splits(data: DataConfig) -> Splits:
     )
     return Splits(
         pool=shuffle(pool, "pool"), aux=shuffle(aux, "aux"), public=shuffle(public, "public"),
-        clients=clients, eval=evals, val=vals,
+        clients=clients, eval=evals, val=vals, probe=shuffle(probes, "probe"),
     )
 
 
@@ -243,6 +280,10 @@ def build_file_splits(data: DataConfig) -> Splits:
             for name, path in data.val_file_paths().items()}
     if data.val_fraction:
         evals, vals = hold_out(evals, data.val_fraction, data.data_seed)
+    # Rows without a domain get the pool's fallback (its file's name), so probes match its domains.
+    probes = (load_questions(data.probe_file, columns, role="probe set", need_answer=True,
+                             default_domain=Path(data.pool_file).stem)
+              if data.probe_file is not None else [])
     if data.client_files:
         shards = [load_questions(path, columns, role=f"client-{k} data", need_answer=True)
                   for k, path in enumerate(data.client_files)]
@@ -256,11 +297,19 @@ def build_file_splits(data: DataConfig) -> Splits:
                               f"(partition={data.partition}); raise dirichlet_beta, use fewer clients or "
                               "give more data")
     clients = tuple(ClientShard(e, tuple(shard)) for e, shard in zip(expert_ids(data.clients), shards))
+    # A probe in another role (an expert saw it at calibration or holds it) could be told apart.
+    others: dict[str, Sequence[Question]] = {"training pool": pool, "auxiliary set": aux, **{
+        f"evaluation set {n!r}": q for n, q in evals.items()}, **{f"validation set {n!r}": q for n, q in vals.items()},
+        **{f"client-{k} data": shard for k, shard in enumerate(shards)}}
+    for role, items in others.items():
+        _check_disjoint({role: items, "probe set": probes})
     for name, items in vals.items():  # choices made on items trained or tested on would mean nothing
         _check_disjoint({"training pool": pool, f"validation set {name!r}": items})
         for test_name, tests in evals.items():
             _check_disjoint({f"evaluation set {test_name!r}": tests, f"validation set {name!r}": items})
-    return Splits(pool=tuple(pool), aux=tuple(aux), public=(), clients=clients, eval=evals, val=vals)
+    order = np.random.default_rng([data.data_seed, *b"probe"]).permutation(len(probes))
+    return Splits(pool=tuple(pool), aux=tuple(aux), public=(), clients=clients, eval=evals, val=vals,
+                  probe=tuple(probes[i] for i in order))
 
 
 def hold_out(evals: dict[str, tuple[Question, ...]], fraction: float,

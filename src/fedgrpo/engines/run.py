@@ -32,12 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from fedgrpo.config import FedGRPOConfig
+from fedgrpo.data.gym import is_correct
 from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.durable import write_json_atomic
 from fedgrpo.engines.experts import embedded_transport
 from fedgrpo.privacy.plan import PrivacyPlan
 from fedgrpo.progress import NullProgress, ProgressSink
-from fedgrpo.training.calibrate import Calibration, calibrate_and_route
+from fedgrpo.training.calibrate import Calibration, calibrate_and_route, mixed_probes
 from fedgrpo.training.diagnose import log_findings, run_findings
 from fedgrpo.training.evaluate import DomainScore, evaluate_greedy
 from fedgrpo.training.policy import TrainedPolicy, train_policy
@@ -45,7 +46,7 @@ from fedgrpo.training.prepare import Prepared, prepare
 from fedgrpo.training.report import RunMetrics
 from fedgrpo.transport.base import ExpertTransport, LedgerFile, TrafficLedger
 from fedgrpo.transport.failover import FailoverTransport
-from fedgrpo.transport.recheck import RecheckTransport, build_probes
+from fedgrpo.transport.recheck import ProbeBook, RecheckTransport
 from fedgrpo.transport.timed import TimedTransport
 from fedgrpo.types import FailureKind
 
@@ -83,7 +84,9 @@ def run(config: FedGRPOConfig, out: Path, progress: ProgressSink = NullProgress(
     style = PromptStyle.from_config(config.prompts)
     with ExitStack() as resources:
         with phase("prepare"):
-            prepared = prepare(config, progress, experts=connector.builds_expert_models)
+            # Ground truth asks no expert: their models are not built.
+            prepared = prepare(config, progress,
+                               experts=connector.builds_expert_models and not config.data.use_ground_truth)
         with phase("evaluate_before"):
             before = evaluate_greedy(prepared.server_dir, prepared.splits.eval, config.evaluation, style, progress,
                                      "evaluate the base server (greedy)", cache=out / "before.json")
@@ -135,7 +138,7 @@ def connect_and_calibrate(prepared: Prepared, connector: Connector, out: Path, p
     with phase("calibrate"):
         calibration = calibrate_and_route(prepared, transport, out, progress, before_save=ledger_file.flush)
     failover, recheck, base = None, None, transport
-    if prepared.config.federation.recheck_every:
+    if prepared.config.uses_recheck:
         transport = recheck = recheck_transport(prepared, transport, calibration, out / "recheck.jsonl")
         recheck.resume(resume_step)  # its state at the checkpoint, like the ledger's
     if prepared.config.engine.reroute_failed:
@@ -145,19 +148,18 @@ def connect_and_calibrate(prepared: Prepared, connector: Connector, out: Path, p
 
 def recheck_transport(prepared: Prepared, transport: ExpertTransport, calibration: Calibration,
                       journal: Path) -> RecheckTransport:
-    """The periodic re-check of every expert on auxiliary items it claimed at calibration (inside the
+    """The re-check of every expert on the probes mixed into the training questions (the server
+    keeps their answers), with spot checks among the experts competent for a question (inside the
     failover, so an expert it excludes is lost and its questions re-routed), its state after every
     round in `journal`."""
-    config, graph = prepared.config, calibration.graph
-    style = PromptStyle.from_config(config.prompts)
-    aux = [(q.question_id, q.generator, q.question, q.answer or "") for q in prepared.splits.aux]
-    position = {qid: i for i, qid in enumerate(graph.aux_ids)}
-    claimed = {e: [graph.correctness[k][position[qid]] == 1.0 for qid, *_ in aux]
-               for k, e in enumerate(graph.expert_ids)}
+    config = prepared.config
     fed = config.federation
-    keep = PrivacyPlan.from_config(config).keep_probability()
-    return RecheckTransport(transport, build_probes(aux, claimed, style.target), every=fed.recheck_every,
-                            per_check=fed.recheck_items, threshold=fed.recheck_threshold, keep=keep,
+    style = PromptStyle.from_config(config.prompts)
+    probes = ProbeBook({q.question_id: q for q in mixed_probes(prepared)}, style.extract, is_correct)
+    return RecheckTransport(transport, probes, threshold=fed.recheck_threshold,
+                            competent=calibration.routing.competent, spot_share=fed.spot_check_share,
+                            seed=config.train.train_seed,
+                            keep=PrivacyPlan.from_config(config).keep_probability(),
                             correct_inverted=fed.recheck_correct_inverted, journal=journal)
 
 

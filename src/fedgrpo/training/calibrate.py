@@ -66,6 +66,11 @@ class Routing:
     # question_id -> the competence of each selected expert there, aligned with `experts` (for
     # random and all selection: zeros).
     competence: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    # question_id -> the experts the routing trusts with the question, best first: the best one and
+    # every other whose competence there clears the threshold (graph and oracle selection); the
+    # selected ones for random and all, which have no competence. The re-check judges an expert on
+    # these questions only, and a spot check goes to the next of them (transport.recheck).
+    competent: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def table(self, questions: Sequence[Question]) -> dict[str, dict[str, int]]:
         """domain -> expert id -> how often it is selected for that domain's questions."""
@@ -123,11 +128,29 @@ def route(
         q.question_id: tuple(ids[i] for i in row) + tuple(ids[i] for i in full if i not in row and c[i] >= bar)
         for q, row, full, c in zip(questions, kept, order, competence)
     }
+    competent = {q.question_id: tuple(ids[i] for rank, i in enumerate(full) if rank == 0 or c[i] >= threshold)
+                 if method in COMPETENCE_SELECTIONS else tuple(ids[i] for i in row)
+                 for q, row, full, c in zip(questions, kept, order, competence)}
     return Routing(
         experts={q.question_id: tuple(ids[i] for i in row) for q, row in zip(questions, kept)},
         hit_rate=hit, ranking=ranking,
         competence={q.question_id: tuple(float(x) for x in c[:len(row)])
-                    for q, row, c in zip(questions, kept, chosen_competence)})
+                    for q, row, c in zip(questions, kept, chosen_competence)},
+        competent=competent)
+
+
+def mixed_probes(prepared: Prepared) -> tuple[Question, ...]:
+    """The re-check's probes a run mixes into its training questions (`Splits.probe_sample` at
+    probe_share), answers included: the re-check's to keep; none with the re-check off."""
+    config = prepared.config
+    return prepared.splits.probe_sample(config.federation.probe_share) if config.uses_recheck else ()
+
+
+def training_questions(prepared: Prepared) -> tuple[Question, ...]:
+    """The questions GRPO trains on, as the server's training path holds them: the pool (answers
+    withheld unless ground truth is on), then the probes (`mixed_probes`), answers withheld too."""
+    pool = prepared.splits.server_training_pool(prepared.config.data.use_ground_truth)
+    return pool + tuple(q.without_answer() for q in mixed_probes(prepared))
 
 
 @dataclass(frozen=True)
@@ -149,8 +172,9 @@ def calibrate_and_route(prepared: Prepared, transport: ExpertTransport, out: Pat
                         progress: ProgressSink, before_save: Callable[[], None] = lambda: None) -> Calibration:
     """Module 1 of the paper for a run: the confidence graph (``out/graph.json``, read back on
     resume rather than asking the experts again) and every training question's experts
-    (``out/routing.json``). `before_save` runs once the experts have answered, before graph.json
-    is written (the engine writes the calibration's traffic to disk there)."""
+    (``out/routing.json``), the re-check's probes among them (`training_questions`: they are
+    routed as any question is). `before_save` runs once the experts have answered, before
+    graph.json is written (the engine writes the calibration's traffic to disk there)."""
     config, splits = prepared.config, prepared.splits
     fed = config.federation
     graph_path = out / "graph.json"
@@ -165,8 +189,14 @@ def calibrate_and_route(prepared: Prepared, transport: ExpertTransport, out: Pat
     # The domain each expert declares (hello); the split's own view where an expert declares none.
     expert_domains = {s.expert_id: transport.expert_domains.get(s.expert_id) or s.main_domain
                       for s in splits.clients}
-    pool_z = embed_questions([q.question for q in splits.pool], fed.encoder, prepared.server_dir)
-    routing = route(list(splits.pool), pool_z, graph, experts_per_question=fed.experts_per_question,
+    questions = training_questions(prepared)
+    pool, probes = questions[:len(splits.pool)], questions[len(splits.pool):]
+    # Probes embedded apart and routed after the pool (random selection draws per row in order), so
+    # the pool's embeddings and experts are exactly those of a run without probes.
+    z = embed_questions([q.question for q in pool], fed.encoder, prepared.server_dir)
+    if probes:
+        z = np.concatenate([z, embed_questions([q.question for q in probes], fed.encoder, prepared.server_dir)])
+    routing = route(list(questions), z, graph, experts_per_question=fed.experts_per_question,
                     neighbours=fed.neighbours, method=fed.selection, expert_domains=expert_domains,
                     seed=fed.selection_seed, threshold=fed.competence_threshold,
                     debias=PrivacyPlan.from_config(config).calibration_debias(),

@@ -1,8 +1,9 @@
 """The train phase of a run: the reward function, TRL's trainer, progress, the final model.
 
-`train_policy` trains the server policy from the prepared base on the training pool: with expert
-rewards through `transport` (the run's routing decides who scores what), or with a local verifier
-on the gold answers in ground-truth mode (`transport` None). It resumes from the last checkpoint in
+`train_policy` trains the server policy from the prepared base on the training pool (and, with the
+re-check on, its probes mixed in: `training.calibrate.training_questions`): with expert rewards
+through `transport` (the run's routing decides who scores what), or with a local verifier on the
+gold answers in ground-truth mode (`transport` None). It resumes from the last checkpoint in
 ``out/checkpoints`` and always stops the reward's background sender, on every exit path.
 """
 
@@ -21,7 +22,7 @@ from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.data.tasks import Question
 from fedgrpo.privacy.plan import PrivacyPlan
 from fedgrpo.progress import ProgressSink
-from fedgrpo.training.calibrate import Routing
+from fedgrpo.training.calibrate import Routing, mixed_probes, training_questions
 from fedgrpo.training.prepare import Prepared
 from fedgrpo.training.reward import FederatedReward
 from fedgrpo.transport.base import ExpertTransport
@@ -50,10 +51,10 @@ def build_reward(prepared: Prepared, transport: ExpertTransport | None, routing:
                  overlap: bool) -> FederatedReward:
     """The reward TRL calls: expert rewards through `transport` and `routing`, or (both None) the
     gold verifier. The hook reads gold answers only in ground-truth mode: an expert-reward run
-    trains on questions whose answer is None."""
-    use_gt = prepared.config.data.use_ground_truth
-    return make_reward(prepared.config, prepared.splits.server_training_pool(use_gt), transport, routing,
-                       gold=use_gt, overlap=overlap)
+    trains on questions whose answer is None. The re-check's probes among them train nothing."""
+    probes = frozenset(q.question_id for q in mixed_probes(prepared))
+    return make_reward(prepared.config, training_questions(prepared), transport, routing,
+                       gold=prepared.config.data.use_ground_truth, overlap=overlap, probes=probes)
 
 
 def gold_reward(config: FedGRPOConfig, questions: Sequence[Question]) -> FederatedReward:
@@ -62,7 +63,8 @@ def gold_reward(config: FedGRPOConfig, questions: Sequence[Question]) -> Federat
 
 
 def make_reward(config: FedGRPOConfig, questions: Sequence[Question], transport: ExpertTransport | None,
-                routing: Routing | None, *, gold: bool, overlap: bool) -> FederatedReward:
+                routing: Routing | None, *, gold: bool, overlap: bool,
+                probes: frozenset[str] = frozenset()) -> FederatedReward:
     from fedgrpo.training.trainer import group_by_question
 
     fed, train = config.federation, config.train
@@ -75,7 +77,7 @@ def make_reward(config: FedGRPOConfig, questions: Sequence[Question], transport:
         gold_scorer=functools.partial(gold_scorer, style) if gold else None,
         competence=routing.competence if routing and fed.competence_weighting else None, deferred=overlap,
         debias=None if gold else PrivacyPlan.from_config(config).reward_debias(),
-        replicate=fed.robust_aggregation if fed.score_replication and not gold else None,
+        replicate=fed.robust_aggregation if fed.score_replication and not gold else None, probes=probes,
     )
 
 
@@ -89,7 +91,7 @@ def train_policy(prepared: Prepared, out: Path, progress: ProgressSink, *,
     config = prepared.config
     settings = GRPOSettings.from_config(config)
     reward = build_reward(prepared, transport, routing, overlap=settings.overlap_rewards)
-    questions = prepared.splits.server_training_pool(config.data.use_ground_truth)
+    questions = training_questions(prepared)
     steps = config.train.train_steps
     try:
         trainer = build_grpo_trainer(prepared.server_dir, questions, reward, settings, out / "checkpoints")

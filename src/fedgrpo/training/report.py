@@ -51,9 +51,9 @@ class RunMetrics:
     # Per step, the mean over clients of the share of advantage signs their noise preserved (the
     # clients' own logs, read where they run in this process: the embedded engine).
     reward_fidelity: list[dict[str, Any]] | None = None
-    # The dishonest-expert re-check (config recheck_every; None when off): per expert, probe values,
-    # agreements, estimated accuracy, whether and when it was flagged, and its response (excluded or
-    # corrected).
+    # The dishonest-expert re-check (config probe_share; None when off): per expert, probe groups and
+    # values, agreements, spot-check items and paired values, estimated accuracy, whether and when it
+    # was flagged, and its response (excluded or corrected).
     expert_checks: dict[str, Any] | None = None
     # The same greedy scores on the validation split (empty without one): where choices are made.
     validation_before: dict[str, DomainScore] = field(default_factory=dict)

@@ -16,6 +16,13 @@ the raw reward shrunk by the expert's competence (`core.aggregate.shrink_to_comp
 It is one reward function on purpose: a missing expert reply must make the *whole* reward NaN (advantage
 0, baseline untouched); with two TRL reward functions, TRL's NaN-skipping sum would keep the format part.
 
+The re-check's probes (`probes`: question ids; `transport.recheck`) are routed and scored as any
+question, so their experts cannot tell them apart, but their whole reward is None (advantage 0): the
+experts' rewards on them are evidence about the experts, read by the re-check, and the server's own
+gold answers judge experts only, never teach the policy (a gold reward there would be ground-truth
+GRPO on a share of the questions, which the no-answer setting does not have). The cost is the share
+of the samples that carry no gradient.
+
 TRL's public route: `__call__` is ``async def``, so TRL awaits it on its reward event loop (the
 round trip runs in a worker thread of that loop), and a missing reward is ``None``.
 
@@ -114,6 +121,7 @@ class FederatedReward:
         deferred: bool = False,
         debias: Callable[[np.ndarray], np.ndarray] | None = None,
         replicate: str | None = None,
+        probes: frozenset[str] = frozenset(),
     ) -> None:
         """`gold_scorer` replaces the experts with a local verifier on gold answers (ground-truth mode).
 
@@ -129,6 +137,8 @@ class FederatedReward:
         `replicate` (an aggregation of `core.aggregate.ROBUST_AGGREGATIONS`): every selected expert
         scores all of its question's candidates and their rewards are combined per candidate;
         None: each expert scores its own block.
+
+        `probes`: question ids of the re-check's probes, scored but rewarded None (module docstring).
         """
         if gold_scorer is None and (routing is None or transport is None):
             raise ValueError("expert rewards need a routing and a transport")
@@ -146,6 +156,7 @@ class FederatedReward:
         self.deferred = deferred
         self.debias = debias
         self.replicate = replicate
+        self.probes = probes
         self.budget_spent_at: int | None = None  # the step at which every asked client's budget was spent
         self.log = RewardLog()
         self.calls = 0
@@ -236,6 +247,10 @@ class FederatedReward:
                 + "; ".join(f"{f.expert_id}: {f.reason}" for f in scored.failures)
             )
         expert_reward = self._weighted_by_competence(groups, scored.raw_reward)
+        is_probe = np.zeros(len(expert_reward), dtype=bool)  # (N,)
+        for qid, span in groups:
+            is_probe[span] = qid in self.probes
+        expert_reward = np.where(is_probe, np.nan, expert_reward)  # evidence for the re-check only: no signal
         reward = (self.accuracy_weight * expert_reward + self.format_weight * shape.format
                   + self.tag_weight * shape.tags)  # NaN stays NaN
         self.log.steps.append({
@@ -244,7 +259,8 @@ class FederatedReward:
             "format_reward": float(shape.format.mean()) if len(shape.format) else math.nan,
             "tag_reward": float(shape.tags.mean()) if len(shape.tags) else math.nan,
             "reward": _nanmean(reward),
-            "missing": int(np.isnan(scored.raw_reward).sum()),
+            "missing": int(np.isnan(scored.raw_reward[~is_probe]).sum()),
+            "probes": int(is_probe.sum()),
         })
         return [None if math.isnan(r) else float(r) for r in reward]
 
