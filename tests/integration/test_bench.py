@@ -52,7 +52,10 @@ def test_dpsda_synthetic_items_are_fresh_and_distinct(mini_bench):
     for name in ("dpsda_sft", "dpsda_grpo"):
         facts = report["runs"][name][0]["facts"]
         assert facts["in_a_split"] == 0.0
-        assert facts["synthetic_per_client"] == {"client-0": 8, "client-1": 8}
+        # Each client's set is as large as asked unless its fresh pool's variations ran dry (the
+        # noise comes from the client's own secret, so a run's draws differ): never larger, never padded.
+        assert set(facts["synthetic_per_client"]) == {"client-0", "client-1"}
+        assert all(6 <= n <= 8 for n in facts["synthetic_per_client"].values()), facts["synthetic_per_client"]
     pe = json.loads((mini_bench[0].work / "dpsda_sft" / "seed0" / "private-evolution.json").read_text())
     ids = [q["question_id"] for q in pe["synthetic"]]
     assert len(ids) == len(set(ids))

@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 
 from fedgrpo.config import load_config
+from fedgrpo.data.prompts import PromptStyle
 from fedgrpo.engines.experts import make_local_expert
 from fedgrpo.engines.run import Connector, run
 from fedgrpo.transport.embedded import EmbeddedTransport
+from fedgrpo.types import Reads
 
 pytestmark = pytest.mark.slow
 
@@ -158,7 +160,7 @@ def embedded_run(own, cache_dir, tmp_path_factory):
         return EmbeddedTransport({
             s.expert_id: Recording(make_local_expert(prepared.config, s.expert_id, s.questions,
                                                      prepared.expert_dirs[s.expert_id]), seen)
-            for s in prepared.splits.clients})
+            for s in prepared.splits.clients}, style=PromptStyle.from_config(prepared.config.prompts))
 
     out = tmp_path_factory.mktemp("own-run")
     return config, out, run(config, out, connector=Connector(recording)).to_dict(), seen
@@ -170,12 +172,15 @@ def test_each_evaluation_set_is_reported_apart(embedded_run):
     assert metrics["accuracy_after"]["MATH"]["n"] == 9 and metrics["accuracy_after"]["minerva"]["n"] == 6
 
 
-def test_experts_receive_whole_reasoning_completions_and_send_back_floats_only(embedded_run):
+def test_answer_matching_experts_receive_final_answers_only_and_send_back_floats_only(embedded_run):
     _, _, metrics, seen = embedded_run
     candidates = [c for r in seen["requests"] for item in r.items for c in item.candidates]
     assert candidates, "no expert was asked to score"
-    # The candidate texts are the policy's whole completions, reasoning included, not extracted answers.
-    assert sum("<think>" in c for c in candidates) > len(candidates) / 2
+    # An expert that matches answers declares so in its hello and is sent each distinct final answer
+    # of a group once, not the policy's whole completions.
+    assert all(r.reads is Reads.ANSWERS for r in seen["requests"])
+    assert all(len(set(item.candidates)) == len(item.candidates) for r in seen["requests"] for item in r.items)
+    assert metrics["bytes"]["scoring_shape"]["answers"]["values"] == len(candidates)
     assert all(isinstance(r, float) for reply in seen["replies"] for r in reply.rewards)
     assert sum(len(reply.rewards) for reply in seen["replies"]) == len(candidates)
     assert metrics["failures"] == {}

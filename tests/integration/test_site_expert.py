@@ -9,7 +9,7 @@ import pytest
 
 from fedgrpo.engines.experts import build_site_expert
 from fedgrpo.errors import ConfigError
-from fedgrpo.types import ScoreItem, ScoreRequest
+from fedgrpo.types import Reads, ScoreItem, ScoreRequest
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,9 @@ def test_own_data_and_model_score_held_questions_by_their_answers(prepared, tiny
     path, held = own_data
     expert = build_site_expert(tiny_config, "hospital-a", data_path=str(path), domain="spelling",
                                model_dir=str(prepared.expert_dirs["client-1"]))
-    assert expert.hello() == ("hospital-a", "spelling")
+    hello = expert.hello()
+    # An answer-matching scorer asks for the candidates' answers only, and declares no DP it was not given.
+    assert (hello.expert_id, hello.domain, hello.reads, hello.privacy) == ("hospital-a", "spelling", Reads.ANSWERS, {})
     q = held[0]
     # The server sends the question without its answer; the site recognises it and uses its own.
     request = ScoreRequest(4, (ScoreItem(q.question_id, q.generator, q.question,

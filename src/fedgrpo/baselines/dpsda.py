@@ -166,17 +166,15 @@ def private_evolution(config: FedGRPOConfig, expert_id: str, private: Sequence[Q
 def final_population(api: FoundationAPI, population: np.ndarray, histogram: np.ndarray, size: int,
                      rng: np.random.Generator) -> list[int]:
     """The client's synthetic set: PE's last `next` (parents in proportion to the last noisy
-    histogram, each varied), every item once. Draws continue until `size` distinct items or until
-    FINAL_DRAW_ROUNDS draws add nothing new; never padded with duplicates."""
+    histogram, each varied), every item once. Draws continue until `size` distinct items or
+    FINAL_DRAW_ROUNDS draws (a draw that repeats items is likely near the end, when it asks for one
+    or two: stopping at the first would leave the set short); never padded with duplicates."""
     chosen: dict[int, None] = {}
     for _ in range(FINAL_DRAW_ROUNDS):
         if len(chosen) >= size:
             break
-        before = len(chosen)
         for i in api.next_population(population, histogram, size - len(chosen), rng).tolist():
             chosen.setdefault(int(i), None)
-        if len(chosen) == before:
-            break
     return list(chosen)[:size]
 
 
