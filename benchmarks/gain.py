@@ -83,6 +83,10 @@ def one_run(overrides: dict[str, str], out: Path) -> dict[str, Any]:
         "wall_time_s": metrics["wall_time_s"],
         "timings_s": metrics["timings_s"],
         "bytes": metrics["bytes"]["totals"],
+        # Payload model and wire per direction, and what the scoring requests held (values, candidates):
+        # what benchmarks/communication.py compares with the floor.
+        "wire_bytes": metrics["bytes"].get("wire_totals"),
+        "scoring_shape": metrics["bytes"].get("scoring_shape"),
         "routing_hit_rate": (metrics["routing"] or {}).get("hit_rate"),
         "routing_table": (metrics["routing"] or {}).get("table"),
         # Issue 13: local DP (epsilon per client, fidelity) and the dishonest-expert re-check.

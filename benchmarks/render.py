@@ -263,6 +263,54 @@ def tuning_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines).rstrip("\n")
 
 
+def communication_table(records: list[dict[str, Any]]) -> str:
+    """A communication.py result: each way's bytes per seed (payload model and wire), the uplink's
+    floor and the downlink against the same run before issue 22, and the goals."""
+    (r,) = records
+    m = r["metrics"]
+    lines = [("| seed | down (payload) | down / before | down (wire) | up (payload) | uplink floor | up / floor "
+              "| up (wire) | wire up / floor |"), "|---|---|---|---|---|---|---|---|---|"]
+    for seed, x in zip(r["seeds"], m["per_seed"]):
+        lines.append(f"| {seed} | {x['down']:,} B | {x['down_over_before']:.3f} (1/{1 / x['down_over_before']:.2f}) "
+                     f"| {x['wire_down']:,} B | {x['up']:,} B | {x['uplink_floor']:,} B | {x['up_over_floor']:.2f}x "
+                     f"| {x['wire_up']:,} B | {x['wire_up_over_floor']:.2f}x |")
+    mean = m["mean"]
+    lines += ["", (f"Before issue 22 (commit {r['before_commit']}, record `benchmarks/results/{Path(r['before']).name}`) "
+              f"the same default run sent {mean['before_down']:,.0f} B down and {mean['before_up']:,.0f} B up "
+              "(payload model, mean over its seeds). "
+              + " ".join(f"Goal {'met' if g['met'] else '**not met**'}: {g['goal']}." for g in m["goals"])
+              + f" Command `benchmarks/communication.py {r.get('command', '')}`; record "
+              f"`benchmarks/results/{r['_file']}` ({_machine(r)}, commit {r['env']['commit']}"
+              f"{' dirty' if r['env'].get('dirty') else ''}).")]
+    return "\n".join(lines)
+
+
+def adversaries_table(records: list[dict[str, Any]]) -> str:
+    """An adversaries.py result: per run, the gain, its paired difference from the honest run, the
+    liar's domain's gain and share of the honest one there, when the liar was flagged and how it was
+    answered, and the bytes the re-check added; then the honest experts' false flags."""
+    (r,) = records
+    summary = r["metrics"]["summary"]
+    lines = [("| run | gain | minus honest | liar's domain gain (share of honest) | flagged at step (share), response "
+              "| bytes added |"), "|---|---|---|---|---|---|"]
+    for name, s in summary.items():
+        if name == "false_flags_of_honest_experts":
+            continue
+        shares = ", ".join(f"{100 * x:.0f}%" if x is not None else "-" for x in s["liar_domain_share_of_honest"])
+        flagged = "; ".join(", ".join(f"{f['step']} ({100 * f['share_of_steps']:.0f}%), {f['response']}" if f else "never"
+                                      for f in seed.values()) for seed in s["flags"]) if s["liars"] else "-"
+        lines.append(f"| {name} | {_pm(s['gain'])} | {_pm(s['minus_honest']) if s['liars'] else ''} | "
+                     f"{_pm(s['liar_domain_gain'])} ({s['liar_domain']}; {shares}) | {flagged} | "
+                     f"{s['bytes_added_percent']['mean']:+.1f}% |")
+    ff = summary["false_flags_of_honest_experts"]
+    seeds = r.get("pipeline_seeds") or []
+    lines += ["", f"Honest experts flagged: {ff['count']} over {ff['runs']} runs. Pipeline seeds "
+              f"{', '.join(map(str, seeds))}; command `benchmarks/adversaries.py {r.get('command', '')}`; record "
+              f"`benchmarks/results/{r['_file']}` ({_machine(r)}, commit {r['env']['commit']}"
+              f"{' dirty' if r['env'].get('dirty') else ''})."]
+    return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable[[list[dict[str, Any]]], str]] = {
     "tuning-table": tuning_table,
     "prepare-table": prepare_table,
@@ -270,6 +318,8 @@ RENDERERS: dict[str, Callable[[list[dict[str, Any]]], str]] = {
     "results-index": results_index,
     "gain-table": gain_table,
     "gain-variants": gain_variants,
+    "communication-table": communication_table,
+    "adversaries-table": adversaries_table,
 }
 
 

@@ -237,8 +237,9 @@ class ModelConfig:
         128, "Edge pre-training: held-out public items per domain whose sampled answers (2 each) measure the domain's "
         "accuracy at every check.")
     pretrain_confirm: int = _f(
-        1, "Edge pre-training: a domain counts as at the edge once its sampled accuracy has reached pretrain_target at "
-        "this many consecutive checks (1 = the first time; more resists a lucky check).")
+        2, "Edge pre-training: a domain counts as at the edge once its sampled accuracy has reached pretrain_target at "
+        "this many consecutive checks (1 = the first time; more resists a lucky check: 2 was chosen on the validation "
+        "split, benchmarks/README.md).")
     pretrain_resume_margin: float | None = _f(
         None, "Edge pre-training: a domain that reached pretrain_target and later falls below target minus this "
         "trains at full weight again until it is back; training ends at a check where every domain is at its edge. "
@@ -424,7 +425,7 @@ class FederationConfig:
         "of the probe split (probe_size) mixed into GRPO's dataset, sampled, routed and sent like any question, so "
         "no expert can tell them apart; the server scores each expert's rewards on them against the gold answer "
         "(groups holding a right and a wrong answer only) and they train nothing. An expert whose accuracy is "
-        "below recheck_threshold with 99% posterior probability (one-coin Dawid-Skene) is flagged: excluded and "
+        "below recheck_threshold with posterior probability 0.99 (one-coin Dawid-Skene) is flagged: excluded and "
         "its questions re-routed, or corrected (recheck_correct_inverted). 0 = off; e.g. 0.05.")
     spot_check_share: float = _f(
         0.05, "With the re-check on (probe_share > 0): the share of each expert's question blocks also scored by a "
@@ -433,13 +434,13 @@ class FederationConfig:
         "the pairs feed the re-check's Dawid-Skene model beside the probes. Costs about this share more scoring "
         "traffic where a second competent expert exists. 0 = off.")
     recheck_threshold: float = _f(
-        0.7, "An expert is flagged once its accuracy on values with known answers is below this with 99% posterior "
-        "probability (measured at the defaults on groups with a right and a wrong answer: honest 0.83-1.0, "
+        0.7, "An expert is flagged once its accuracy on values with known answers is below this with posterior "
+        "probability 0.99 (measured at the defaults on groups with a right and a wrong answer: honest 0.83-1.0, "
         "inverting 0.0-0.17, random 0.5, always 1 0.35-0.44).")
     recheck_correct_inverted: bool = _f(
         True, "A flagged expert whose estimated accuracy is below 1/2 (it inverts its rewards) is corrected, not "
         "excluded: its rewards are used as 1 - reward (Dawid-Skene's reading of a rater worse than chance), and it "
-        "is excluded once its accuracy is above 1 - recheck_threshold with 99% posterior probability (it stopped "
+        "is excluded once its accuracy is above 1 - recheck_threshold with posterior probability 0.99 (it stopped "
         "inverting). Off: every flagged expert is excluded.")
     adversaries: tuple[str, ...] = _f(
         (), "For measurements only: experts that lie after an honest calibration, as EXPERT:BEHAVIOUR[:P] with "
