@@ -69,6 +69,12 @@ def test_killed_twice_then_resumed_equals_uninterrupted(tmp_path, cache_dir, pre
     _kill_after_checkpoint(killed, cache_dir, step=16, extra_s=1.0)  # mid-way through later steps
     _finish(killed, cache_dir)
     assert _outcome(killed) == _outcome(straight)
+    # A finished run rerun in its directory trains nothing more (transformers' resume at the last
+    # step would take one step past it) and reports the same result.
+    _finish(straight, cache_dir)
+    assert _outcome(straight) == _outcome(killed)
+    assert {p.name for p in (straight / "checkpoints").glob("checkpoint-*")} >= {"checkpoint-24"}
+    assert not list((straight / "checkpoints").glob("checkpoint-25"))
 
 
 # Per-value LDP with a budget that stops the clients after the kill (264 distinct values at epsilon 1:

@@ -303,9 +303,38 @@ def train_grpo(trainer: Any, resume: bool) -> Any:
     it starts fresh. Returns the ``transformers.trainer_utils.TrainOutput``.
     """
     checkpoint = last_checkpoint(trainer.args.output_dir) if resume else None
+    if checkpoint and checkpoint_step(checkpoint) >= trainer.args.max_steps:
+        return restore_finished(trainer, checkpoint)
     if checkpoint:
         trainer.add_callback(resume_sampler_callback())
     return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+
+def restore_finished(trainer: Any, checkpoint: Path) -> None:
+    """Load a finished run's last checkpoint (at max_steps) into `trainer` without training.
+
+    transformers resumes a checkpoint that ends mid-epoch by entering that epoch, and checks the step
+    count only after a step: rerunning a finished run through ``train()`` would train one step more
+    than asked (a rerun of a 600-step run ended at checkpoint-601 with other numbers). The weights
+    and the state (log history, step) of the checkpoint are the run's result."""
+    from safetensors.torch import load_file
+    from transformers import TrainerState
+
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "peft_config"):  # a LoRA policy: its checkpoint holds the adapter
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter_model.safetensors")))
+        return None
+    missing, unexpected = model.load_state_dict(load_file(str(checkpoint / "model.safetensors")), strict=False)
+    # A tied output layer is saved once, as the input embeddings; anything else missing is a broken file.
+    tied = {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
+    if unexpected or set(missing) - tied:
+        raise RuntimeError(f"{checkpoint} does not fit the policy: missing {sorted(set(missing) - tied)}, "
+                           f"unexpected {sorted(unexpected)}")
+    model.tie_weights()
+    return None
 
 
 def find_sampler_generator(dataloader: Any) -> Any:
