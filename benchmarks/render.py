@@ -263,6 +263,10 @@ def tuning_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines).rstrip("\n")
 
 
+def _mb(n: float) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
 def communication_table(records: list[dict[str, Any]]) -> str:
     """A communication.py result: each way's bytes per seed (payload model and wire), the uplink's
     floor and the downlink against the same run before issue 22, and the goals."""
@@ -275,9 +279,16 @@ def communication_table(records: list[dict[str, Any]]) -> str:
                      f"| {x['wire_down']:,} B | {x['up']:,} B | {x['uplink_floor']:,} B | {x['up_over_floor']:.2f}x "
                      f"| {x['wire_up']:,} B | {x['wire_up_over_floor']:.2f}x |")
     mean = m["mean"]
+    lines += ["", "At the paper's scale (closed form, `core.costs`; FedGRPO as a range: answer-matching scorers from one "
+              "distinct answer per block to G, and full texts from the measured compression to 2,048 tokens each):", "",
+              "| server model | FedPETuning | DPSDA-FL | FedGRPO, answers | FedGRPO, full texts |", "|---|---|---|---|---|"]
+    for model, x in m.get("paper_scale", {}).items():
+        a, t = x["fedgrpo_range"]["answers"], x["fedgrpo_range"]["texts"]
+        lines.append(f"| {model} | {_mb(x['fedpetuning'])} | {_mb(x['dpsda'])} | {_mb(a['low'])}-{_mb(a['high'])} "
+                     f"(1/{x['dpsda'] / a['high']:,.0f} of DPSDA-FL) | {_mb(t['low'])}-{_mb(t['high'])} |")
     lines += ["", (f"Before issue 22 (commit {r['before_commit']}, record `benchmarks/results/{Path(r['before']).name}`) "
-              f"the same default run sent {mean['before_down']:,.0f} B down and {mean['before_up']:,.0f} B up "
-              "(payload model, mean over its seeds). "
+              f"the default run of the time (its edge rule asked one check) sent {mean['before_down']:,.0f} B down "
+              f"and {mean['before_up']:,.0f} B up (payload model, mean over its seeds). "
               + " ".join(f"Goal {'met' if g['met'] else '**not met**'}: {g['goal']}." for g in m["goals"])
               + f" Command `benchmarks/communication.py {r.get('command', '')}`; record "
               f"`benchmarks/results/{r['_file']}` ({_machine(r)}, commit {r['env']['commit']}"
