@@ -322,6 +322,26 @@ def adversaries_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def dp_expert_accuracy(records: list[dict[str, Any]]) -> str:
+    """A gain.py result with DP-expert variants: each client's own-domain greedy pass@1 (test split,
+    as the run reports it) with DP and without, mean over seeds."""
+    (r,) = records
+    lines = ["| run | " + "client (domain): with DP / without, mean over seeds | ".rstrip(" |") + " |", "|---|---|"]
+    for mode, runs in r["metrics"]["runs"].items():
+        acc = [((x.get("privacy") or {}).get("expert_accuracy") or {}) for x in runs]
+        if not all(acc):
+            continue
+        cells = []
+        for client, first in acc[0].items():
+            with_dp = statistics.fmean(a[client]["with_dp"] for a in acc)
+            without = statistics.fmean(a[client]["without_dp"] for a in acc)
+            cells.append(f"{client} ({first['domain']}): {100 * with_dp:.1f} / {100 * without:.1f}")
+        lines.append(f"| {mode} | " + "; ".join(cells) + " |")
+    lines += ["", f"Greedy pass@1 (%) of each client's expert in its own domain, test split; record `benchmarks/results/{r['_file']}` "
+              f"({_machine(r)}, commit {r['env']['commit']})."]
+    return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable[[list[dict[str, Any]]], str]] = {
     "tuning-table": tuning_table,
     "prepare-table": prepare_table,
@@ -331,6 +351,7 @@ RENDERERS: dict[str, Callable[[list[dict[str, Any]]], str]] = {
     "gain-variants": gain_variants,
     "communication-table": communication_table,
     "adversaries-table": adversaries_table,
+    "dp-expert-accuracy": dp_expert_accuracy,
 }
 
 
