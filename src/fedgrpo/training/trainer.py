@@ -300,7 +300,9 @@ def train_grpo(trainer: Any, resume: bool) -> Any:
     A resumed run restores model, optimizer, scheduler, RNG and step count
     (``resume_from_checkpoint`` semantics), draws the questions an uninterrupted run would have
     drawn (`ResumeSampler`), and trains only the steps left up to ``max_steps``. Without a checkpoint
-    it starts fresh. Returns the ``transformers.trainer_utils.TrainOutput``.
+    it starts fresh. A checkpoint already at ``max_steps`` is a finished run: it is loaded and nothing
+    is trained (`restore_finished`). Returns the ``transformers.trainer_utils.TrainOutput``, or None for
+    a finished run.
     """
     checkpoint = last_checkpoint(trainer.args.output_dir) if resume else None
     if checkpoint and checkpoint_step(checkpoint) >= trainer.args.max_steps:
