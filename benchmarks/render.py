@@ -342,6 +342,27 @@ def dp_expert_accuracy(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def dp_experts_table(records: list[dict[str, Any]]) -> str:
+    """A dp_experts.py result: per DP-SGD recipe, its knobs, noise multiplier, and the experts' mean
+    own-domain greedy pass@1 with DP and without, on validation (where the recipe is chosen) and test."""
+    (r,) = records
+    m = r["metrics"]
+    lines = ["| recipe | overrides | noise multiplier | validation, with DP / without | test, with DP / without |",
+             "|---|---|---|---|---|"]
+    for name, runs in m["runs"].items():
+        experts = [e for run in runs for e in run["experts"].values()]
+        noise = sorted({e["guarantee"]["noise_multiplier"] for e in experts})
+        mean = {k: 100 * statistics.fmean(e[k] for e in experts) for k in ("val", "val_without_dp", "test", "test_without_dp")}
+        chosen = " (best on validation)" if name == m.get("best_on_validation") else ""
+        lines.append(f"| {name}{chosen} | {', '.join(f'{k}={v}' for k, v in r['recipes'][name].items())} | "
+                     f"{', '.join(f'{x:.2f}' for x in noise)} | {mean['val']:.1f} / {mean['val_without_dp']:.1f} | "
+                     f"{mean['test']:.1f} / {mean['test_without_dp']:.1f} |")
+    lines += ["", f"Mean over the four clients' experts in their own domains, pipeline seeds "
+              f"{', '.join(map(str, r['pipeline_seeds']))}; record `benchmarks/results/{r['_file']}` "
+              f"({_machine(r)}, commit {r['env']['commit']})."]
+    return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable[[list[dict[str, Any]]], str]] = {
     "tuning-table": tuning_table,
     "prepare-table": prepare_table,
@@ -352,6 +373,7 @@ RENDERERS: dict[str, Callable[[list[dict[str, Any]]], str]] = {
     "communication-table": communication_table,
     "adversaries-table": adversaries_table,
     "dp-expert-accuracy": dp_expert_accuracy,
+    "dp-experts-table": dp_experts_table,
 }
 
 
