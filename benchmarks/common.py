@@ -60,9 +60,22 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def portable(value: Any, root: Path = RESULTS.parents[1]) -> Any:
+    """`value` with this machine's paths made portable, recursively: the repository root dropped
+    (paths relative to it), the home directory as ``~``. A record must not name one machine's layout."""
+    if isinstance(value, str):
+        value = "." if value == str(root) else value.replace(f"{root}/", "")
+        return value.replace(f"{Path.home()}/", "~/")
+    if isinstance(value, dict):
+        return {k: portable(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, root) for v in value]
+    return value
+
+
 def write_result(name: str, payload: dict[str, Any], results: Path = RESULTS) -> Path:
     results.mkdir(parents=True, exist_ok=True)
     path = results / f"{name}-{datetime.now():%Y%m%d-%H%M%S}.json"
-    path.write_text(json.dumps({"name": name, "created": datetime.now().isoformat(timespec="seconds"),
-                                "env": environment(), **payload}, indent=2))
+    path.write_text(json.dumps(portable({"name": name, "created": datetime.now().isoformat(timespec="seconds"),
+                                         "env": environment(), **payload}), indent=2))
     return path

@@ -66,3 +66,12 @@ def test_the_lint_can_fail():
     assert MEASURED.search("a step costs 1.37x embedded")
     assert not MEASURED.search("M = 2 experts, L = 20 neighbours, delta 1e-5, Python 3.11, 2,000 x 8 x 4 bytes")
     assert not _prose("<!-- fig source=a key=b fmt=c -->91%<!-- /fig -->").strip()
+
+
+def test_no_record_or_document_names_one_machines_paths():
+    """Records and documents name paths relative to the repository (or ~), never this machine's
+    absolute layout (`benchmarks/common.portable` makes them so when a record is written)."""
+    absolute = re.compile(r"(?<![\w.~])/(?:work|root|home|Users|tmp)/[\w.-]+")
+    for path in [*render.documents(), *sorted(render.RESULTS.glob("*.json"))]:
+        found = absolute.findall(path.read_text())
+        assert not found, f"{path.relative_to(ROOT)} names absolute paths: {found[:3]}"
