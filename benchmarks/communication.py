@@ -80,7 +80,7 @@ def per_run(run: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def summarise(values: list[float | None]) -> float | None:
+def mean_or_none(values: list[float | None]) -> float | None:
     return statistics.fmean(values) if values and all(v is not None for v in values) else None
 
 
@@ -109,9 +109,9 @@ def main(argv: list[str]) -> None:
         r["up_over_before"] = r["up"] / o["up"]
     keys = ("down", "up", "wire_down", "wire_up", "uplink_floor", "up_over_floor", "wire_up_over_floor",
             "down_over_before", "up_over_before")
-    mean = {k: summarise([r[k] for r in runs]) for k in keys}
-    mean["before_down"] = summarise([o["down"] for o in old])
-    mean["before_up"] = summarise([o["up"] for o in old])
+    mean = {k: mean_or_none([r[k] for r in runs]) for k in keys}
+    mean["before_down"] = mean_or_none([o["down"] for o in old])
+    mean["before_up"] = mean_or_none([o["up"] for o in old])
     goals = {
         "uplink within 1.25x of the floor (payload model, every reply's step and form included)":
             all(r["up_over_floor"] is not None and r["up_over_floor"] <= 1.25 for r in runs),

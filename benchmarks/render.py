@@ -326,7 +326,7 @@ def dp_expert_accuracy(records: list[dict[str, Any]]) -> str:
     """A gain.py result with DP-expert variants: each client's own-domain greedy pass@1 (test split,
     as the run reports it) with DP and without, mean over seeds."""
     (r,) = records
-    lines = ["| run | " + "client (domain): with DP / without, mean over seeds | ".rstrip(" |") + " |", "|---|---|"]
+    lines = ["| run | client (domain): with DP / without, mean over seeds |", "|---|---|"]
     for mode, runs in r["metrics"]["runs"].items():
         acc = [((x.get("privacy") or {}).get("expert_accuracy") or {}) for x in runs]
         if not all(acc):
