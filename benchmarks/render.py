@@ -154,7 +154,9 @@ def gain_variants(records: list[dict[str, Any]]) -> str:
                      + ", ".join(f"{g:+.1f}" for g in s["per_seed"]) + f" | {_privacy_cell(runs[mode])} |")
     seeds = r.get("pipeline_seeds") or r.get("seeds")
     kind = "pipeline seeds" if r.get("pipeline_seeds") else "train seeds"
-    lines += ["", f"Gain in points of mean greedy pass@1, mean ± 95% interval over {kind} {', '.join(map(str, seeds))}; "
+    over = (f"mean ± 95% interval over {kind} {', '.join(map(str, seeds))}" if len(seeds) > 1
+            else f"one run ({kind[:-1]} {seeds[0]}: no interval, not a mean)")
+    lines += ["", f"Gain in points of mean greedy pass@1, {over}; "
               f"command `benchmarks/gain.py {r.get('command', '')}`. Record: `benchmarks/results/{r['_file']}` "
               f"({_machine(r)}, commit {r['env']['commit']}{' dirty' if r['env'].get('dirty') else ''})."]
     return "\n".join(lines)
